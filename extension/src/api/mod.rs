@@ -1,0 +1,3 @@
+//! One module per SQL surface of the extension.
+
+pub mod info;

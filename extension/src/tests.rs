@@ -1,0 +1,166 @@
+//! `#[pg_test]`s: what `CREATE EXTENSION triggers CASCADE` must leave behind.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_else(|| panic!("{sql}: returned NULL"))
+    }
+
+    #[pg_test]
+    fn create_extension_cascade_installs_pgmq_and_triggers() {
+        let n: i64 = one("SELECT count(*) FROM pg_extension WHERE extname IN ('pgmq', 'triggers')");
+        assert_eq!(n, 2);
+    }
+
+    #[pg_test]
+    fn extension_lives_in_schema_triggers_and_is_not_relocatable() {
+        let schema: String = one(
+            "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'triggers'",
+        );
+        assert_eq!(schema, "triggers");
+        let relocatable: bool =
+            one("SELECT extrelocatable FROM pg_extension WHERE extname = 'triggers'");
+        assert!(!relocatable);
+    }
+
+    #[pg_test]
+    fn version_returns_the_crate_version() {
+        let v: String = one("SELECT triggers.version()");
+        assert_eq!(v, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[pg_test]
+    fn events_table_has_every_column_of_the_spec() {
+        let got: String = one(
+            "SELECT string_agg(format('%s %s %s %s', column_name, data_type, is_nullable,
+                                      coalesce(column_default, '-')), E'\\n' ORDER BY ordinal_position)
+               FROM information_schema.columns
+              WHERE table_schema = 'triggers' AND table_name = 'events'",
+        );
+        let want = "\
+event_id uuid NO -
+tenant text NO -
+stream text YES -
+seq bigint YES -
+payload jsonb NO -
+metadata jsonb YES -
+status text NO -
+created_at timestamp with time zone NO -
+updated_at timestamp with time zone NO -
+processed_at timestamp with time zone YES -
+delivered_at timestamp with time zone YES -
+retry_count integer NO 0
+error_message text YES -
+idempotency_key text YES -";
+        assert_eq!(got, want);
+    }
+
+    #[pg_test]
+    fn events_primary_key_and_idempotency_key_are_unique() {
+        let got: String = one(
+            "SELECT string_agg(pg_get_constraintdef(oid), '; ' ORDER BY conname)
+               FROM pg_constraint
+              WHERE conrelid = 'triggers.events'::regclass AND contype IN ('p', 'u')",
+        );
+        assert_eq!(
+            got,
+            "PRIMARY KEY (event_id); UNIQUE (tenant, idempotency_key)"
+        );
+    }
+
+    #[pg_test]
+    fn events_indexes_cover_status_tenant_and_created_at() {
+        let got: String = one(
+            "SELECT string_agg(regexp_replace(indexdef, '^.* USING btree ', ''), '; ' ORDER BY indexdef)
+               FROM pg_indexes WHERE schemaname = 'triggers' AND tablename = 'events'",
+        );
+        for want in [
+            "(status, created_at)",
+            "(tenant, status, created_at, event_id)",
+            "(created_at)",
+            "(event_id)",
+            "(tenant, idempotency_key)",
+        ] {
+            assert!(got.contains(want), "no index on {want} in: {got}");
+        }
+    }
+
+    fn insert_event(status: &str, payload: &str) {
+        Spi::run(&format!(
+            "INSERT INTO triggers.events (event_id, tenant, payload, status, created_at, updated_at)
+             VALUES (gen_random_uuid(), 'default', {payload}, '{status}', now(), now())"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn events_accepts_each_status_of_the_lifecycle() {
+        for status in ["pending", "delivered", "failed"] {
+            insert_event(status, "'{}'");
+        }
+        let n: i64 = one("SELECT count(*) FROM triggers.events");
+        assert_eq!(n, 3);
+    }
+
+    #[pg_test(
+        error = "new row for relation \"events\" violates check constraint \"events_status_check\""
+    )]
+    fn events_check_rejects_an_unknown_status() {
+        insert_event("processing", "'{}'");
+    }
+
+    #[pg_test(
+        error = "null value in column \"payload\" of relation \"events\" violates not-null constraint"
+    )]
+    fn events_payload_cannot_be_null() {
+        insert_event("pending", "NULL");
+    }
+
+    #[pg_test(
+        error = "new row for relation \"events\" violates check constraint \"events_payload_check\""
+    )]
+    fn events_payload_must_be_an_object() {
+        insert_event("pending", "'[1, 2]'");
+    }
+
+    #[pg_test]
+    fn config_holds_the_spec_defaults() {
+        let got: String = one(
+            "SELECT format('%s %s %s %s %s %s', max_retries, backoff_base_ms, backoff_cap_ms,
+                           max_payload_bytes, batch_size, visibility_timeout_s)
+               FROM triggers.config",
+        );
+        assert_eq!(got, "3 1000 300000 1048576 100 30");
+        let rows: i64 = one("SELECT count(*) FROM triggers.config");
+        assert_eq!(rows, 1);
+    }
+
+    #[pg_test(
+        error = "new row for relation \"config\" violates check constraint \"config_max_retries_check\""
+    )]
+    fn config_rejects_an_out_of_range_setting() {
+        Spi::run("UPDATE triggers.config SET max_retries = -1").unwrap();
+    }
+
+    #[pg_test(error = "duplicate key value violates unique constraint \"config_pkey\"")]
+    fn config_has_only_one_row() {
+        Spi::run("INSERT INTO triggers.config DEFAULT VALUES").unwrap();
+    }
+
+    #[pg_test]
+    fn pgmq_queues_exist_for_events_and_dead_letters() {
+        let got: String = one(
+            "SELECT string_agg(queue_name, ',' ORDER BY queue_name) FROM pgmq.list_queues()
+              WHERE queue_name LIKE 'triggers%'",
+        );
+        assert_eq!(got, "triggers_events,triggers_events_dlq");
+        // The queue really works: a message goes in and comes back out.
+        let id: i64 = one("SELECT * FROM pgmq.send('triggers_events', '{\"probe\": true}')");
+        let read: i64 = one("SELECT msg_id FROM pgmq.read('triggers_events', 30, 1)");
+        assert_eq!(id, read);
+    }
+}

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Installs whatever is missing to build, run and test triggers on a Debian machine, as
+# root: apt packages, cargo-pgrx, `cargo pgrx init`, pgmq's extension files, and the
+# built `triggers` extension in the system Postgres. Every step checks first and skips
+# itself when there is nothing to do, so a second run only pays for `cargo pgrx install`.
+#
+# Versions come from [workspace.metadata.triggers] in Cargo.toml, nowhere else.
+#
+# Usage: scripts/setup.sh [--no-install-extension] [--release]
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+install_extension=1
+profile_flag=()
+for arg in "$@"; do
+    case "$arg" in
+        --no-install-extension) install_extension=0 ;;
+        --release) profile_flag=(--release) ;;
+        *) echo "setup: unknown argument '$arg'" >&2; exit 2 ;;
+    esac
+done
+
+# pin NAME: the value of NAME in [workspace.metadata.triggers].
+pin() {
+    local value
+    value=$(sed -n '/^\[workspace\.metadata\.triggers\]/,/^\[/ s/^'"$1"' *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+    [ -n "$value" ] || { echo "setup: '$1' is not pinned in Cargo.toml [workspace.metadata.triggers]" >&2; exit 1; }
+    echo "$value"
+}
+
+RUST_VERSION=$(pin rust)
+PGRX_VERSION=$(pin cargo-pgrx)
+PGMQ_CRATE_VERSION=$(pin pgmq-crate)
+PG_MAJOR=$(pin postgres)
+PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+export RUSTUP_TOOLCHAIN=$RUST_VERSION
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step_start=0
+step() { step_start=$(date +%s); printf 'setup: %s ... ' "$1"; }
+done_() { echo "$1 ($(($(date +%s) - step_start)) s)"; }
+
+# The pgrx dependency and cargo-pgrx must agree, or pgrx refuses to build.
+if ! grep -q "^pgrx = \"=$PGRX_VERSION\"" Cargo.toml; then
+    echo "setup: Cargo.toml's pgrx dependency does not match cargo-pgrx $PGRX_VERSION" >&2
+    exit 1
+fi
+
+step "rust toolchain $RUST_VERSION"
+if ! command -v rustup >/dev/null || ! rustup run "$RUST_VERSION" rustc --version >/dev/null 2>&1; then
+    echo "missing"
+    echo "setup: Rust $RUST_VERSION is not installed (rustup toolchain install $RUST_VERSION)" >&2
+    exit 1
+fi
+done_ ok
+
+step "apt packages"
+apt_packages=(
+    "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libclang-dev clang pkg-config
+    libssl-dev build-essential sudo
+)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    done_ "all present"
+else
+    if [ "$(id -u)" -ne 0 ]; then
+        echo
+        echo "setup: missing packages ${missing[*]}; run this script as root or install them" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+    done_ "installed ${missing[*]}"
+fi
+
+step "cargo-pgrx $PGRX_VERSION"
+if [ "$(cargo pgrx --version 2>/dev/null)" = "cargo-pgrx $PGRX_VERSION" ]; then
+    done_ present
+else
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --quiet
+    done_ installed
+fi
+
+step "cargo pgrx init (pg$PG_MAJOR)"
+pgrx_config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+if grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "$pgrx_config"; then
+    done_ present
+else
+    cargo pgrx init "--pg$PG_MAJOR" "$PG_CONFIG" >/dev/null
+    done_ done
+fi
+
+step "pgmq extension (crate $PGMQ_CRATE_VERSION)"
+extdir="$("$PG_CONFIG" --sharedir)/extension"
+stamp="$extdir/pgmq.triggers-setup"
+if [ -f "$extdir/pgmq.control" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$PGMQ_CRATE_VERSION" ]; then
+    done_ present
+else
+    # Cargo downloads the pgmq crate (it embeds the extension's SQL) into its registry
+    # cache; we copy the files out of it. Nothing of pgmq is committed to this repository.
+    fetch_dir="$root/target/pgmq-fetch"
+    mkdir -p "$fetch_dir/src"
+    : >"$fetch_dir/src/lib.rs"
+    cat >"$fetch_dir/Cargo.toml" <<EOF
+[package]
+name = "pgmq-fetch"
+version = "0.0.0"
+edition = "2021"
+publish = false
+[dependencies]
+pgmq = { version = "=$PGMQ_CRATE_VERSION", default-features = false }
+[workspace]
+EOF
+    cargo fetch --quiet --manifest-path "$fetch_dir/Cargo.toml"
+    src=$(cargo metadata --quiet --format-version 1 --manifest-path "$fetch_dir/Cargo.toml" |
+        python3 -c 'import json,sys; m=json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"]=="pgmq"))')
+    embedded="$(dirname "$src")/src/install/embedded"
+    [ -f "$embedded/pgmq.control" ] || { echo "setup: no pgmq.control in $embedded" >&2; exit 1; }
+    version=$(sed -n "s/^default_version *= *'\([^']*\)'.*/\1/p" "$embedded/pgmq.control")
+    install -m 644 "$embedded/pgmq.control" "$extdir/pgmq.control"
+    install -m 644 "$embedded/sql/pgmq.sql" "$extdir/pgmq--$version.sql"
+    for f in "$embedded"/sql/pgmq--*--*.sql; do
+        install -m 644 "$f" "$extdir/$(basename "$f")"
+    done
+    echo "$PGMQ_CRATE_VERSION" >"$stamp"
+    done_ "installed pgmq $version"
+fi
+
+if [ "$install_extension" -eq 1 ]; then
+    step "triggers extension into the system Postgres"
+    log="$root/target/setup-install.log"
+    mkdir -p "$root/target"
+    if ! (cd extension && cargo pgrx install "${profile_flag[@]}" --pg-config "$PG_CONFIG") >"$log" 2>&1; then
+        echo "failed"
+        tail -n 30 "$log" >&2
+        exit 1
+    fi
+    done_ installed
+fi

@@ -1,0 +1,129 @@
+//! The two kinds of failure the server reports: a start-up failure (one line on stderr,
+//! non-zero exit) and an HTTP error (the JSON envelope of SPEC §6).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::http::correlation::current_correlation_id;
+use crate::http::timestamp_now;
+
+/// Why `triggers serve` could not start. Its `Display` is the one line a user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// No usable `pg_config` for the embedded cluster.
+    #[error("pg_config: {0}")]
+    PgConfig(String),
+    /// The data directory cannot be used.
+    #[error("data directory: {0}")]
+    DataDir(String),
+    /// The embedded Postgres could not be created or started.
+    #[error("embedded postgres: {0}")]
+    Postgres(String),
+    /// The database (embedded or `DATABASE_URL`) refused us.
+    #[error("database: {0}")]
+    Database(String),
+    /// The HTTP listener could not be opened.
+    #[error("listen: {0}")]
+    Listen(String),
+}
+
+/// The stable error codes of the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// No such route or resource.
+    NotFound,
+    /// The database is down or unreachable.
+    ServiceUnavailable,
+    /// A bug or an unexpected failure; details are logged, not sent.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The code as it appears in the envelope.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answered as `{"error":{"code","message","timestamp","correlation_id"}}`.
+#[derive(Debug)]
+pub struct AppError {
+    code: ErrorCode,
+    message: String,
+    /// What went wrong inside, for the log only (the correlation middleware logs it).
+    detail: Option<String>,
+}
+
+/// The inside story of a 5xx, carried on the response for the middleware to log.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
+
+impl AppError {
+    /// An error with `code` and a message for the client.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// The same error, with a detail for the log that the client never sees.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl From<triggers_client::Error> for AppError {
+    fn from(e: triggers_client::Error) -> Self {
+        let code = if e.is_unavailable() {
+            ErrorCode::ServiceUnavailable
+        } else {
+            ErrorCode::InternalError
+        };
+        let message = match code {
+            ErrorCode::ServiceUnavailable => "the database is unavailable",
+            _ => "internal error",
+        };
+        AppError::new(code, message).with_detail(e.to_string())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "code": self.code.as_str(),
+                "message": self.message,
+                "timestamp": timestamp_now(),
+                "correlation_id": current_correlation_id(),
+            }
+        });
+        let mut response = (self.code.status(), Json(body)).into_response();
+        if let Some(detail) = self.detail {
+            response.extensions_mut().insert(ErrorDetail(detail));
+        }
+        response
+    }
+}

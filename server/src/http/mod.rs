@@ -1,0 +1,49 @@
+//! The HTTP API. [`app`] builds the whole router, so tests can drive it with `oneshot`.
+
+pub mod correlation;
+
+use axum::extract::State;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::error::{AppError, ErrorCode};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database, through the client crate.
+    pub client: triggers_client::Client,
+}
+
+/// The router with every route and middleware.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(middleware::from_fn(correlation::correlation_id))
+}
+
+/// Now, as RFC 3339 in UTC with milliseconds.
+pub fn timestamp_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Liveness: the process is up and serving. Never touches the database.
+async fn health() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers and has the extension.
+async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    state.client.ping().await?;
+    Ok(Json(json!({"status": "ok"})))
+}
+
+async fn not_found() -> AppError {
+    AppError::new(ErrorCode::NotFound, "no such route")
+}

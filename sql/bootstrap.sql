@@ -1,0 +1,66 @@
+-- triggers: schema objects created before any #[pg_extern] function.
+-- Runs inside CREATE EXTENSION triggers, in schema triggers, after pgmq exists.
+
+-- Settings. One row, typed columns, each with the range it accepts, so a bad value is
+-- rejected when it is written rather than when a worker reads it.
+CREATE TABLE triggers.config (
+    singleton              boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    max_retries            integer NOT NULL DEFAULT 3       CHECK (max_retries BETWEEN 0 AND 100),
+    backoff_base_ms        integer NOT NULL DEFAULT 1000    CHECK (backoff_base_ms BETWEEN 1 AND 3600000),
+    backoff_cap_ms         integer NOT NULL DEFAULT 300000  CHECK (backoff_cap_ms BETWEEN 1 AND 86400000),
+    max_payload_bytes      integer NOT NULL DEFAULT 1048576 CHECK (max_payload_bytes BETWEEN 2 AND 268435456),
+    batch_size             integer NOT NULL DEFAULT 100     CHECK (batch_size BETWEEN 1 AND 10000),
+    visibility_timeout_s   integer NOT NULL DEFAULT 30      CHECK (visibility_timeout_s BETWEEN 1 AND 86400),
+    CHECK (backoff_base_ms <= backoff_cap_ms)
+);
+INSERT INTO triggers.config DEFAULT VALUES;
+COMMENT ON TABLE triggers.config IS
+    'triggers settings: one row. UPDATE triggers.config SET max_retries = 5; takes effect on the next batch.';
+-- Keep user changes to the settings in pg_dump output.
+SELECT pg_catalog.pg_extension_config_dump('triggers.config', '');
+
+-- One row per processed event. Status changes are the only thing metrics count, so the
+-- CHECK on status is what keeps the counters honest.
+CREATE TABLE triggers.events (
+    event_id        uuid        PRIMARY KEY,
+    tenant          text        NOT NULL CHECK (tenant <> ''),
+    stream          text        NULL,
+    seq             bigint      NULL CHECK (seq >= 1),
+    payload         jsonb       NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
+    metadata        jsonb       NULL CHECK (metadata IS NULL OR jsonb_typeof(metadata) = 'object'),
+    status          text        NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    processed_at    timestamptz NULL,
+    delivered_at    timestamptz NULL,
+    retry_count     integer     NOT NULL DEFAULT 0 CHECK (retry_count >= 0),
+    error_message   text        NULL,
+    idempotency_key text        NULL,
+    CONSTRAINT events_tenant_idempotency_key_key UNIQUE (tenant, idempotency_key),
+    -- An event is either on a stream with a position or on no stream at all.
+    CONSTRAINT events_stream_seq_together CHECK ((stream IS NULL) = (seq IS NULL))
+)
+-- Rows are updated on ack and retry; leave room for HOT updates and vacuum early.
+WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05);
+
+CREATE INDEX events_status_created_at_idx ON triggers.events (status, created_at);
+-- The inbox's keyset order is (created_at, event_id) within a tenant and status.
+CREATE INDEX events_tenant_status_created_at_idx ON triggers.events (tenant, status, created_at, event_id);
+CREATE INDEX events_created_at_idx ON triggers.events (created_at);
+CREATE UNIQUE INDEX events_tenant_stream_seq_idx ON triggers.events (tenant, stream, seq)
+    WHERE stream IS NOT NULL;
+
+COMMENT ON TABLE triggers.events IS
+    'One row per processed event; status pending -> delivered | failed, failed -> pending on retry.';
+
+-- The work queue and its dead-letter queue.
+SELECT pgmq.create('triggers_events');
+SELECT pgmq.create('triggers_events_dlq');
+
+-- Tables created by an extension script belong to the extension, and pg_dump skips the
+-- data of extension tables unless told otherwise: keep events and queued messages.
+SELECT pg_catalog.pg_extension_config_dump('triggers.events', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmq.q_triggers_events', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmq.a_triggers_events', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmq.q_triggers_events_dlq', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmq.a_triggers_events_dlq', '');
