@@ -87,13 +87,33 @@ async fn connect_url(url: &str) -> Result<triggers_client::Client, StartupError>
     let client = triggers_client::Client::connect(url)
         .map_err(|e| StartupError::Database(format!("DATABASE_URL: {e}")))?;
     let conn = client.pool().get().await.map_err(|e| {
+        // deadpool's own wrapping ("Error occurred while creating a new object") says
+        // nothing a user can act on; the driver's error and its causes do.
+        let why = match &e {
+            deadpool_postgres::PoolError::Backend(e) => source_chain(e),
+            other => other.to_string(),
+        };
         StartupError::Database(format!(
-            "cannot connect to DATABASE_URL: {}",
-            source_chain(&e)
+            "cannot connect to DATABASE_URL ({}): {why}",
+            where_(url)
         ))
     })?;
     db::ensure_extension(&conn).await?;
     Ok(client)
+}
+
+/// Host and port of a connection URL, never its password.
+fn where_(url: &str) -> String {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "?".to_string();
+    };
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
 }
 
 /// An error and its causes on one line ("error connecting to server: Connection refused").

@@ -1,0 +1,101 @@
+//! The router through `app()` and `oneshot`: no port, no server process.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use triggers_server::http::{app, AppState};
+
+/// A state whose database is a closed loopback port: every query fails as "down".
+fn state_with_database_down() -> AppState {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client =
+        triggers_client::Client::connect(&format!("postgres://nobody@127.0.0.1:{port}/none"))
+            .expect("a valid URL");
+    AppState { client }
+}
+
+async fn send(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    let response = app(state_with_database_down())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, headers, body)
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn health_is_ok_without_touching_the_database() {
+    let (status, _, body) = send(get("/health")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn ready_is_503_in_the_error_envelope_when_the_database_is_down() {
+    let (status, headers, body) = send(get("/ready")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let error = &body["error"];
+    assert_eq!(error["code"], "SERVICE_UNAVAILABLE");
+    assert_eq!(error["message"], "the database is unavailable");
+    let id = headers["x-correlation-id"].to_str().unwrap();
+    assert_eq!(error["correlation_id"], id);
+    let ts = error["timestamp"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+        "RFC 3339: {ts}"
+    );
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000Z".len(),
+        "UTC, ms: {ts}"
+    );
+    // The internal reason (connection refused) is logged, never sent.
+    assert!(!body.to_string().contains("refused"), "{body}");
+}
+
+#[tokio::test]
+async fn unknown_route_is_404_not_found_envelope() {
+    let (status, _, body) = send(get("/no/such/route")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn correlation_id_is_echoed_when_sent() {
+    let request = Request::get("/health")
+        .header("X-Correlation-ID", "req-42.abc")
+        .body(Body::empty())
+        .unwrap();
+    let (_, headers, _) = send(request).await;
+    assert_eq!(headers["x-correlation-id"], "req-42.abc");
+}
+
+#[tokio::test]
+async fn correlation_id_is_generated_when_missing_or_unsafe() {
+    let (_, headers, _) = send(get("/health")).await;
+    let generated = headers["x-correlation-id"].to_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+
+    // Too long or with characters that do not belong in logs: replaced, not echoed.
+    for bad in ["x".repeat(129), "a b".to_string(), "a\"b".to_string()] {
+        let request = Request::get("/health")
+            .header("X-Correlation-ID", &bad)
+            .body(Body::empty())
+            .unwrap();
+        let (_, headers, _) = send(request).await;
+        let id = headers["x-correlation-id"].to_str().unwrap();
+        assert_ne!(id, bad);
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+}
