@@ -36,6 +36,8 @@ CREATE TABLE triggers.events (
     retry_count     integer     NOT NULL DEFAULT 0 CHECK (retry_count >= 0),
     error_message   text        NULL,
     idempotency_key text        NULL,
+    -- Manual retries so far (at most 3); also counted in retry_count.
+    manual_retries  integer     NOT NULL DEFAULT 0 CHECK (manual_retries >= 0),
     CONSTRAINT events_tenant_idempotency_key_key UNIQUE (tenant, idempotency_key),
     -- An event is either on a stream with a position or on no stream at all.
     CONSTRAINT events_stream_seq_together CHECK ((stream IS NULL) = (seq IS NULL))
@@ -53,13 +55,89 @@ CREATE UNIQUE INDEX events_tenant_stream_seq_idx ON triggers.events (tenant, str
 COMMENT ON TABLE triggers.events IS
     'One row per processed event; status pending -> delivered | failed, failed -> pending on retry.';
 
+-- Idempotency keys are claimed at enqueue, before the event is stored, so a repeated
+-- key returns the first event's id even while that event is still queued.
+CREATE TABLE triggers.idempotency_keys (
+    tenant          text        NOT NULL,
+    idempotency_key text        NOT NULL,
+    event_id        uuid        NOT NULL,
+    created_at      timestamptz NOT NULL,
+    PRIMARY KEY (tenant, idempotency_key)
+);
+
+-- The last position handed out on each stream: seq is gapless per (tenant, stream)
+-- because it is taken here, under the row lock, in the enqueueing transaction.
+CREATE TABLE triggers.streams (
+    tenant   text   NOT NULL,
+    stream   text   NOT NULL,
+    last_seq bigint NOT NULL,
+    PRIMARY KEY (tenant, stream)
+);
+
+-- Exact counts of events by status, maintained by statement triggers on events.
+-- Writers only append deltas (no row is updated, so writers never wait on each other or
+-- deadlock); one worker at a time folds them into metric_totals. Reads sum both.
+CREATE TABLE triggers.metric_deltas (
+    tenant            text        NOT NULL,
+    pending           bigint      NOT NULL,
+    delivered         bigint      NOT NULL,
+    failed            bigint      NOT NULL,
+    last_processed_at timestamptz NULL
+);
+CREATE TABLE triggers.metric_totals (
+    tenant            text        PRIMARY KEY,
+    pending           bigint      NOT NULL,
+    delivered         bigint      NOT NULL,
+    failed            bigint      NOT NULL,
+    last_processed_at timestamptz NULL
+);
+
+-- Processing latency (created_at -> processed_at) per minute as a log-scale histogram:
+-- bucket b holds latencies near exp(b/10) - 1 ms (about 10% wide). Gives the processing
+-- rate and latency percentiles without scanning events. Appended, then folded, as above.
+CREATE TABLE triggers.latency_deltas (
+    tenant  text        NOT NULL,
+    minute  timestamptz NOT NULL,
+    bucket  smallint    NOT NULL,
+    n       bigint      NOT NULL
+);
+CREATE TABLE triggers.latency_minutes (
+    tenant  text        NOT NULL,
+    minute  timestamptz NOT NULL,
+    bucket  smallint    NOT NULL,
+    n       bigint      NOT NULL,
+    PRIMARY KEY (tenant, minute, bucket)
+);
+
+-- API keys: only a SHA-256 of the key is kept. key_id is the public part of the key
+-- (trg_<key_id>_<secret>) and finds the row; the hash is then compared in constant time.
+CREATE TABLE triggers.api_keys (
+    key_id     text        PRIMARY KEY,
+    tenant     text        NOT NULL CHECK (tenant <> ''),
+    name       text        NOT NULL,
+    key_hash   bytea       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz NULL
+);
+CREATE INDEX api_keys_tenant_idx ON triggers.api_keys (tenant);
+
 -- The work queue and its dead-letter queue.
 SELECT pgmq.create('triggers_events');
 SELECT pgmq.create('triggers_events_dlq');
+-- Every read updates vt and read_ct: leave room for HOT updates and vacuum early.
+ALTER TABLE pgmq.q_triggers_events SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_vacuum_insert_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
 
 -- Tables created by an extension script belong to the extension, and pg_dump skips the
 -- data of extension tables unless told otherwise: keep events and queued messages.
 SELECT pg_catalog.pg_extension_config_dump('triggers.events', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.idempotency_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.streams', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.metric_deltas', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.metric_totals', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.latency_deltas', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.latency_minutes', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.api_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.q_triggers_events', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.a_triggers_events', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.q_triggers_events_dlq', '');

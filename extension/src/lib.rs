@@ -16,7 +16,11 @@ pub mod api;
 
 // The tables, the settings row and the pgmq queues exist before any function.
 pgrx::extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+// The SQL API, last, once the Rust helpers it calls exist.
+pgrx::extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 
+#[cfg(any(test, feature = "pg_test"))]
+mod api_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
 

@@ -55,7 +55,8 @@ processed_at timestamp with time zone YES -
 delivered_at timestamp with time zone YES -
 retry_count integer NO 0
 error_message text YES -
-idempotency_key text YES -";
+idempotency_key text YES -
+manual_retries integer NO 0";
         assert_eq!(got, want);
     }
 

@@ -1,0 +1,267 @@
+//! The processing-core load harness. Starts a private cluster (the embedded default's
+//! code, `synchronous_commit = on`), then measures each triggers operation beside the
+//! raw pgmq operation it builds on, in the same run, and prints the ratios.
+//!
+//! ```text
+//! cargo run --release -p triggers-benches --bin triggers-load [-- --seconds 5]
+//! ```
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio_postgres::{Client, Config, NoTls};
+
+async fn connect(config: &Config) -> Client {
+    let (client, connection) = config.connect(NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Runs `sql` (one statement, one transaction) on `conns` connections for `secs`;
+/// returns statements per second.
+async fn rate(config: &Config, conns: usize, secs: f64, sql: &'static str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let tasks = (0..conns).map(|_| {
+        let config = config.clone();
+        tokio::spawn(async move {
+            let client = connect(&config).await;
+            let statement = client.prepare(sql).await.expect("prepare");
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                client.execute(&statement, &[]).await.expect("execute");
+                n += 1;
+            }
+            n
+        })
+    });
+    let started = Instant::now();
+    let total: u64 = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .sum();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn reset(client: &Client) {
+    client
+        .batch_execute(
+            "TRUNCATE pgmq.q_triggers_events, pgmq.q_triggers_events_dlq, pgmq.q_bench_raw,
+                      triggers.events, triggers.idempotency_keys, triggers.metric_deltas,
+                      triggers.metric_totals, triggers.latency_deltas, triggers.latency_minutes;
+             VACUUM ANALYZE pgmq.q_triggers_events, pgmq.q_bench_raw, triggers.events;",
+        )
+        .await
+        .expect("reset");
+}
+
+fn row(name: &str, ours: f64, baseline: f64, unit: &str, target: &str) {
+    println!(
+        "| {name} | {ours:.0} {unit} | {baseline:.0} {unit} | {:.2} | {target} |",
+        ours / baseline
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: f64 = std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let dir = std::env::temp_dir().join(format!("triggers-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = triggers_server::embedded::ClusterOptions {
+        data_dir: dir.clone(),
+        pg_config: None,
+    };
+    let mut cluster = triggers_server::embedded::Cluster::start(&options)
+        .await
+        .expect("cluster");
+    let config = cluster.config();
+    let admin = connect(&config).await;
+    admin
+        .batch_execute("SELECT pgmq.create('bench_raw')")
+        .await
+        .expect("raw queue");
+    let sc: String = admin
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    println!("synchronous_commit = {sc}; {secs} s per measurement\n");
+    println!("| measure | triggers | raw pgmq | ratio | target |");
+    println!("|---|---|---|---|---|");
+
+    for conns in [1usize, 8, 32] {
+        reset(&admin).await;
+        let raw = rate(
+            &config,
+            conns,
+            secs,
+            "SELECT pgmq.send('bench_raw', '{\"n\": 1}'::jsonb)",
+        )
+        .await;
+        reset(&admin).await;
+        let ours = rate(
+            &config,
+            conns,
+            secs,
+            "SELECT triggers.enqueue(payload => '{\"n\": 1}'::jsonb)",
+        )
+        .await;
+        row(
+            &format!("enqueue, {conns} conn"),
+            ours,
+            raw,
+            "tx/s",
+            "≥ 0.85",
+        );
+    }
+
+    // enqueue_batch of 100 vs pgmq.send_batch of 100, events per second.
+    reset(&admin).await;
+    let raw = 100.0
+        * rate(
+            &config,
+            2,
+            secs,
+            "SELECT pgmq.send_batch('bench_raw', (SELECT array_agg(jsonb_build_object('n', i)) FROM generate_series(1, 100) i))",
+        )
+        .await;
+    reset(&admin).await;
+    let ours = 100.0
+        * rate(
+            &config,
+            2,
+            secs,
+            "SELECT count(*) FROM triggers.enqueue_batch((SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', i))) FROM generate_series(1, 100) i))",
+        )
+        .await;
+    row(
+        "enqueue_batch(100), 2 conn",
+        ours,
+        raw,
+        "events/s",
+        "≥ 50,000 events/s",
+    );
+
+    // Draining 100,000 events: process_batch(100) vs pgmq read(100) + delete.
+    let n = 100_000;
+    reset(&admin).await;
+    admin
+        .batch_execute(&format!(
+            "SELECT pgmq.send_batch('bench_raw', (SELECT array_agg(jsonb_build_object('n', i)) FROM generate_series(1, {n}) i));
+             SELECT count(*) FROM triggers.enqueue_batch((SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', i))) FROM generate_series(1, {n}) i));
+             VACUUM ANALYZE pgmq.q_bench_raw, pgmq.q_triggers_events;"
+        ))
+        .await
+        .expect("fill");
+    let raw = drain_rate(
+        &config,
+        2,
+        "WITH r AS (SELECT msg_id FROM pgmq.read('bench_raw', 30, 100))
+         SELECT count(*)::int FROM r WHERE pgmq.delete('bench_raw', msg_id)",
+    )
+    .await;
+    let ours = drain_rate(&config, 2, "SELECT read FROM triggers.process_batch(100)").await;
+    let stored: i64 = admin
+        .query_one("SELECT count(*) FROM triggers.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, n, "every event stored");
+    row(
+        "drain 100k, process_batch(100) vs read+delete, 2 conn",
+        ours,
+        raw,
+        "events/s",
+        "≥ 30,000 events/s, ≥ 0.5",
+    );
+
+    // 1,000 events from enqueue to stored, with a worker woken by the notification.
+    reset(&admin).await;
+    let latency = enqueue_to_stored(&config, 1000).await;
+    println!("\n1,000 events, enqueue_batch commit → all stored by a LISTENing worker: {latency:.1} ms (target < 100 ms)");
+
+    drop(admin);
+    cluster.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Drains with `conns` connections running `sql` (returns messages handled) until
+/// empty; events per second.
+async fn drain_rate(config: &Config, conns: usize, sql: &'static str) -> f64 {
+    let started = Instant::now();
+    let tasks = (0..conns).map(|_| {
+        let config = config.clone();
+        tokio::spawn(async move {
+            let client = connect(&config).await;
+            let statement = client.prepare(sql).await.expect("prepare");
+            let mut total = 0i64;
+            loop {
+                let got: i32 = client
+                    .query_one(&statement, &[])
+                    .await
+                    .expect("drain")
+                    .get(0);
+                if got == 0 {
+                    break total;
+                }
+                total += i64::from(got);
+            }
+        })
+    });
+    let total: i64 = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .sum();
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Milliseconds from the commit of a 1,000-event enqueue_batch until a worker that was
+/// idle (LISTENing) has stored all of them.
+async fn enqueue_to_stored(config: &Config, n: i64) -> f64 {
+    use futures_util::StreamExt;
+    let (worker, mut connection) = config.connect(NoTls).await.expect("connect");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(_) = message {
+                let _ = tx.send(());
+            }
+        }
+    });
+    worker
+        .batch_execute("LISTEN triggers_events")
+        .await
+        .unwrap();
+    let worker_task = tokio::spawn(async move {
+        rx.recv().await;
+        let mut stored = 0i64;
+        while stored < n {
+            let row = worker
+                .query_one("SELECT stored FROM triggers.process_batch(500)", &[])
+                .await
+                .unwrap();
+            stored += i64::from(row.get::<_, i32>(0));
+        }
+        Instant::now()
+    });
+    let producer = connect(config).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let committed = {
+        producer
+            .query(
+                &format!("SELECT triggers.enqueue_batch((SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', i))) FROM generate_series(1, {n}) i))"),
+                &[],
+            )
+            .await
+            .unwrap();
+        Instant::now()
+    };
+    let done = worker_task.await.unwrap();
+    done.saturating_duration_since(committed).as_secs_f64() * 1000.0
+}

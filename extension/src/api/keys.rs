@@ -1,0 +1,9 @@
+//! API-key support.
+
+use pgrx::prelude::*;
+
+/// Whether two hashes are equal, compared in constant time.
+#[pg_extern(immutable, parallel_safe)]
+pub fn _bytes_equal(a: &[u8], b: &[u8]) -> bool {
+    triggers_core::constant_time_eq(a, b)
+}
