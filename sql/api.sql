@@ -26,11 +26,11 @@ BEGIN
 END $$;
 
 -- Validates one event as enqueue receives it. `field` prefixes messages ("events[3].").
+-- The payload's size is its stored (jsonb) size, which costs nothing to read.
 CREATE FUNCTION triggers._check_event(
-    field text, payload jsonb, metadata jsonb, idempotency_key text, stream text, debug text)
+    field text, payload jsonb, metadata jsonb, idempotency_key text, stream text, debug text,
+    max_bytes int DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    max_bytes int;
 BEGIN
     IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
         RAISE EXCEPTION USING ERRCODE = 'TG001',
@@ -41,11 +41,13 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'TG002',
             MESSAGE = format('%smetadata must be a JSON object or NULL, got %s', field, jsonb_typeof(metadata));
     END IF;
-    SELECT c.max_payload_bytes INTO max_bytes FROM triggers.config c;
-    IF octet_length(payload::text) > max_bytes THEN
+    IF max_bytes IS NULL THEN
+        SELECT c.max_payload_bytes INTO max_bytes FROM triggers.config c;
+    END IF;
+    IF pg_column_size(payload) > max_bytes THEN
         RAISE EXCEPTION USING ERRCODE = 'TG003',
             MESSAGE = format('%spayload is %s bytes, over the limit of %s', field,
-                             octet_length(payload::text), max_bytes);
+                             pg_column_size(payload), max_bytes);
     END IF;
     IF idempotency_key IS NOT NULL THEN
         PERFORM triggers._check_text(field || 'idempotency_key', idempotency_key, 255);
@@ -68,11 +70,16 @@ CREATE FUNCTION triggers._message(
     event_id uuid, tenant text, payload jsonb, metadata jsonb, idempotency_key text,
     stream text, seq bigint, debug text, created_at timestamptz)
 RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
-    SELECT jsonb_strip_nulls(jsonb_build_object(
-        'event_id', event_id, 'tenant', tenant, 'metadata', metadata,
-        'idempotency_key', idempotency_key, 'stream', stream, 'seq', seq, 'debug', debug,
-        'created_at', created_at))
-        || jsonb_build_object('payload', payload)
+    -- Optional values are absent or JSON null; readers take them with ->> or
+    -- nullif(->, 'null'). The common event (no options) gets the smallest message.
+    SELECT CASE WHEN metadata IS NULL AND idempotency_key IS NULL AND stream IS NULL AND debug IS NULL
+           THEN jsonb_build_object('event_id', event_id, 'tenant', tenant, 'payload', payload,
+                                   'created_at', created_at)
+           ELSE jsonb_build_object(
+                'event_id', event_id, 'tenant', tenant, 'payload', payload, 'metadata', metadata,
+                'idempotency_key', idempotency_key, 'stream', stream, 'seq', seq, 'debug', debug,
+                'created_at', created_at)
+           END
 $$;
 
 -- The next position on a stream (1, 2, 3, ...), taken in the caller's transaction.
@@ -94,6 +101,29 @@ $$;
 ---------------------------------------------------------------------------------------
 
 /*
+ * Wakes idle workers: NOTIFY triggers_events, delivered when the caller commits. A
+ * session notifies at most once per config.notify_throttle_ms; the time of its last
+ * notification is a session setting, so it only counts once that transaction commits
+ * (set_config is rolled back with it). Worker protocol, which makes the throttle safe:
+ * LISTEN; drain until process_batch reads nothing and no notification is pending;
+ * check again at growing intervals until notify_throttle_ms has passed (anything
+ * enqueued without a NOTIFY of its own is found then); then wait for a notification.
+ */
+CREATE FUNCTION triggers._wake(v_throttle int DEFAULT NULL) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_now float8 := extract(epoch FROM clock_timestamp()) * 1000;
+    v_last float8 := coalesce(nullif(current_setting('triggers.notified_at_ms', true), '')::float8, 0);
+BEGIN
+    IF v_throttle IS NULL THEN
+        SELECT c.notify_throttle_ms INTO v_throttle FROM triggers.config c;
+    END IF;
+    IF v_now - v_last >= v_throttle OR v_now < v_last THEN
+        PERFORM pg_notify('triggers_events', '');
+        PERFORM set_config('triggers.notified_at_ms', v_now::text, false);
+    END IF;
+END $$;
+
+/*
  * Queues one event and returns its id and whether it was a repeat of an idempotency
  * key already seen for the tenant (then nothing is queued and the first id returns).
  */
@@ -109,10 +139,13 @@ CREATE FUNCTION triggers.enqueue_ex(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
+    cfg triggers.config;
 BEGIN
+    SELECT * INTO cfg FROM triggers.config;
     PERFORM triggers._check_text('tenant', enqueue_ex.tenant);
     PERFORM triggers._check_event('', enqueue_ex.payload, enqueue_ex.metadata,
-                                  enqueue_ex.idempotency_key, enqueue_ex.stream, enqueue_ex.debug);
+                                  enqueue_ex.idempotency_key, enqueue_ex.stream, enqueue_ex.debug,
+                                  cfg.max_payload_bytes);
     event_id := triggers._uuid_v7();
     duplicate := false;
     IF enqueue_ex.idempotency_key IS NOT NULL THEN
@@ -133,8 +166,7 @@ BEGIN
                               CASE WHEN enqueue_ex.stream IS NOT NULL
                                    THEN triggers._next_seq(enqueue_ex.tenant, enqueue_ex.stream) END,
                               enqueue_ex.debug, v_now));
-    -- Wakes idle workers at commit (notifications of one transaction fold into one).
-    PERFORM pg_notify('triggers_events', '');
+    PERFORM triggers._wake(cfg.notify_throttle_ms);
 END $$;
 
 /*
@@ -249,7 +281,7 @@ BEGIN
          ORDER BY ord
     )
     SELECT id FROM items ORDER BY ord;
-    PERFORM pg_notify('triggers_events', '');
+    PERFORM triggers._wake();
 END $$;
 
 ---------------------------------------------------------------------------------------
@@ -270,7 +302,7 @@ BEGIN
         INSERT INTO triggers.events AS ev (event_id, tenant, stream, seq, payload, metadata, status,
                                           created_at, updated_at, retry_count, error_message, idempotency_key)
         VALUES ((message->>'event_id')::uuid, message->>'tenant', message->>'stream', (message->>'seq')::bigint,
-                message->'payload', message->'metadata', 'failed',
+                message->'payload', nullif(message->'metadata', 'null'), 'failed',
                 coalesce((message->>'created_at')::timestamptz, v_now), v_now,
                 greatest(read_ct - 1, 0), error,
                 message->>'idempotency_key')
@@ -290,49 +322,47 @@ LANGUAGE sql IMMUTABLE AS $$
             THEN 'message has no valid event_id'
         WHEN coalesce(message->>'tenant', '') = '' THEN 'message has no tenant'
         WHEN jsonb_typeof(message->'payload') IS DISTINCT FROM 'object' THEN 'payload is not a JSON object'
-        WHEN message ? 'metadata' AND jsonb_typeof(message->'metadata') <> 'object' THEN 'metadata is not a JSON object'
-        WHEN (message ? 'stream') <> (message ? 'seq')
-          OR (message ? 'seq' AND NOT coalesce(message->>'seq' ~ '^[1-9][0-9]{0,17}$', false))
+        WHEN jsonb_typeof(message->'metadata') NOT IN ('object', 'null') THEN 'metadata is not a JSON object'
+        WHEN (message->>'stream' IS NULL) <> (message->>'seq' IS NULL)
+          OR (message->>'seq' IS NOT NULL AND NOT coalesce(message->>'seq' ~ '^[1-9][0-9]{0,17}$', false))
             THEN 'stream and seq must come together, seq a positive integer'
         WHEN message->>'debug' = 'dlq_routing' THEN 'routed to the dead-letter queue (debug flag dlq_routing)'
     END
 $$;
 
--- Stores the given messages as pending events and removes them from the queue, as one
--- statement each. A stored row that had failed becomes pending again (a retry or a
--- redrive succeeded); one already pending or delivered is left alone, so a message
--- processed twice changes nothing.
-CREATE FUNCTION triggers._store(msg_ids bigint[], messages jsonb[])
-RETURNS int LANGUAGE plpgsql AS $$
+-- Stores the given messages as pending events, as one statement. A stored row that had
+-- failed becomes pending again (a retry or a redrive succeeded); one already pending or
+-- delivered is left alone, so a message processed twice changes nothing.
+CREATE FUNCTION triggers._store(messages jsonb[], read_cts int[])
+RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
-    v_stored int;
 BEGIN
     INSERT INTO triggers.events AS ev (event_id, tenant, stream, seq, payload, metadata, status, created_at,
                                       updated_at, processed_at, retry_count, idempotency_key)
-    SELECT (m->>'event_id')::uuid, m->>'tenant', m->>'stream', (m->>'seq')::bigint, m->'payload', m->'metadata', 'pending',
+    SELECT (m->>'event_id')::uuid, m->>'tenant', m->>'stream', (m->>'seq')::bigint, m->'payload',
+           nullif(m->'metadata', 'null'), 'pending',
            coalesce((m->>'created_at')::timestamptz, v_now), v_now, v_now,
-           greatest(coalesce((m->>'read_ct')::int, 1) - 1, 0), m->>'idempotency_key'
-      FROM unnest(messages) AS t(m)
+           greatest(rc - 1, 0), m->>'idempotency_key'
+      FROM unnest(messages, read_cts) AS t(m, rc)
      ORDER BY 1
     ON CONFLICT ON CONSTRAINT events_pkey DO UPDATE
        SET status = 'pending', processed_at = v_now, updated_at = v_now, error_message = NULL,
            retry_count = ev.retry_count + EXCLUDED.retry_count
      WHERE ev.status = 'failed';
-    GET DIAGNOSTICS v_stored = ROW_COUNT;
-    DELETE FROM pgmq.q_triggers_events q WHERE q.msg_id = ANY(msg_ids);
-    RETURN v_stored;
 END $$;
 
 /*
- * The workflow: reads up to batch_size messages (hidden from other workers for
- * visibility_timeout seconds), and for each: validate -> store -> metrics -> remove.
+ * The workflow: claims up to batch_size visible messages, and for each: validate ->
+ * store -> metrics -> remove.
  * One transaction; a failing message never aborts the others: the batch is stored in
  * one subtransaction and, if that fails, each message in its own. A retryable failure
  * backs off (min(cap, base * 2^(attempt-1))) through the visibility timeout; past
  * max_retries, and at once for malformed messages or debug=dlq_routing, the message
  * moves to triggers_events_dlq and the event is recorded as failed.
- * NULL arguments take their values from triggers.config.
+ * NULL arguments take their values from triggers.config. visibility_timeout is checked
+ * and kept for pgmq compatibility; claimed messages are held by row locks for the
+ * transaction instead (see below), which hides them at least as long.
  */
 CREATE FUNCTION triggers.process_batch(batch_size int DEFAULT NULL, visibility_timeout int DEFAULT NULL)
 RETURNS TABLE(read int, stored int, retried int, dead_lettered int)
@@ -344,11 +374,15 @@ DECLARE
     v_read_cts int[];
     v_ok_ids bigint[] := '{}';
     v_ok_msgs jsonb[] := '{}';
+    v_ok_rcs int[] := '{}';
+    v_done_ids bigint[] := '{}';
     v_fail_ids bigint[] := '{}';
     v_fail_errors text[] := '{}';
-    v_why text;
+    v_dlq_ids bigint[];
+    v_dlq_whys text[];
     v_n int;
     i int;
+    k int;
 BEGIN
     SELECT * INTO cfg FROM triggers.config;
     batch_size := coalesce(batch_size, cfg.batch_size);
@@ -362,24 +396,38 @@ BEGIN
     END IF;
     read := 0; stored := 0; retried := 0; dead_lettered := 0;
 
-    -- Claim: what pgmq.read does, as one static statement.
+    -- Claim and validate, as one static statement: malformed or dlq_routing -> DLQ now;
+    -- processing_error -> a retryable failure; the rest -> store. Claimed messages are
+    -- row-locked until this transaction ends (other workers skip them), which is what
+    -- pgmq.read's vt update buys, without writing a new version of every message: a
+    -- committed batch deletes or re-times each message it claimed, and an aborted one
+    -- leaves them untouched and available again at once.
     WITH claimed AS (
-        SELECT q.msg_id FROM pgmq.q_triggers_events q
+        SELECT q.msg_id AS id, q.read_ct + 1 AS rc, q.message AS m
+          FROM pgmq.q_triggers_events q
          WHERE q.vt <= clock_timestamp()
          ORDER BY q.msg_id
          LIMIT batch_size
-         FOR UPDATE SKIP LOCKED
-    ), updated AS (
-        UPDATE pgmq.q_triggers_events q
-           SET vt = clock_timestamp() + make_interval(secs => visibility_timeout),
-               read_ct = q.read_ct + 1, last_read_at = clock_timestamp()
-          FROM claimed WHERE q.msg_id = claimed.msg_id
-        RETURNING q.msg_id, q.read_ct, q.message
+           FOR UPDATE SKIP LOCKED
+    ), x AS (
+        SELECT c.id, c.m, c.rc, triggers._malformed(c.m) AS why,
+               coalesce(c.m->>'debug' = 'processing_error', false) AS fail
+          FROM claimed c
     )
-    SELECT array_agg(u.msg_id ORDER BY u.msg_id), array_agg(u.message ORDER BY u.msg_id),
-           array_agg(u.read_ct ORDER BY u.msg_id)
-      INTO v_ids, v_msgs, v_read_cts
-      FROM updated u;
+    -- One Aggregate node feeds every array the same rows in the same order, so the
+    -- arrays line up without sorting each of them.
+    SELECT array_agg(x.id), array_agg(x.m), array_agg(x.rc),
+           coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
+           coalesce(array_agg(x.m) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
+           coalesce(array_agg(x.rc) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
+           coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
+           coalesce(array_agg('processing failed (debug flag processing_error)'::text)
+                    FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
+           coalesce(array_agg(x.id) FILTER (WHERE x.why IS NOT NULL), '{}'),
+           coalesce(array_agg(x.why) FILTER (WHERE x.why IS NOT NULL), '{}')
+      INTO v_ids, v_msgs, v_read_cts, v_ok_ids, v_ok_msgs, v_ok_rcs, v_fail_ids, v_fail_errors,
+           v_dlq_ids, v_dlq_whys
+      FROM x;
     v_n := coalesce(array_length(v_ids, 1), 0);
     read := v_n;
     IF v_n = 0 THEN
@@ -388,57 +436,52 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Validate: malformed or dlq_routing -> DLQ now; processing_error -> a retryable failure.
-    FOR i IN 1..v_n LOOP
-        v_why := triggers._malformed(v_msgs[i]);
-        IF v_why IS NOT NULL THEN
-            PERFORM triggers._dead_letter(v_ids[i], v_msgs[i], v_read_cts[i], v_why);
-            dead_lettered := dead_lettered + 1;
-        ELSIF v_msgs[i]->>'debug' = 'processing_error' THEN
-            v_fail_ids := v_fail_ids || v_ids[i];
-            v_fail_errors := v_fail_errors || 'processing failed (debug flag processing_error)'::text;
-        ELSE
-            v_ok_ids := v_ok_ids || v_ids[i];
-            v_ok_msgs := v_ok_msgs || (v_msgs[i] || jsonb_build_object('read_ct', v_read_cts[i]));
-        END IF;
+    FOR i IN 1..coalesce(array_length(v_dlq_ids, 1), 0) LOOP
+        k := array_position(v_ids, v_dlq_ids[i]);
+        PERFORM triggers._dead_letter(v_ids[k], v_msgs[k], v_read_cts[k], v_dlq_whys[i]);
+        dead_lettered := dead_lettered + 1;
     END LOOP;
 
     -- Store: the whole batch in one subtransaction; if anything in it fails, each
     -- message alone, so only the failing ones fail.
     IF coalesce(array_length(v_ok_ids, 1), 0) > 0 THEN
         BEGIN
-            PERFORM triggers._store(v_ok_ids, v_ok_msgs);
-            stored := stored + array_length(v_ok_ids, 1);
+            PERFORM triggers._store(v_ok_msgs, v_ok_rcs);
+            v_done_ids := v_ok_ids;
         EXCEPTION WHEN OTHERS THEN
             FOR i IN 1..array_length(v_ok_ids, 1) LOOP
                 BEGIN
-                    PERFORM triggers._store(ARRAY[v_ok_ids[i]], ARRAY[v_ok_msgs[i]]);
-                    stored := stored + 1;
+                    PERFORM triggers._store(ARRAY[v_ok_msgs[i]], ARRAY[v_ok_rcs[i]]);
+                    v_done_ids := v_done_ids || v_ok_ids[i];
                 EXCEPTION WHEN OTHERS THEN
                     v_fail_ids := v_fail_ids || v_ok_ids[i];
                     v_fail_errors := v_fail_errors || (SQLSTATE || ': ' || SQLERRM);
                 END;
             END LOOP;
         END;
+        -- Remove what was stored. Deliberately here, in the top-level transaction that
+        -- holds the row locks: a delete from inside a subtransaction would leave a
+        -- MultiXact as the rows' xmax, which index scans can never mark as surely dead,
+        -- so every later claim would walk past all of them until vacuum.
+        DELETE FROM pgmq.q_triggers_events q WHERE q.msg_id = ANY(v_done_ids);
+        stored := coalesce(array_length(v_done_ids, 1), 0);
     END IF;
 
     -- Retryable failures: back off, or dead-letter once attempts exceed max_retries.
     FOR i IN 1..coalesce(array_length(v_fail_ids, 1), 0) LOOP
-        DECLARE
-            k int := array_position(v_ids, v_fail_ids[i]);
-        BEGIN
-            IF v_read_cts[k] > cfg.max_retries THEN
-                PERFORM triggers._dead_letter(v_ids[k], v_msgs[k], v_read_cts[k], v_fail_errors[i]);
-                dead_lettered := dead_lettered + 1;
-            ELSE
-                UPDATE pgmq.q_triggers_events q
-                   SET vt = clock_timestamp()
-                            + make_interval(secs => triggers._backoff_ms(v_read_cts[k], cfg.backoff_base_ms, cfg.backoff_cap_ms) / 1000.0),
-                       message = q.message || jsonb_build_object('last_error', v_fail_errors[i])
-                 WHERE q.msg_id = v_ids[k];
-                retried := retried + 1;
-            END IF;
-        END;
+        k := array_position(v_ids, v_fail_ids[i]);
+        IF v_read_cts[k] > cfg.max_retries THEN
+            PERFORM triggers._dead_letter(v_ids[k], v_msgs[k], v_read_cts[k], v_fail_errors[i]);
+            dead_lettered := dead_lettered + 1;
+        ELSE
+            UPDATE pgmq.q_triggers_events q
+               SET vt = clock_timestamp()
+                        + make_interval(secs => triggers._backoff_ms(v_read_cts[k], cfg.backoff_base_ms, cfg.backoff_cap_ms) / 1000.0),
+                   read_ct = v_read_cts[k], last_read_at = clock_timestamp(),
+                   message = q.message || jsonb_build_object('last_error', v_fail_errors[i])
+             WHERE q.msg_id = v_ids[k];
+            retried := retried + 1;
+        END IF;
     END LOOP;
     PERFORM triggers._fold_metrics();
     RETURN NEXT;
@@ -533,8 +576,8 @@ BEGIN
      LIMIT lim;
 END $$;
 
--- The event row of `event_id` for `tenant`, or TG006.
-CREATE FUNCTION triggers._event_for_update(event_id uuid, tenant text) RETURNS triggers.events
+-- The event row of `event_id` for `tenant` (locked when for_update), or TG006.
+CREATE FUNCTION triggers._event(event_id uuid, tenant text, for_update boolean) RETURNS triggers.events
 LANGUAGE plpgsql AS $$
 DECLARE
     v triggers.events;
@@ -543,9 +586,14 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'event_id must not be NULL';
     END IF;
     PERFORM triggers._check_text('tenant', tenant);
-    SELECT * INTO v FROM triggers.events e
-     WHERE e.event_id = _event_for_update.event_id AND e.tenant = _event_for_update.tenant
-       FOR UPDATE;
+    IF for_update THEN
+        SELECT * INTO v FROM triggers.events e
+         WHERE e.event_id = _event.event_id AND e.tenant = _event.tenant
+           FOR UPDATE;
+    ELSE
+        SELECT * INTO v FROM triggers.events e
+         WHERE e.event_id = _event.event_id AND e.tenant = _event.tenant;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'TG006', MESSAGE = format('event %s not found', event_id);
     END IF;
@@ -554,27 +602,15 @@ END $$;
 
 /* One event of the tenant; TG006 when there is none (or it is not processed yet). */
 CREATE FUNCTION triggers.get_event(event_id uuid, tenant text DEFAULT 'default')
-RETURNS triggers.events LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v triggers.events;
-BEGIN
-    IF event_id IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'event_id must not be NULL';
-    END IF;
-    PERFORM triggers._check_text('tenant', tenant);
-    SELECT * INTO v FROM triggers.events e
-     WHERE e.event_id = get_event.event_id AND e.tenant = get_event.tenant;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'TG006', MESSAGE = format('event %s not found', event_id);
-    END IF;
-    RETURN v;
-END $$;
+RETURNS triggers.events LANGUAGE sql AS $$
+    SELECT triggers._event(event_id, tenant, false)
+$$;
 
 /* Marks a pending event delivered. Idempotent; TG007 for a failed event. */
 CREATE FUNCTION triggers.ack(event_id uuid, tenant text DEFAULT 'default')
 RETURNS triggers.events LANGUAGE plpgsql AS $$
 DECLARE
-    v triggers.events := triggers._event_for_update(event_id, tenant);
+    v triggers.events := triggers._event(event_id, tenant, true);
 BEGIN
     IF v.status = 'failed' THEN
         RAISE EXCEPTION USING ERRCODE = 'TG007',
@@ -596,7 +632,7 @@ END $$;
 CREATE FUNCTION triggers.retry(event_id uuid, tenant text DEFAULT 'default') RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
-    v triggers.events := triggers._event_for_update(retry.event_id, retry.tenant);
+    v triggers.events := triggers._event(retry.event_id, retry.tenant, true);
 BEGIN
     IF v.status <> 'failed' THEN
         RAISE EXCEPTION USING ERRCODE = 'TG007',
@@ -616,7 +652,7 @@ BEGIN
     VALUES (clock_timestamp(),
             triggers._message(v.event_id, v.tenant, v.payload, v.metadata, v.idempotency_key, v.stream,
                               v.seq, NULL, v.created_at));
-    PERFORM pg_notify('triggers_events', '');
+    PERFORM triggers._wake();
     RETURN v.manual_retries + 1;
 END $$;
 
@@ -666,7 +702,7 @@ BEGIN
       FROM moved m ORDER BY m.msg_id;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     IF v_n > 0 THEN
-        PERFORM pg_notify('triggers_events', '');
+        PERFORM triggers._wake();
     END IF;
     RETURN v_n;
 END $$;

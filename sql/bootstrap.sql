@@ -11,6 +11,11 @@ CREATE TABLE triggers.config (
     max_payload_bytes      integer NOT NULL DEFAULT 1048576 CHECK (max_payload_bytes BETWEEN 2 AND 268435456),
     batch_size             integer NOT NULL DEFAULT 100     CHECK (batch_size BETWEEN 1 AND 10000),
     visibility_timeout_s   integer NOT NULL DEFAULT 30      CHECK (visibility_timeout_s BETWEEN 1 AND 86400),
+    -- A session that sent a wake-up NOTIFY sends the next one only this much later:
+    -- NOTIFY takes a cluster-wide lock through commit, so one per enqueue would
+    -- serialise all committing producers. Workers re-check once this long after going
+    -- idle, which catches anything enqueued without a NOTIFY of its own.
+    notify_throttle_ms     integer NOT NULL DEFAULT 100     CHECK (notify_throttle_ms BETWEEN 0 AND 10000),
     CHECK (backoff_base_ms <= backoff_cap_ms)
 );
 INSERT INTO triggers.config DEFAULT VALUES;
@@ -38,7 +43,6 @@ CREATE TABLE triggers.events (
     idempotency_key text        NULL,
     -- Manual retries so far (at most 3); also counted in retry_count.
     manual_retries  integer     NOT NULL DEFAULT 0 CHECK (manual_retries >= 0),
-    CONSTRAINT events_tenant_idempotency_key_key UNIQUE (tenant, idempotency_key),
     -- An event is either on a stream with a position or on no stream at all.
     CONSTRAINT events_stream_seq_together CHECK ((stream IS NULL) = (seq IS NULL))
 )
@@ -49,6 +53,10 @@ CREATE INDEX events_status_created_at_idx ON triggers.events (status, created_at
 -- The inbox's keyset order is (created_at, event_id) within a tenant and status.
 CREATE INDEX events_tenant_status_created_at_idx ON triggers.events (tenant, status, created_at, event_id);
 CREATE INDEX events_created_at_idx ON triggers.events (created_at);
+-- UNIQUE (tenant, idempotency_key) as a partial index: the same guarantee (NULL keys
+-- never collide anyway), but events without a key cost no index entry.
+CREATE UNIQUE INDEX events_tenant_idempotency_key_key ON triggers.events (tenant, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE UNIQUE INDEX events_tenant_stream_seq_idx ON triggers.events (tenant, stream, seq)
     WHERE stream IS NOT NULL;
 

@@ -5,13 +5,8 @@
 
 #[pgrx::pg_schema]
 mod tests {
+    use crate::test_support::one;
     use pgrx::prelude::*;
-
-    fn one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .unwrap_or_else(|| panic!("{sql}: returned NULL"))
-    }
 
     fn run(sql: &str) {
         Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -219,6 +214,14 @@ mod tests {
         let empty: String =
             one("SELECT format('%s %s', read, stored) FROM triggers.process_batch()");
         assert_eq!(empty, "0 0");
+    }
+
+    #[pg_test]
+    fn payload_and_metadata_are_stored_exactly_nulls_included() {
+        run("SELECT triggers.enqueue(payload => '{\"a\": null, \"b\": {\"c\": null}}', metadata => '{\"m\": null}')");
+        run("SELECT * FROM triggers.process_batch()");
+        let got: String = one("SELECT payload::text || ' ' || metadata::text FROM triggers.events");
+        assert_eq!(got, "{\"a\": null, \"b\": {\"c\": null}} {\"m\": null}");
     }
 
     #[pg_test]

@@ -22,6 +22,8 @@ pgrx::extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 #[cfg(any(test, feature = "pg_test"))]
 mod api_tests;
 #[cfg(any(test, feature = "pg_test"))]
+mod test_support;
+#[cfg(any(test, feature = "pg_test"))]
 mod tests;
 
 /// Hooks `cargo pgrx test` calls.

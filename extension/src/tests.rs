@@ -2,13 +2,8 @@
 
 #[pgrx::pg_schema]
 mod tests {
+    use crate::test_support::one;
     use pgrx::prelude::*;
-
-    fn one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .unwrap_or_else(|| panic!("{sql}: returned NULL"))
-    }
 
     #[pg_test]
     fn create_extension_cascade_installs_pgmq_and_triggers() {
@@ -61,16 +56,29 @@ manual_retries integer NO 0";
     }
 
     #[pg_test]
-    fn events_primary_key_and_idempotency_key_are_unique() {
+    fn events_primary_key_is_event_id() {
         let got: String = one(
             "SELECT string_agg(pg_get_constraintdef(oid), '; ' ORDER BY conname)
                FROM pg_constraint
               WHERE conrelid = 'triggers.events'::regclass AND contype IN ('p', 'u')",
         );
-        assert_eq!(
-            got,
-            "PRIMARY KEY (event_id); UNIQUE (tenant, idempotency_key)"
-        );
+        assert_eq!(got, "PRIMARY KEY (event_id)");
+    }
+
+    #[pg_test(
+        error = "duplicate key value violates unique constraint \"events_tenant_idempotency_key_key\""
+    )]
+    fn events_idempotency_key_is_unique_per_tenant() {
+        let insert = |tenant: &str| {
+            Spi::run(&format!(
+                "INSERT INTO triggers.events (event_id, tenant, payload, status, created_at, updated_at, idempotency_key)
+                 VALUES (gen_random_uuid(), '{tenant}', '{{}}', 'pending', now(), now(), 'k')"
+            ))
+            .unwrap();
+        };
+        insert("a");
+        insert("b"); // another tenant may use the same key
+        insert("a");
     }
 
     #[pg_test]
@@ -131,11 +139,11 @@ manual_retries integer NO 0";
     #[pg_test]
     fn config_holds_the_spec_defaults() {
         let got: String = one(
-            "SELECT format('%s %s %s %s %s %s', max_retries, backoff_base_ms, backoff_cap_ms,
-                           max_payload_bytes, batch_size, visibility_timeout_s)
+            "SELECT format('%s %s %s %s %s %s %s', max_retries, backoff_base_ms, backoff_cap_ms,
+                           max_payload_bytes, batch_size, visibility_timeout_s, notify_throttle_ms)
                FROM triggers.config",
         );
-        assert_eq!(got, "3 1000 300000 1048576 100 30");
+        assert_eq!(got, "3 1000 300000 1048576 100 30 100");
         let rows: i64 = one("SELECT count(*) FROM triggers.config");
         assert_eq!(rows, 1);
     }
