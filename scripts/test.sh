@@ -47,6 +47,7 @@ bash scripts/setup.sh
 
 section "black-box tests"
 cargo build -p triggers-server --quiet
+cargo build -p triggers-client --examples --quiet   # the client tests run them
 counted cargo test -p triggers-tests
 
 section "done"

@@ -101,7 +101,7 @@ async fn main() {
         .unwrap()
         .get(0);
     println!("synchronous_commit = {sc}; {secs} s per measurement\n");
-    println!("| measure | triggers | raw pgmq | ratio | target |");
+    println!("| measure | triggers | baseline (raw pgmq, or raw tokio-postgres for the client) | ratio | target |");
     println!("|---|---|---|---|---|");
 
     // Two rounds in alternating order (raw first, then ours first), so neither side
@@ -198,6 +198,26 @@ async fn main() {
         "≥ 30,000 events/s, ≥ 0.5",
     );
 
+    // triggers-client's enqueue vs the same SQL through raw tokio-postgres.
+    let (mut raw, mut ours) = (0.0, 0.0);
+    for round in 0..2 {
+        for side in [round, 1 - round] {
+            reset(&admin).await;
+            if side == 0 {
+                raw += raw_enqueue_rate(&config, secs / 2.0).await / 2.0;
+            } else {
+                ours += client_enqueue_rate(&config, secs / 2.0).await / 2.0;
+            }
+        }
+    }
+    row(
+        "triggers-client enqueue vs raw tokio-postgres, 1 conn",
+        ours,
+        raw,
+        "calls/s",
+        "≥ 0.95",
+    );
+
     // 1,000 events from enqueue to stored, with a worker woken by the notification.
     reset(&admin).await;
     let latency = enqueue_to_stored(&config, 1000).await;
@@ -206,6 +226,47 @@ async fn main() {
     drop(admin);
     cluster.stop();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const ENQUEUE_EX: &str = "SELECT event_id, duplicate FROM triggers.enqueue_ex(payload => $1, \
+     metadata => $2, tenant => $3, idempotency_key => $4, stream => $5, debug => $6)";
+
+/// `enqueue_ex` through a prepared statement on a raw tokio-postgres connection.
+async fn raw_enqueue_rate(config: &Config, secs: f64) -> f64 {
+    let client = connect(config).await;
+    let statement = client.prepare(ENQUEUE_EX).await.expect("prepare");
+    let payload = serde_json::json!({"n": 1});
+    let none: Option<&str> = None;
+    let none_json: Option<serde_json::Value> = None;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        client
+            .query_one(
+                &statement,
+                &[&payload, &none_json, &"default", &none, &none, &none],
+            )
+            .await
+            .expect("enqueue");
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The same through `triggers_client::Client::enqueue` (a pool of one connection).
+async fn client_enqueue_rate(config: &Config, secs: f64) -> f64 {
+    let client = triggers_client::Client::from_config(config.clone(), 1).expect("client");
+    let event = triggers_client::NewEvent::new(serde_json::json!({"n": 1}));
+    client.enqueue(&event).await.expect("warm up");
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        client.enqueue(&event).await.expect("enqueue");
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Drains with `conns` connections running `sql` (returns messages handled) until

@@ -1,7 +1,9 @@
 use deadpool_postgres::PoolError;
+use triggers_core::ErrorCode;
 
-/// Everything a call can fail with. Variants are chosen from connection state and
-/// SQLSTATEs, never from message text.
+/// Everything a call can fail with. SQL errors are told apart by the SQLSTATE the
+/// extension raises (see `triggers_core::ErrorCode`), never by message text; each
+/// carries the extension's message, which names the field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The connection URL or pool settings could not be used.
@@ -13,23 +15,104 @@ pub enum Error {
     /// The database answers but the `triggers` extension is not installed in it.
     #[error("the triggers extension is not installed in this database")]
     ExtensionMissing,
+    /// TG001: the payload is NULL or not a JSON object (or was rejected on purpose).
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+    /// TG002: the metadata is not a JSON object.
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(String),
+    /// TG003: the payload is larger than the configured limit.
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
+    /// TG004: an argument is out of its domain (a limit, a status, a tenant, a flag).
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(String),
+    /// TG005: an inbox cursor that this version did not produce.
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+    /// TG006: no such event for this tenant (or not processed yet).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// TG007: the event is not in a state that allows the operation.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    /// TG008: the event has used all of its manual retries.
+    #[error("retries exhausted: {0}")]
+    RetriesExhausted(String),
+    /// TG009: the API key is malformed, unknown or revoked.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// A result the client could not read (a bug, or a database of another version).
+    #[error("unexpected result: {0}")]
+    Decode(String),
     /// Any other database error.
     #[error("database error: {0}")]
-    Database(#[from] tokio_postgres::Error),
+    Database(#[source] tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let Some(db) = e.as_db_error() else {
+            return if e.is_closed() {
+                Error::Unavailable(e.to_string())
+            } else {
+                Error::Database(e)
+            };
+        };
+        let message = db.message().to_string();
+        match ErrorCode::from_sqlstate(db.code().code()) {
+            Some(ErrorCode::InvalidPayload) => Error::InvalidPayload(message),
+            Some(ErrorCode::InvalidMetadata) => Error::InvalidMetadata(message),
+            Some(ErrorCode::PayloadTooLarge) => Error::PayloadTooLarge(message),
+            Some(ErrorCode::InvalidParameter) => Error::InvalidParameter(message),
+            Some(ErrorCode::InvalidCursor) => Error::InvalidCursor(message),
+            Some(ErrorCode::NotFound) => Error::NotFound(message),
+            Some(ErrorCode::InvalidState) => Error::InvalidState(message),
+            Some(ErrorCode::RetriesExhausted) => Error::RetriesExhausted(message),
+            Some(ErrorCode::InvalidApiKey) => Error::Unauthorized(message),
+            // 3F000 invalid_schema_name, 42883 undefined_function: no extension here.
+            None if matches!(db.code().code(), "3F000" | "42883")
+                && message.contains("triggers") =>
+            {
+                Error::ExtensionMissing
+            }
+            // Class 08 (connection exception) and 57P (operator intervention: shutdown).
+            None if db.code().code().starts_with("08") || db.code().code().starts_with("57P") => {
+                Error::Unavailable(message)
+            }
+            None => Error::Database(e),
+        }
+    }
 }
 
 impl From<PoolError> for Error {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Backend(e) if e.as_db_error().is_some() => Error::Database(e),
+            PoolError::Backend(e) if e.as_db_error().is_some() => e.into(),
             other => Error::Unavailable(other.to_string()),
         }
     }
 }
 
 impl Error {
-    /// True when the error says the database could not be reached, as opposed to a
-    /// database that answered with an error.
+    /// The extension's error code behind this error, if it came from one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        Some(match self {
+            Error::InvalidPayload(_) => ErrorCode::InvalidPayload,
+            Error::InvalidMetadata(_) => ErrorCode::InvalidMetadata,
+            Error::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Error::InvalidParameter(_) => ErrorCode::InvalidParameter,
+            Error::InvalidCursor(_) => ErrorCode::InvalidCursor,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::InvalidState(_) => ErrorCode::InvalidState,
+            Error::RetriesExhausted(_) => ErrorCode::RetriesExhausted,
+            Error::Unauthorized(_) => ErrorCode::InvalidApiKey,
+            _ => return None,
+        })
+    }
+
+    /// True when the database could not be reached, as opposed to one that answered
+    /// with an error.
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Unavailable(_) => true,

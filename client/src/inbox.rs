@@ -1,0 +1,201 @@
+//! Inbox queries: a typed builder, pages, and a stream that follows cursors.
+
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use crate::ops::{event_from_row, Exec, EVENT_COLUMNS};
+use crate::types::{Event, Status};
+use crate::{Client, Error};
+
+/// Oldest first or newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Ascending `(created_at, event_id)`.
+    #[default]
+    Asc,
+    /// Descending.
+    Desc,
+}
+
+/// One page of events and the cursor to the next (`None` on the last page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The events, in the query's order.
+    pub events: Vec<Event>,
+    /// Pass to [`InboxQuery::after`] for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// What to read from a tenant's inbox.
+///
+/// ```no_run
+/// # async fn demo(client: &triggers_client::Client) -> Result<(), triggers_client::Error> {
+/// use triggers_client::{InboxQuery, Status};
+/// let page = client
+///     .inbox(&InboxQuery::new("acme").status([Status::Pending]).limit(100))
+///     .await?;
+/// for event in &page.events {
+///     client.ack("acme", event.event_id).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxQuery {
+    tenant: String,
+    statuses: Vec<Status>,
+    after: Option<String>,
+    limit: i32,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    stream: Option<String>,
+    metadata_contains: Option<Value>,
+    payload_contains: Option<Value>,
+    min_retry_count: Option<i32>,
+    max_retry_count: Option<i32>,
+    order: Order,
+}
+
+impl InboxQuery {
+    /// Every status, oldest first, 50 per page.
+    pub fn new(tenant: impl Into<String>) -> Self {
+        InboxQuery {
+            tenant: tenant.into(),
+            statuses: Status::ALL.to_vec(),
+            after: None,
+            limit: 50,
+            from: None,
+            to: None,
+            stream: None,
+            metadata_contains: None,
+            payload_contains: None,
+            min_retry_count: None,
+            max_retry_count: None,
+            order: Order::Asc,
+        }
+    }
+
+    /// Only these statuses.
+    pub fn status(mut self, statuses: impl IntoIterator<Item = Status>) -> Self {
+        self.statuses = statuses.into_iter().collect();
+        self
+    }
+
+    /// Start after this cursor (from a previous [`Page`]).
+    pub fn after(mut self, cursor: impl Into<String>) -> Self {
+        self.after = Some(cursor.into());
+        self
+    }
+
+    /// Events per page, 1 to 1000.
+    pub fn limit(mut self, limit: i32) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Created at or after `from`, and before `to`.
+    pub fn created_between(
+        mut self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Self {
+        self.from = from;
+        self.to = to;
+        self
+    }
+
+    /// Only events of this stream.
+    pub fn stream(mut self, stream: impl Into<String>) -> Self {
+        self.stream = Some(stream.into());
+        self
+    }
+
+    /// Only events whose metadata contains this object (`@>`).
+    pub fn metadata_contains(mut self, object: Value) -> Self {
+        self.metadata_contains = Some(object);
+        self
+    }
+
+    /// Only events whose payload contains this object (`@>`).
+    pub fn payload_contains(mut self, object: Value) -> Self {
+        self.payload_contains = Some(object);
+        self
+    }
+
+    /// Only events with retry_count in this range.
+    pub fn retry_count_between(mut self, min: Option<i32>, max: Option<i32>) -> Self {
+        self.min_retry_count = min;
+        self.max_retry_count = max;
+        self
+    }
+
+    /// Oldest or newest first.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    pub(crate) async fn page_on<E: Exec>(&self, conn: &E) -> Result<Page, Error> {
+        let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
+        let order = match self.order {
+            Order::Asc => "asc",
+            Order::Desc => "desc",
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS}, cursor FROM triggers.inbox(tenant => $1, status => $2, after_cursor => $3, \
+             lim => $4, from_time => $5, to_time => $6, stream => $7, metadata_contains => $8, \
+             payload_contains => $9, min_retry_count => $10, max_retry_count => $11, \"order\" => $12)"
+        );
+        let rows = conn
+            .all(
+                &sql,
+                &[
+                    &self.tenant,
+                    &statuses,
+                    &self.after,
+                    &self.limit,
+                    &self.from,
+                    &self.to,
+                    &self.stream,
+                    &self.metadata_contains,
+                    &self.payload_contains,
+                    &self.min_retry_count,
+                    &self.max_retry_count,
+                    &order,
+                ],
+            )
+            .await?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // A full page may have more after it; a short one is the last.
+        let next_cursor = if rows.len() == self.limit as usize {
+            rows.last().map(|r| r.get::<_, String>("cursor"))
+        } else {
+            None
+        };
+        Ok(Page {
+            events,
+            next_cursor,
+        })
+    }
+
+    /// Every matching event, page after page, following cursors until the end.
+    pub fn stream_on(self, client: &Client) -> impl Stream<Item = Result<Event, Error>> + '_ {
+        futures_util::stream::try_unfold(Some(self), move |state| async move {
+            let Some(query) = state else {
+                return Ok::<_, Error>(None);
+            };
+            let page = client.inbox(&query).await?;
+            let next = page.next_cursor.clone().map(|c| query.clone().after(c));
+            Ok(Some((
+                futures_util::stream::iter(page.events.into_iter().map(Ok)),
+                next,
+            )))
+        })
+        .try_flatten()
+        .boxed()
+    }
+}

@@ -1,0 +1,61 @@
+//! Waking on the enqueue notification instead of polling.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::Error;
+
+/// The channel `triggers.enqueue` notifies.
+pub const CHANNEL: &str = "triggers_events";
+
+/// A connection that LISTENs for new events. A notification that arrives while nobody
+/// waits is kept, so none is lost between two waits.
+pub struct Listener {
+    _client: tokio_postgres::Client,
+    woken: Arc<Notify>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Listener {
+    /// Opens a dedicated connection and LISTENs on [`CHANNEL`].
+    pub async fn connect(config: &tokio_postgres::Config) -> Result<Listener, Error> {
+        let (client, mut connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let woken = Arc::new(Notify::new());
+        let closed = Arc::new(AtomicBool::new(false));
+        let (w, c) = (woken.clone(), closed.clone());
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(_) = message {
+                    w.notify_one();
+                }
+            }
+            c.store(true, Ordering::SeqCst);
+            w.notify_one();
+        });
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        Ok(Listener {
+            _client: client,
+            woken,
+            closed,
+        })
+    }
+
+    /// Waits until events were enqueued (true) or `timeout` passed (false).
+    pub async fn wait_for_events(&self, timeout: Duration) -> Result<bool, Error> {
+        let woken = tokio::time::timeout(timeout, self.woken.notified())
+            .await
+            .is_ok();
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("the listening connection closed".into()));
+        }
+        Ok(woken)
+    }
+}
