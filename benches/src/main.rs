@@ -231,6 +231,21 @@ async fn main() {
 const ENQUEUE_EX: &str = "SELECT event_id, duplicate FROM triggers.enqueue_ex(payload => $1, \
      metadata => $2, tenant => $3, idempotency_key => $4, stream => $5, debug => $6)";
 
+/// Calls per second of `call`, run back to back for `secs`.
+async fn per_second<F: std::future::Future<Output = ()>>(
+    secs: f64,
+    mut call: impl FnMut() -> F,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        call().await;
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 /// `enqueue_ex` through a prepared statement on a raw tokio-postgres connection.
 async fn raw_enqueue_rate(config: &Config, secs: f64) -> f64 {
     let client = connect(config).await;
@@ -238,10 +253,7 @@ async fn raw_enqueue_rate(config: &Config, secs: f64) -> f64 {
     let payload = serde_json::json!({"n": 1});
     let none: Option<&str> = None;
     let none_json: Option<serde_json::Value> = None;
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let started = Instant::now();
-    let mut n = 0u64;
-    while Instant::now() < deadline {
+    per_second(secs, || async {
         client
             .query_one(
                 &statement,
@@ -249,9 +261,8 @@ async fn raw_enqueue_rate(config: &Config, secs: f64) -> f64 {
             )
             .await
             .expect("enqueue");
-        n += 1;
-    }
-    n as f64 / started.elapsed().as_secs_f64()
+    })
+    .await
 }
 
 /// The same through `triggers_client::Client::enqueue` (a pool of one connection).
@@ -259,14 +270,10 @@ async fn client_enqueue_rate(config: &Config, secs: f64) -> f64 {
     let client = triggers_client::Client::from_config(config.clone(), 1).expect("client");
     let event = triggers_client::NewEvent::new(serde_json::json!({"n": 1}));
     client.enqueue(&event).await.expect("warm up");
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let started = Instant::now();
-    let mut n = 0u64;
-    while Instant::now() < deadline {
+    per_second(secs, || async {
         client.enqueue(&event).await.expect("enqueue");
-        n += 1;
-    }
-    n as f64 / started.elapsed().as_secs_f64()
+    })
+    .await
 }
 
 /// Drains with `conns` connections running `sql` (returns messages handled) until

@@ -391,29 +391,12 @@ async fn the_producer_and_consumer_examples_run() {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
+    let lines_with = |text: &str, needle: &str| text.lines().filter(|l| l.contains(needle)).count();
     let produced = run("producer", "5");
-    assert_eq!(
-        produced
-            .lines()
-            .filter(|l| l.contains("duplicate=false"))
-            .count(),
-        5,
-        "{produced}"
-    );
+    assert_eq!(lines_with(&produced, "duplicate=false"), 5, "{produced}");
     let again = run("producer", "5");
-    assert_eq!(
-        again
-            .lines()
-            .filter(|l| l.contains("duplicate=true"))
-            .count(),
-        5,
-        "{again}"
-    );
+    assert_eq!(lines_with(&again, "duplicate=true"), 5, "{again}");
     let consumed = run("consumer", "5");
-    assert_eq!(
-        consumed.lines().filter(|l| l.starts_with("acked ")).count(),
-        5,
-        "{consumed}"
-    );
+    assert_eq!(lines_with(&consumed, "acked "), 5, "{consumed}");
     assert!(consumed.contains("done: 5 acked"), "{consumed}");
 }
