@@ -37,6 +37,10 @@ pub struct ServeArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// Worker tasks looping on process_batch (0: this server only serves HTTP).
+    #[arg(long, env = "TRIGGERS_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub workers: u16,
+
     /// pg_config of the Postgres whose binaries run the embedded cluster
     /// [default: the pg_config on PATH].
     #[arg(long, env = "TRIGGERS_PG_CONFIG")]

@@ -15,3 +15,4 @@ pub mod embedded;
 pub mod error;
 pub mod http;
 pub mod serve;
+pub mod worker;

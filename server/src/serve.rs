@@ -9,6 +9,7 @@ use crate::db;
 use crate::embedded::{Cluster, ClusterOptions};
 use crate::error::StartupError;
 use crate::http::{app, AppState};
+use crate::worker::{self, WorkerOptions};
 
 /// Runs the server until a shutdown signal, then stops the embedded cluster if any.
 pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
@@ -47,10 +48,26 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let workers: Vec<_> = (0..args.workers as usize)
+        .map(|id| {
+            tokio::spawn(worker::run(
+                id,
+                client.clone(),
+                WorkerOptions::default(),
+                workers_stopped.clone(),
+            ))
+        })
+        .collect();
     let result = axum::serve(listener, app(AppState { client }))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| StartupError::Listen(e.to_string()));
+    // Workers finish the batch in flight, then exit; only then does Postgres stop.
+    let _ = stop_workers.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
     if let Some(cluster) = cluster.as_mut() {
         cluster.stop();
         tracing::info!("embedded cluster stopped");

@@ -387,3 +387,54 @@ fn failed_initdb_leaves_no_half_initialised_data_dir() {
         "no partial directory left beside it"
     );
 }
+
+async fn stored_count(db: &tokio_postgres::Client) -> i64 {
+    db.query_one("SELECT count(*) FROM triggers.events", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn wait_for_stored(db: &tokio_postgres::Client, n: i64, within: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    while stored_count(db).await < n {
+        assert!(
+            started.elapsed() < within,
+            "{n} events not stored within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_process_the_queue_and_wake_on_enqueue_not_on_a_poll() {
+    let tmp = TempDir::new("workers");
+    let external = ExternalCluster::start(&tmp.join("db")).await;
+    let mut command = triggers(&["serve", "--workers", "2"]);
+    command
+        .env("DATABASE_URL", external.url())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()));
+    let mut server = Server::start(command);
+    let db = triggers_tests::connect(&external.cluster.config()).await;
+
+    db.query(
+        "SELECT triggers.enqueue_batch((SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', i))) FROM generate_series(1, 500) i))",
+        &[],
+    )
+    .await
+    .unwrap();
+    wait_for_stored(&db, 500, Duration::from_secs(10)).await;
+
+    // Idle now: a new event is picked up by a notification, well before the 5 s
+    // fallback poll.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.query("SELECT triggers.enqueue(payload => '{}')", &[])
+        .await
+        .unwrap();
+    let took = wait_for_stored(&db, 501, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(1), "woken after {took:?}");
+
+    assert!(server.stop_with(libc::SIGTERM, EXIT_TIMEOUT).success());
+}
