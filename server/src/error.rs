@@ -29,11 +29,33 @@ pub enum StartupError {
     Listen(String),
 }
 
-/// The stable error codes of the HTTP API.
+/// The stable error codes of the HTTP API (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// The body is not JSON.
+    InvalidJson,
+    /// The payload is missing or not a JSON object.
+    InvalidPayload,
+    /// The metadata is not a JSON object.
+    InvalidMetadataType,
+    /// A parameter (query, path, field) is out of its domain.
+    InvalidParameter,
+    /// An inbox cursor this server did not hand out.
+    InvalidCursor,
+    /// No `Authorization` header.
+    MissingAuthorization,
+    /// An `Authorization` header that is not `Bearer <key>`.
+    InvalidAuthScheme,
+    /// A key that is malformed, unknown or revoked.
+    InvalidToken,
     /// No such route or resource.
     NotFound,
+    /// The event is not in a state that allows the operation.
+    InvalidState,
+    /// The event has used all of its manual retries.
+    MaxRetriesExceeded,
+    /// The body is over 1 MiB, or the payload over its limit.
+    PayloadTooLarge,
     /// The database is down or unreachable.
     ServiceUnavailable,
     /// A bug or an unexpected failure; details are logged, not sent.
@@ -44,7 +66,18 @@ impl ErrorCode {
     /// The code as it appears in the envelope.
     pub fn as_str(self) -> &'static str {
         match self {
+            ErrorCode::InvalidJson => "INVALID_JSON",
+            ErrorCode::InvalidPayload => "INVALID_PAYLOAD",
+            ErrorCode::InvalidMetadataType => "INVALID_METADATA_TYPE",
+            ErrorCode::InvalidParameter => "INVALID_PARAMETER",
+            ErrorCode::InvalidCursor => "INVALID_CURSOR",
+            ErrorCode::MissingAuthorization => "MISSING_AUTHORIZATION",
+            ErrorCode::InvalidAuthScheme => "INVALID_AUTH_SCHEME",
+            ErrorCode::InvalidToken => "INVALID_TOKEN",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::InvalidState => "INVALID_STATE",
+            ErrorCode::MaxRetriesExceeded => "MAX_RETRIES_EXCEEDED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
@@ -53,10 +86,46 @@ impl ErrorCode {
     /// The HTTP status that goes with the code.
     pub fn status(self) -> StatusCode {
         match self {
+            ErrorCode::InvalidJson
+            | ErrorCode::InvalidPayload
+            | ErrorCode::InvalidMetadataType
+            | ErrorCode::InvalidParameter
+            | ErrorCode::InvalidCursor => StatusCode::BAD_REQUEST,
+            ErrorCode::MissingAuthorization
+            | ErrorCode::InvalidAuthScheme
+            | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidState | ErrorCode::MaxRetriesExceeded => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// Every code.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidPayload,
+        ErrorCode::InvalidMetadataType,
+        ErrorCode::InvalidParameter,
+        ErrorCode::InvalidCursor,
+        ErrorCode::MissingAuthorization,
+        ErrorCode::InvalidAuthScheme,
+        ErrorCode::InvalidToken,
+        ErrorCode::NotFound,
+        ErrorCode::InvalidState,
+        ErrorCode::MaxRetriesExceeded,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::ServiceUnavailable,
+        ErrorCode::InternalError,
+    ];
+
+    /// The HTTP code for an error the extension raised, through triggers-core's table.
+    pub fn from_sql(code: triggers_client::ErrorCode) -> ErrorCode {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == code.http_code())
+            .unwrap_or(ErrorCode::InternalError)
     }
 }
 
@@ -97,6 +166,22 @@ impl AppError {
 
 impl From<triggers_client::Error> for AppError {
     fn from(e: triggers_client::Error) -> Self {
+        if let Some(sql) = e.code() {
+            // The extension's message names the field at fault; it is safe to show.
+            let message = match &e {
+                triggers_client::Error::InvalidPayload(m)
+                | triggers_client::Error::InvalidMetadata(m)
+                | triggers_client::Error::PayloadTooLarge(m)
+                | triggers_client::Error::InvalidParameter(m)
+                | triggers_client::Error::InvalidCursor(m)
+                | triggers_client::Error::NotFound(m)
+                | triggers_client::Error::InvalidState(m)
+                | triggers_client::Error::RetriesExhausted(m)
+                | triggers_client::Error::Unauthorized(m) => m.clone(),
+                other => other.to_string(),
+            };
+            return AppError::new(ErrorCode::from_sql(sql), message);
+        }
         let code = if e.is_unavailable() {
             ErrorCode::ServiceUnavailable
         } else {

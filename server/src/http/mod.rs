@@ -1,11 +1,17 @@
 //! The HTTP API. [`app`] builds the whole router, so tests can drive it with `oneshot`.
 
+mod api;
+mod auth;
+mod body;
 pub mod correlation;
 
+pub use auth::Tenant;
+
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -18,11 +24,26 @@ pub struct AppState {
     pub client: triggers_client::Client,
 }
 
+/// Request bodies over this are refused with 413 PAYLOAD_TOO_LARGE.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// The router with every route and middleware.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/", get(api::index))
+        .route("/events", post(api::post_event))
+        .route("/events/batch", post(api::post_batch))
+        .route("/events/{id}", get(api::get_event))
+        .route("/inbox", get(api::get_inbox))
+        .route("/inbox/{id}/ack", post(api::ack))
+        .route("/inbox/{id}/retry", post(api::retry))
+        .route("/dlq", get(api::dlq))
+        .route("/dlq/redrive", post(api::redrive))
+        .route("/metrics", get(api::metrics))
+        .route("/metrics/prometheus", get(api::prometheus))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn(correlation::correlation_id))

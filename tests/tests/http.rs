@@ -1,0 +1,583 @@
+//! The HTTP API through `app()` and `oneshot`, against a real database: every route,
+//! auth and tenant isolation, and malformed input of every kind answered with its 4xx.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use triggers_client::Client;
+use triggers_server::http::{app, AppState};
+use triggers_tests::test_database;
+
+struct Api {
+    router: axum::Router,
+    client: Client,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    text: String,
+    correlation: Option<String>,
+}
+
+impl Api {
+    async fn new(name: &str) -> Api {
+        let config = test_database(name).await;
+        let client = Client::from_config(config, 4).unwrap();
+        Api {
+            router: app(AppState {
+                client: client.clone(),
+            }),
+            client,
+        }
+    }
+
+    async fn key(&self, tenant: &str) -> String {
+        self.client.create_api_key(tenant, "test").await.unwrap()
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let correlation = response
+            .headers()
+            .get("x-correlation-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            text,
+            correlation,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let reply = self
+            .send(
+                request
+                    .body(Body::from(body.unwrap_or("").to_string()))
+                    .unwrap(),
+            )
+            .await;
+        assert!(
+            !reply.status.is_server_error(),
+            "{method} {path}: {} {}",
+            reply.status,
+            reply.text
+        );
+        assert!(
+            reply.correlation.is_some(),
+            "X-Correlation-ID on {method} {path}"
+        );
+        reply
+    }
+
+    async fn expect_error(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        status: u16,
+        code: &str,
+    ) {
+        let reply = self.call(method, path, key, body).await;
+        assert_eq!(
+            reply.status.as_u16(),
+            status,
+            "{method} {path}: {}",
+            reply.text
+        );
+        assert_eq!(
+            reply.body["error"]["code"], code,
+            "{method} {path}: {}",
+            reply.text
+        );
+        assert_eq!(
+            reply.body["error"]["correlation_id"].as_str(),
+            reply.correlation.as_deref()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_works_for_its_tenant() {
+    let api = Api::new("http_routes").await;
+    let key = api.key("acme").await;
+    let k = Some(key.as_str());
+
+    let sent = api
+        .call(
+            "POST",
+            "/events",
+            k,
+            Some(r#"{"payload":{"n":1},"metadata":{"src":"web"}}"#),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.text);
+    assert_eq!(sent.body["data"]["status"], "accepted");
+    let id = sent.body["data"]["event_id"].as_str().unwrap().to_string();
+
+    let keyed = Request::post("/events")
+        .header("authorization", format!("Bearer {key}"))
+        .header("idempotency-key", "order-1")
+        .body(Body::from(r#"{"payload":{"n":2}}"#))
+        .unwrap();
+    let first = api.send(keyed).await;
+    let again = api
+        .send(
+            Request::post("/events")
+                .header("authorization", format!("Bearer {key}"))
+                .header("idempotency-key", "order-1")
+                .body(Body::from(r#"{"payload":{"n":2}}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        first.body["data"]["event_id"],
+        again.body["data"]["event_id"]
+    );
+    assert_eq!(again.body["data"]["duplicate"], true);
+
+    let batch = api
+        .call(
+            "POST",
+            "/events/batch",
+            k,
+            Some(r#"{"events":[{"payload":{"n":3}},{"payload":{"n":4},"stream":"s"}]}"#),
+        )
+        .await;
+    assert_eq!(batch.body["data"]["count"], 2, "{}", batch.text);
+    let dead = api
+        .call(
+            "POST",
+            "/events?debug=dlq_routing",
+            k,
+            Some(r#"{"payload":{"n":5}}"#),
+        )
+        .await;
+    let dead_id = dead.body["data"]["event_id"].as_str().unwrap().to_string();
+    while api.client.process_batch(None, None).await.unwrap().read > 0 {}
+
+    let inbox = api
+        .call("GET", "/inbox?status=pending&limit=2", k, None)
+        .await;
+    assert_eq!(inbox.body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(inbox.body["limit"], 2);
+    let cursor = inbox.body["next_cursor"].as_str().unwrap();
+    let rest = api
+        .call(
+            "GET",
+            &format!("/inbox?status=pending&cursor={cursor}"),
+            k,
+            None,
+        )
+        .await;
+    assert_eq!(rest.body["data"].as_array().unwrap().len(), 2);
+    let by_meta = api.call("GET", "/inbox?metadata.src=web", k, None).await;
+    assert_eq!(by_meta.body["data"][0]["event_id"], id.as_str());
+    let by_payload = api
+        .call("GET", "/inbox?payload.n=4&order=desc", k, None)
+        .await;
+    assert_eq!(by_payload.body["data"][0]["stream"], "s");
+
+    let event = api.call("GET", &format!("/events/{id}"), k, None).await;
+    assert_eq!(event.body["data"]["status"], "pending");
+    assert!(event.body["data"]["created_at"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    let acked = api.call("POST", &format!("/inbox/{id}/ack"), k, None).await;
+    assert_eq!(acked.body["data"]["status"], "delivered");
+    api.expect_error(
+        "POST",
+        &format!("/inbox/{id}/retry"),
+        k,
+        None,
+        409,
+        "INVALID_STATE",
+    )
+    .await;
+
+    let dlq = api.call("GET", "/dlq", k, None).await;
+    assert_eq!(dlq.body["data"][0]["event_id"], dead_id.as_str());
+    let retried = api
+        .call("POST", &format!("/inbox/{dead_id}/retry"), k, None)
+        .await;
+    assert_eq!(
+        (
+            retried.body["data"]["status"].as_str(),
+            retried.body["data"]["new_attempt"].as_i64()
+        ),
+        (Some("retrying"), Some(1))
+    );
+    let redriven = api.call("POST", "/dlq/redrive", k, None).await;
+    assert_eq!(
+        redriven.body["data"]["redriven"], 0,
+        "the retry superseded its dead letter"
+    );
+
+    let metrics = api.call("GET", "/metrics", k, None).await;
+    assert_eq!(metrics.body["data"]["total"], 5, "{}", metrics.text);
+    assert_eq!(metrics.body["data"]["delivered"], 1);
+    let prom = api.call("GET", "/metrics/prometheus", k, None).await;
+    assert!(
+        prom.text
+            .contains("triggers_events{tenant=\"acme\",status=\"delivered\"} 1"),
+        "{}",
+        prom.text
+    );
+
+    let page = api.call("GET", "/", None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("<title>triggers</title>"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_only_reaches_its_own_tenant() {
+    let api = Api::new("http_tenants").await;
+    let (a, b) = (api.key("a").await, api.key("b").await);
+    let sent = api
+        .call(
+            "POST",
+            "/events?debug=dlq_routing",
+            Some(&a),
+            Some(r#"{"payload":{}}"#),
+        )
+        .await;
+    let id = sent.body["data"]["event_id"].as_str().unwrap().to_string();
+    while api.client.process_batch(None, None).await.unwrap().read > 0 {}
+    let b = Some(b.as_str());
+    api.expect_error("GET", &format!("/events/{id}"), b, None, 404, "NOT_FOUND")
+        .await;
+    api.expect_error(
+        "POST",
+        &format!("/inbox/{id}/ack"),
+        b,
+        None,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        &format!("/inbox/{id}/retry"),
+        b,
+        None,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_eq!(
+        api.call("GET", "/inbox", b, None).await.body["data"],
+        json!([])
+    );
+    assert_eq!(
+        api.call("GET", "/dlq", b, None).await.body["data"],
+        json!([])
+    );
+    assert_eq!(
+        api.call("POST", "/dlq/redrive", b, None).await.body["data"]["redriven"],
+        0
+    );
+    assert_eq!(
+        api.call("GET", "/metrics", b, None).await.body["data"]["total"],
+        0
+    );
+    // a still sees its own.
+    assert_eq!(
+        api.call("GET", &format!("/events/{id}"), Some(&a), None)
+            .await
+            .body["data"]["status"],
+        "failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_of_every_kind_gets_its_4xx_never_a_5xx() {
+    let api = Api::new("http_bad_input").await;
+    let key = api.key("t").await;
+    let k = Some(key.as_str());
+    // Auth.
+    api.expect_error("GET", "/inbox", None, None, 401, "MISSING_AUTHORIZATION")
+        .await;
+    let basic = Request::get("/inbox")
+        .header("authorization", "Basic dXNlcjpwdw==")
+        .body(Body::empty())
+        .unwrap();
+    let reply = api.send(basic).await;
+    assert_eq!(
+        (reply.status.as_u16(), reply.body["error"]["code"].as_str()),
+        (401, Some("INVALID_AUTH_SCHEME"))
+    );
+    api.expect_error(
+        "GET",
+        "/inbox",
+        Some("trg_unknown_key"),
+        None,
+        401,
+        "INVALID_TOKEN",
+    )
+    .await;
+    api.expect_error(
+        "GET",
+        "/inbox",
+        Some("not a key at all"),
+        None,
+        401,
+        "INVALID_TOKEN",
+    )
+    .await;
+    let garbage = Request::get("/inbox")
+        .header(
+            "authorization",
+            axum::http::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(garbage).await.status.as_u16(), 401);
+    api.expect_error("GET", "/metrics", Some(""), None, 401, "INVALID_TOKEN")
+        .await;
+
+    // Bodies.
+    api.expect_error("POST", "/events", k, Some("not json"), 400, "INVALID_JSON")
+        .await;
+    api.expect_error("POST", "/events", k, Some(""), 400, "INVALID_JSON")
+        .await;
+    api.expect_error("POST", "/events", k, Some("[1,2]"), 400, "INVALID_JSON")
+        .await;
+    api.expect_error("POST", "/events", k, Some("{}"), 400, "INVALID_PAYLOAD")
+        .await;
+    api.expect_error(
+        "POST",
+        "/events",
+        k,
+        Some(r#"{"payload":[1]}"#),
+        400,
+        "INVALID_PAYLOAD",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events",
+        k,
+        Some(r#"{"payload":"x"}"#),
+        400,
+        "INVALID_PAYLOAD",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events",
+        k,
+        Some(r#"{"payload":null}"#),
+        400,
+        "INVALID_PAYLOAD",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events",
+        k,
+        Some(r#"{"payload":{},"metadata":"m"}"#),
+        400,
+        "INVALID_METADATA_TYPE",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events",
+        k,
+        Some(r#"{"payload":{},"idempotency_key":5}"#),
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events",
+        k,
+        Some(r#"{"payload":{},"paylaod":{}}"#),
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    let two_mib = format!(r#"{{"payload":{{"x":"{}"}}}}"#, "a".repeat(2 * 1024 * 1024));
+    api.expect_error(
+        "POST",
+        "/events",
+        k,
+        Some(&two_mib),
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events?debug=validation_error",
+        k,
+        Some(r#"{"payload":{}}"#),
+        400,
+        "INVALID_PAYLOAD",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events?debug=explode",
+        k,
+        Some(r#"{"payload":{}}"#),
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events/batch",
+        k,
+        Some(r#"{"events":[]}"#),
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events/batch",
+        k,
+        Some(r#"{"events":{}}"#),
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events/batch",
+        k,
+        Some(r#"{"events":[{"payload":{}},7]}"#),
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "POST",
+        "/events/batch",
+        k,
+        Some(r#"{"events":[{"payload":[]}]}"#),
+        400,
+        "INVALID_PAYLOAD",
+    )
+    .await;
+    let thousand_and_one = format!(
+        r#"{{"events":[{}]}}"#,
+        vec![r#"{"payload":{}}"#; 1001].join(",")
+    );
+    api.expect_error(
+        "POST",
+        "/events/batch",
+        k,
+        Some(&thousand_and_one),
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+
+    // Query strings and paths.
+    api.expect_error(
+        "GET",
+        "/inbox?cursor=garbage!",
+        k,
+        None,
+        400,
+        "INVALID_CURSOR",
+    )
+    .await;
+    api.expect_error(
+        "GET",
+        "/inbox?status=bogus",
+        k,
+        None,
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error("GET", "/inbox?limit=abc", k, None, 400, "INVALID_PARAMETER")
+        .await;
+    api.expect_error(
+        "GET",
+        "/inbox?limit=5000",
+        k,
+        None,
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error("GET", "/inbox?limit=0", k, None, 400, "INVALID_PARAMETER")
+        .await;
+    api.expect_error(
+        "GET",
+        "/inbox?order=sideways",
+        k,
+        None,
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "GET",
+        "/inbox?from=yesterday",
+        k,
+        None,
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "GET",
+        "/inbox?colour=red",
+        k,
+        None,
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "GET",
+        "/events/not-a-uuid",
+        k,
+        None,
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error("POST", "/inbox/123/ack", k, None, 400, "INVALID_PARAMETER")
+        .await;
+    api.expect_error(
+        "GET",
+        "/events/00000000-0000-0000-0000-000000000000",
+        k,
+        None,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    api.expect_error("GET", "/dlq?limit=-1", k, None, 400, "INVALID_PARAMETER")
+        .await;
+    api.expect_error("GET", "/nowhere", k, None, 404, "NOT_FOUND")
+        .await;
+    // And the server still answers.
+    assert_eq!(
+        api.call("GET", "/health", None, None).await.status,
+        StatusCode::OK
+    );
+}
