@@ -1,5 +1,4 @@
-//! The command line: `triggers serve` and its settings, each also read from the
-//! environment.
+//! The command line (SPEC §8). Every setting is a flag and an environment variable.
 
 use std::path::PathBuf;
 
@@ -17,9 +16,35 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP server. Without DATABASE_URL it creates (first time) and starts a
-    /// private Postgres cluster under --data-dir and stops it on exit.
+    /// Run the HTTP server and its workers. Without DATABASE_URL it creates (first
+    /// time) and starts a private Postgres cluster under --data-dir and stops it on exit.
     Serve(ServeArgs),
+    /// Run workers only (no HTTP): process the queue until SIGINT/SIGTERM.
+    Worker(WorkerArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Enqueue one event: triggers send '{"order": 42}'.
+    Send(SendArgs),
+    /// Print the metrics as JSON.
+    Metrics(MetricsArgs),
+}
+
+/// Where the database is: DATABASE_URL, or the embedded cluster in --data-dir.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Use this existing database instead of the embedded cluster.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Data directory of the embedded Postgres cluster (ignored with DATABASE_URL).
+    #[arg(long, env = "TRIGGERS_DATA_DIR", default_value = "./.triggers")]
+    pub data_dir: PathBuf,
+
+    /// pg_config of the Postgres whose binaries run the embedded cluster
+    /// [default: the pg_config on PATH].
+    #[arg(long, env = "TRIGGERS_PG_CONFIG")]
+    pub pg_config: Option<PathBuf>,
 }
 
 /// Settings of `triggers serve`.
@@ -29,20 +54,73 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIGGERS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
 
-    /// Data directory of the embedded Postgres cluster (ignored with DATABASE_URL).
-    #[arg(long, env = "TRIGGERS_DATA_DIR", default_value = "./.triggers")]
-    pub data_dir: PathBuf,
-
-    /// Use this existing database instead of the embedded cluster.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-
     /// Worker tasks looping on process_batch (0: this server only serves HTTP).
     #[arg(long, env = "TRIGGERS_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
     pub workers: u16,
 
-    /// pg_config of the Postgres whose binaries run the embedded cluster
-    /// [default: the pg_config on PATH].
-    #[arg(long, env = "TRIGGERS_PG_CONFIG")]
-    pub pg_config: Option<PathBuf>,
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Settings of `triggers worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Worker tasks looping on process_batch.
+    #[arg(long, env = "TRIGGERS_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// `triggers keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key for a tenant and print it (it is shown only this once).
+    Create {
+        /// The tenant the key belongs to.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// A name to recognise the key by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// The database.
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Settings of `triggers send`.
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// The payload: a JSON object.
+    pub payload: String,
+    /// The tenant.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Metadata: a JSON object.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// An idempotency key.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// An ordering stream.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Settings of `triggers metrics`.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// One tenant's metrics [default: all tenants].
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArgs,
 }

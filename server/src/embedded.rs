@@ -59,6 +59,7 @@ pub struct Cluster {
     child: Option<Child>,
     port: u16,
     password: String,
+    created: bool,
 }
 
 impl Cluster {
@@ -68,11 +69,15 @@ impl Cluster {
         let run_as = run_as()?;
         let dir = std::path::absolute(&options.data_dir)
             .map_err(|e| StartupError::DataDir(format!("{}: {e}", options.data_dir.display())))?;
-        match inspect_data_dir(&dir, run_as)? {
-            DataDir::Cluster => {}
-            DataDir::Absent | DataDir::Empty => create(&dir, &bindir, run_as).await?,
-        }
+        let created = match inspect_data_dir(&dir, run_as)? {
+            DataDir::Cluster => false,
+            DataDir::Absent | DataDir::Empty => {
+                create(&dir, &bindir, run_as).await?;
+                true
+            }
+        };
         let mut cluster = Cluster::spawn(&dir, &bindir, run_as).await?;
+        cluster.created = created;
         let client = cluster.connect(DATABASE).await?;
         db::ensure_extension(&client).await?;
         Ok(cluster)
@@ -86,6 +91,28 @@ impl Cluster {
     /// The cluster's data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether this start created the cluster (its first start).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Connection settings for the cluster in `data_dir` if a postgres is serving it
+    /// now (started by another `triggers` process), so a command can use it in place.
+    pub fn running(data_dir: &Path) -> Option<tokio_postgres::Config> {
+        let (_, port) = live_postmaster(data_dir)?;
+        let password = fs::read_to_string(data_dir.join(AUTH_FILE)).ok()?;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user(ROLE)
+            .password(password.trim())
+            .dbname(DATABASE)
+            .application_name("triggers")
+            .connect_timeout(Duration::from_secs(5));
+        Some(config)
     }
 
     fn config_for(&self, dbname: &str) -> tokio_postgres::Config {
@@ -164,6 +191,7 @@ impl Cluster {
                 child: Some(child),
                 port,
                 password: password.clone(),
+                created: false,
             };
             match cluster.wait_ready().await {
                 Ok(()) => return Ok(cluster),
@@ -381,27 +409,29 @@ fn inspect_data_dir(dir: &Path, run_as: RunAs) -> Result<DataDir, StartupError> 
 
 /// Refuses to start a second postmaster on a directory one is already serving.
 fn refuse_if_running(dir: &Path) -> Result<(), StartupError> {
-    let Ok(text) = fs::read_to_string(dir.join("postmaster.pid")) else {
-        return Ok(());
-    };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<libc::pid_t>().ok())
-    else {
-        return Ok(());
-    };
+    match live_postmaster(dir) {
+        Some((pid, _)) => Err(StartupError::DataDir(format!(
+            "{} is in use by a running postgres (pid {pid}); stop it first",
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The pid and port of the postgres serving `dir`, from its postmaster.pid, if alive.
+fn live_postmaster(dir: &Path) -> Option<(libc::pid_t, u16)> {
+    let text = fs::read_to_string(dir.join("postmaster.pid")).ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse::<libc::pid_t>().ok()?;
+    let port = lines
+        .nth(2)
+        .and_then(|l| l.trim().parse::<u16>().ok())
+        .unwrap_or(0);
     // SAFETY: signal 0 only checks that the process exists.
     let alive = pid > 0
         && (unsafe { libc::kill(pid, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
-    if alive && process_is_postgres(pid) {
-        return Err(StartupError::DataDir(format!(
-            "{} is in use by a running postgres (pid {pid}); stop it first",
-            dir.display()
-        )));
-    }
-    Ok(())
+    (alive && process_is_postgres(pid)).then_some((pid, port))
 }
 
 fn process_is_postgres(pid: libc::pid_t) -> bool {

@@ -27,6 +27,9 @@ pub enum StartupError {
     /// The HTTP listener could not be opened.
     #[error("listen: {0}")]
     Listen(String),
+    /// A one-shot command was refused (the extension's message says why).
+    #[error("{0}")]
+    Command(String),
 }
 
 /// The stable error codes of the HTTP API (SPEC §6).

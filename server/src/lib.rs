@@ -10,6 +10,7 @@
 //! ```
 
 pub mod cli;
+pub mod commands;
 pub mod db;
 pub mod embedded;
 pub mod error;

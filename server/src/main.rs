@@ -30,6 +30,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => triggers_server::serve::serve(args).await,
+            Command::Worker(args) => triggers_server::serve::worker(args).await,
+            Command::Keys(command) => triggers_server::commands::keys(command).await,
+            Command::Send(args) => triggers_server::commands::send(args).await,
+            Command::Metrics(args) => triggers_server::commands::metrics(args).await,
         }
     });
     match result {

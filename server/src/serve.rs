@@ -1,17 +1,18 @@
-//! `triggers serve`: bind, bring up the database, serve until SIGINT/SIGTERM, stop.
+//! `triggers serve` and `triggers worker`: bind, bring up the database, run workers
+//! (and HTTP) until SIGINT/SIGTERM, stop.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, WorkerArgs};
 use crate::db;
-use crate::embedded::{Cluster, ClusterOptions};
 use crate::error::StartupError;
 use crate::http::{app, AppState};
 use crate::worker::{self, WorkerOptions};
 
-/// Runs the server until a shutdown signal, then stops the embedded cluster if any.
+/// Runs the server until a shutdown signal, then stops the workers (after their
+/// batch in flight) and the embedded cluster if any.
 pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     // Bind first: a busy port fails fast, before any cluster is created or started.
     let listener = bind(&args.listen)?;
@@ -19,60 +20,119 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
         .local_addr()
         .map_err(|e| StartupError::Listen(e.to_string()))?;
     // Listen for signals before serving, so none between "listening" and serve is lost.
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| StartupError::Listen(format!("cannot handle SIGTERM: {e}")))?;
-    let mut interrupt = signal(SignalKind::interrupt())
-        .map_err(|e| StartupError::Listen(format!("cannot handle SIGINT: {e}")))?;
-
-    let database_url = args.database_url.filter(|url| !url.trim().is_empty());
-    let (client, mut cluster, database) = match database_url {
-        Some(url) => (connect_url(&url).await?, None, "DATABASE_URL".to_string()),
-        None => {
-            let options = ClusterOptions {
-                data_dir: args.data_dir,
-                pg_config: args.pg_config,
-            };
-            let cluster = Cluster::start(&options).await?;
-            let client = triggers_client::Client::from_config(cluster.config(), 16)
-                .map_err(|e| StartupError::Database(e.to_string()))?;
-            let database = format!("embedded cluster in {}", cluster.dir().display());
-            (client, Some(cluster), database)
-        }
+    let mut signals = Signals::new()?;
+    let mut database = db::open(&args.db, false).await?;
+    let first_key = match &database.cluster {
+        Some(cluster) if cluster.created() => database
+            .client
+            .create_api_key("default", "first-start")
+            .await
+            .ok(),
+        _ => None,
     };
 
-    println!("triggers listening on http://{addr} (database: {database})");
-    tracing::info!(%addr, %database, "listening");
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-    };
-    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-    let workers: Vec<_> = (0..args.workers as usize)
-        .map(|id| {
-            tokio::spawn(worker::run(
-                id,
-                client.clone(),
-                WorkerOptions::default(),
-                workers_stopped.clone(),
-            ))
-        })
-        .collect();
-    let result = axum::serve(listener, app(AppState { client }))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| StartupError::Listen(e.to_string()));
-    // Workers finish the batch in flight, then exit; only then does Postgres stop.
-    let _ = stop_workers.send(true);
-    for w in workers {
-        let _ = w.await;
+    println!(
+        "triggers listening on http://{addr} (database: {})",
+        database.description
+    );
+    if let Some(key) = first_key {
+        println!("First start: an API key for tenant \"default\" (shown only now; make more with `triggers keys create`):");
+        println!("  {key}");
+        println!("Try it:");
+        println!(
+            "  curl -s http://{addr}/events -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"payload\":{{\"hello\":\"world\"}}}}'"
+        );
     }
-    if let Some(cluster) = cluster.as_mut() {
+    tracing::info!(%addr, database = %database.description, workers = args.workers, "listening");
+    let workers = Workers::start(&database.client, args.workers);
+    let result = axum::serve(
+        listener,
+        app(AppState {
+            client: database.client.clone(),
+        }),
+    )
+    .with_graceful_shutdown(async move { signals.recv().await })
+    .await
+    .map_err(|e| StartupError::Listen(e.to_string()));
+    workers.stop().await;
+    if let Some(cluster) = database.cluster.as_mut() {
         cluster.stop();
         tracing::info!("embedded cluster stopped");
     }
     result
+}
+
+/// Runs workers only, until a shutdown signal.
+pub async fn worker(args: WorkerArgs) -> Result<(), StartupError> {
+    let mut signals = Signals::new()?;
+    let mut database = db::open(&args.db, true).await?;
+    println!(
+        "triggers: {} workers on {}",
+        args.workers, database.description
+    );
+    let workers = Workers::start(&database.client, args.workers);
+    signals.recv().await;
+    workers.stop().await;
+    if let Some(cluster) = database.cluster.as_mut() {
+        cluster.stop();
+    }
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, registered up front.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, StartupError> {
+        let handle = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| StartupError::Listen(format!("cannot handle {name}: {e}")))
+        };
+        Ok(Signals {
+            terminate: handle(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: handle(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+}
+
+/// Running worker tasks.
+struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(client: &triggers_client::Client, n: u16) -> Workers {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = (0..n as usize)
+            .map(|id| {
+                tokio::spawn(worker::run(
+                    id,
+                    client.clone(),
+                    WorkerOptions::default(),
+                    stopped.clone(),
+                ))
+            })
+            .collect();
+        Workers { stop, tasks }
+    }
+
+    /// Workers finish the batch in flight, then exit.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 fn bind(listen: &str) -> Result<tokio::net::TcpListener, StartupError> {
@@ -96,54 +156,4 @@ fn bind(listen: &str) -> Result<tokio::net::TcpListener, StartupError> {
     Err(StartupError::Listen(last.unwrap_or_else(|| {
         format!("'{listen}' resolves to no address")
     })))
-}
-
-/// A client for DATABASE_URL, checked by opening a connection and creating the
-/// extensions if they are missing.
-async fn connect_url(url: &str) -> Result<triggers_client::Client, StartupError> {
-    let client = triggers_client::Client::connect(url)
-        .map_err(|e| StartupError::Database(format!("DATABASE_URL: {e}")))?;
-    let conn = client.pool().get().await.map_err(|e| {
-        // deadpool's own wrapping ("Error occurred while creating a new object") says
-        // nothing a user can act on; the driver's error and its causes do.
-        let why = match &e {
-            deadpool_postgres::PoolError::Backend(e) => source_chain(e),
-            other => other.to_string(),
-        };
-        StartupError::Database(format!(
-            "cannot connect to DATABASE_URL ({}): {why}",
-            where_(url)
-        ))
-    })?;
-    db::ensure_extension(&conn).await?;
-    Ok(client)
-}
-
-/// Host and port of a connection URL, never its password.
-fn where_(url: &str) -> String {
-    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
-        return "?".to_string();
-    };
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".to_string(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}")
-}
-
-/// An error and its causes on one line ("error connecting to server: Connection refused").
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

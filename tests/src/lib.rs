@@ -106,11 +106,19 @@ pub struct Server {
     pub url: String,
     /// What the server printed on stdout before it was ready.
     pub banner: String,
+    /// The banner line and the lines that followed it (see [`Server::start_with_lines`]).
+    pub banner_lines: Vec<String>,
 }
 
 impl Server {
     /// Starts `command` and waits for its "listening on" line.
-    pub fn start(mut command: Command) -> Server {
+    pub fn start(command: Command) -> Server {
+        Server::start_with_lines(command, 1)
+    }
+
+    /// Starts `command`, waits for its "listening on" line and keeps it and up to
+    /// `lines - 1` lines after it that arrive within a second.
+    pub fn start_with_lines(mut command: Command, lines: usize) -> Server {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -141,10 +149,18 @@ impl Server {
                             .next()
                             .unwrap_or_default()
                             .to_string();
+                        let mut banner_lines = vec![line.clone()];
+                        while banner_lines.len() < lines {
+                            match rx.recv_timeout(Duration::from_secs(1)) {
+                                Ok(next) => banner_lines.push(next),
+                                Err(_) => break,
+                            }
+                        }
                         return Server {
                             child: Some(child),
                             url,
                             banner: line,
+                            banner_lines,
                         };
                     }
                 }

@@ -1,0 +1,78 @@
+//! The one-shot commands: `keys create`, `send`, `metrics`. Each uses DATABASE_URL, or
+//! the embedded cluster: in place when a `triggers serve` runs it, else started for
+//! the command and stopped after.
+
+use triggers_client::NewEvent;
+
+use crate::cli::{DbArgs, KeysCommand, MetricsArgs, SendArgs};
+use crate::db;
+use crate::error::StartupError;
+
+fn failed(e: triggers_client::Error) -> StartupError {
+    StartupError::Command(e.to_string())
+}
+
+async fn with_database<T>(
+    args: &DbArgs,
+    run: impl AsyncFnOnce(&triggers_client::Client) -> Result<T, StartupError>,
+) -> Result<T, StartupError> {
+    let mut database = db::open(args, true).await?;
+    let result = run(&database.client).await;
+    if let Some(cluster) = database.cluster.as_mut() {
+        cluster.stop();
+    }
+    result
+}
+
+/// `triggers keys create`
+pub async fn keys(command: KeysCommand) -> Result<(), StartupError> {
+    match command {
+        KeysCommand::Create { tenant, name, db } => {
+            let key = with_database(&db, async |c| {
+                c.create_api_key(&tenant, &name).await.map_err(failed)
+            })
+            .await?;
+            println!("{key}");
+            eprintln!("API key for tenant '{tenant}' ({name}); it is not stored anywhere in plaintext, keep it now.");
+            Ok(())
+        }
+    }
+}
+
+fn json_object(what: &str, text: &str) -> Result<serde_json::Value, StartupError> {
+    serde_json::from_str(text)
+        .map_err(|e| StartupError::Command(format!("{what} is not JSON: {e}")))
+}
+
+/// `triggers send`
+pub async fn send(args: SendArgs) -> Result<(), StartupError> {
+    let mut event =
+        NewEvent::new(json_object("the payload", &args.payload)?).tenant(args.tenant.as_str());
+    if let Some(metadata) = &args.metadata {
+        event = event.metadata(json_object("--metadata", metadata)?);
+    }
+    if let Some(key) = &args.idempotency_key {
+        event = event.idempotency_key(key.as_str());
+    }
+    if let Some(stream) = &args.stream {
+        event = event.stream(stream.as_str());
+    }
+    let sent = with_database(&args.db, async |c| c.enqueue(&event).await.map_err(failed)).await?;
+    println!(
+        "{}",
+        serde_json::json!({"event_id": sent.event_id, "duplicate": sent.duplicate})
+    );
+    Ok(())
+}
+
+/// `triggers metrics`
+pub async fn metrics(args: MetricsArgs) -> Result<(), StartupError> {
+    let m = with_database(&args.db, async |c| {
+        c.metrics(args.tenant.as_deref()).await.map_err(failed)
+    })
+    .await?;
+    let text =
+        serde_json::to_string_pretty(&m).map_err(|e| StartupError::Command(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The CLI as a user runs it: `serve` on the embedded default (first-start key and
+//! curl line, then 1,000 events over a real port), `keys create`, `send` and `metrics`
+//! against the running server's cluster, `worker`, `--help`, and bad input.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use triggers_tests::{free_port, run, triggers, Server, TempDir};
+
+const EXIT: Duration = Duration::from_secs(60);
+
+fn output_of(args: &[&str], data_dir: &std::path::Path) -> std::process::Output {
+    let mut command = triggers(args);
+    command.arg("--data-dir").arg(data_dir);
+    run(command, EXIT)
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["worker", "--help"],
+        vec!["keys", "create", "--help"],
+        vec!["send", "--help"],
+        vec!["metrics", "--help"],
+    ] {
+        let output = run(triggers(&args), EXIT);
+        assert!(output.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage: triggers"),
+            "{args:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_start_prints_a_working_key_and_a_thousand_events_flow_end_to_end() {
+    let tmp = TempDir::new("cli_e2e");
+    let data_dir = tmp.join("data");
+    let mut command = triggers(&["serve", "--workers", "2", "--listen"]);
+    command
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(&data_dir);
+    let mut server = Server::start_with_lines(command, 5);
+    let key = server
+        .banner_lines
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("trg_")
+                .map(|rest| format!("trg_{rest}"))
+        })
+        .expect("the first start prints a key");
+    assert!(
+        server
+            .banner_lines
+            .iter()
+            .any(|l| l.contains("curl -s") && l.contains(&key)),
+        "{:?}",
+        server.banner_lines
+    );
+
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {key}");
+    let started = Instant::now();
+    for chunk in 0..10 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| json!({"payload": {"n": chunk * 100 + i}}))
+            .collect();
+        let reply = http
+            .post(format!("{}/events/batch", server.url))
+            .header("authorization", &auth)
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+    // All 1,000 pending in the inbox within a second of the last POST.
+    let posted = Instant::now();
+    let mut pending = Vec::new();
+    while pending.len() < 1000 {
+        assert!(
+            posted.elapsed() < Duration::from_secs(1),
+            "only {} pending after 1 s",
+            pending.len()
+        );
+        pending.clear();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!("{}/inbox?status=pending&limit=1000", server.url);
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page: Value = http
+                .get(url)
+                .header("authorization", &auth)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            pending.extend(
+                page["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["event_id"].as_str().unwrap().to_string()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+    }
+    for id in &pending {
+        let reply = http
+            .post(format!("{}/inbox/{id}/ack", server.url))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+    let metrics: Value = http
+        .get(format!("{}/metrics", server.url))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metrics["data"]["delivered"], 1000, "{metrics}");
+    assert_eq!(metrics["data"]["pending"], 0);
+    eprintln!(
+        "1,000 events posted, stored, read and acked in {:?}",
+        started.elapsed()
+    );
+
+    // One-shot commands use the running server's cluster in place.
+    let created = output_of(&["keys", "create", "--tenant", "cli"], &data_dir);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let cli_key = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    assert!(cli_key.starts_with("trg_"));
+    let sent = output_of(
+        &[
+            "send",
+            r#"{"from":"cli"}"#,
+            "--tenant",
+            "cli",
+            "--metadata",
+            r#"{"m":1}"#,
+        ],
+        &data_dir,
+    );
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    let id = sent["event_id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = http
+            .get(format!("{}/events/{id}", server.url))
+            .header("authorization", format!("Bearer {cli_key}"))
+            .send()
+            .await
+            .unwrap();
+        if reply.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sent event was not processed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = output_of(&["metrics", "--tenant", "cli"], &data_dir);
+    let metrics: Value = serde_json::from_slice(&metrics.stdout).unwrap();
+    assert_eq!(metrics["total"], 1);
+
+    assert!(server.stop_with(libc::SIGTERM, EXIT).success());
+    // A later start is not a first start: no new key is printed.
+    let server = Server::start_with_lines(
+        {
+            let mut c = triggers(&["serve", "--listen"]);
+            c.arg(format!("127.0.0.1:{}", free_port()))
+                .arg("--data-dir")
+                .arg(&data_dir);
+            c
+        },
+        1,
+    );
+    assert!(!server.banner_lines.iter().any(|l| l.contains("trg_")));
+}
+
+#[test]
+fn send_refuses_bad_input_with_one_line() {
+    let tmp = TempDir::new("cli_bad");
+    let data_dir = tmp.join("data");
+    for (payload, needle) in [
+        ("not json", "is not JSON"),
+        ("[1]", "invalid payload"),
+        ("{}", ""),
+    ] {
+        let output = output_of(&["send", payload], &data_dir);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if needle.is_empty() {
+            assert!(output.status.success(), "{stderr}");
+            continue;
+        }
+        assert_eq!(output.status.code(), Some(1), "{payload}: {stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("triggers: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(needle), "{payload}: {stderr}");
+    }
+    let output = output_of(&["keys", "create", "--tenant", ""], &data_dir);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("tenant"));
+}
