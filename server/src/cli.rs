@@ -58,6 +58,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIGGERS_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
     pub workers: u16,
 
+    /// Requests per minute per API key (0: no limit); over it, 429 with Retry-After.
+    #[arg(long, env = "TRIGGERS_RATE_LIMIT", default_value_t = crate::http::DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
+
     /// The database.
     #[command(flatten)]
     pub db: DbArgs,

@@ -59,6 +59,8 @@ pub enum ErrorCode {
     MaxRetriesExceeded,
     /// The body is over 1 MiB, or the payload over its limit.
     PayloadTooLarge,
+    /// The key sent more requests than its limit allows.
+    RateLimitExceeded,
     /// The database is down or unreachable.
     ServiceUnavailable,
     /// A bug or an unexpected failure; details are logged, not sent.
@@ -81,6 +83,7 @@ impl ErrorCode {
             ErrorCode::InvalidState => "INVALID_STATE",
             ErrorCode::MaxRetriesExceeded => "MAX_RETRIES_EXCEEDED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
@@ -100,13 +103,14 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::InvalidState | ErrorCode::MaxRetriesExceeded => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidMetadataType,
@@ -119,6 +123,7 @@ impl ErrorCode {
         ErrorCode::InvalidState,
         ErrorCode::MaxRetriesExceeded,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RateLimitExceeded,
         ErrorCode::ServiceUnavailable,
         ErrorCode::InternalError,
     ];

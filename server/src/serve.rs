@@ -47,9 +47,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     let workers = Workers::start(&database.client, args.workers);
     let result = axum::serve(
         listener,
-        app(AppState {
-            client: database.client.clone(),
-        }),
+        app(AppState::new(database.client.clone()).with_rate_limit(args.rate_limit)),
     )
     .with_graceful_shutdown(async move { signals.recv().await })
     .await

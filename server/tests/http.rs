@@ -16,7 +16,7 @@ fn state_with_database_down() -> AppState {
     let client =
         triggers_client::Client::connect(&format!("postgres://nobody@127.0.0.1:{port}/none"))
             .expect("a valid URL");
-    AppState { client }
+    AppState::new(client)
 }
 
 async fn send(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {

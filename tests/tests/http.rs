@@ -27,10 +27,16 @@ impl Api {
         let config = test_database(name).await;
         let client = Client::from_config(config, 4).unwrap();
         Api {
-            router: app(AppState {
-                client: client.clone(),
-            }),
+            router: app(AppState::new(client.clone())),
             client,
+        }
+    }
+
+    /// The same API with a limit of `per_minute` requests per key.
+    fn limited(&self, per_minute: u32) -> Api {
+        Api {
+            router: app(AppState::new(self.client.clone()).with_rate_limit(per_minute)),
+            client: self.client.clone(),
         }
     }
 
@@ -576,6 +582,53 @@ async fn bad_input_of_every_kind_gets_its_4xx_never_a_5xx() {
     api.expect_error("GET", "/nowhere", k, None, 404, "NOT_FOUND")
         .await;
     // And the server still answers.
+    assert_eq!(
+        api.call("GET", "/health", None, None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_key_is_rate_limited_with_429_and_retry_after() {
+    let api = Api::new("http_rate_limit").await.limited(5);
+    let (a, b) = (api.key("a").await, api.key("b").await);
+    let get = |key: &str| {
+        Request::get("/metrics")
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let response = api.router.clone().oneshot(get(&a)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-ratelimit-limit"], "5");
+        remaining.push(
+            response.headers()["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(remaining, vec![4, 3, 2, 1, 0]);
+    let response = api.router.clone().oneshot(get(&a)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED");
+    // Another key has its own budget; liveness is never limited.
+    assert_eq!(
+        api.router.clone().oneshot(get(&b)).await.unwrap().status(),
+        StatusCode::OK
+    );
     assert_eq!(
         api.call("GET", "/health", None, None).await.status,
         StatusCode::OK

@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod body;
 pub mod correlation;
+pub mod limit;
 
 pub use auth::Tenant;
 
@@ -22,6 +23,27 @@ use crate::error::{AppError, ErrorCode};
 pub struct AppState {
     /// The database, through the client crate.
     pub client: triggers_client::Client,
+    /// The per-key rate limit, if any.
+    pub limiter: Option<limit::Limiter>,
+}
+
+/// The default per-key rate limit, requests per minute.
+pub const DEFAULT_RATE_LIMIT: u32 = 1000;
+
+impl AppState {
+    /// State over `client` with the default rate limit.
+    pub fn new(client: triggers_client::Client) -> AppState {
+        AppState {
+            client,
+            limiter: Some(limit::Limiter::per_minute(DEFAULT_RATE_LIMIT)),
+        }
+    }
+
+    /// The same with `per_minute` requests per key (0: no limit).
+    pub fn with_rate_limit(mut self, per_minute: u32) -> AppState {
+        self.limiter = (per_minute > 0).then(|| limit::Limiter::per_minute(per_minute));
+        self
+    }
 }
 
 /// Request bodies over this are refused with 413 PAYLOAD_TOO_LARGE.
@@ -44,6 +66,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/metrics/prometheus", get(api::prometheus))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit::rate_limit,
+        ))
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn(correlation::correlation_id))
