@@ -25,6 +25,8 @@ use crate::error::StartupError;
 
 /// Where the cluster keeps the `triggers` role's password.
 const AUTH_FILE: &str = "triggers.auth";
+/// The port of the last start.
+const PORT_FILE: &str = "triggers.port";
 /// Postgres's own output, appended across starts.
 const LOG_FILE: &str = "postgres.log";
 /// The superuser role of the embedded cluster.
@@ -153,10 +155,19 @@ impl Cluster {
             .trim()
             .to_string();
         let log_path = dir.join(LOG_FILE);
-        // A port picked now can be taken before postgres binds it; try a few.
+        // The cluster keeps the port of its last start while that port is free, so
+        // clients (DATABASE_URL users, psql) find it again after a restart. A port
+        // picked now can be taken before postgres binds it; try a few.
+        let port_file = dir.join(PORT_FILE);
         let mut last_error = String::new();
-        for _ in 0..3 {
-            let port = free_port()?;
+        for attempt in 0..3 {
+            let previous = fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<u16>().ok());
+            let port = match previous.filter(|p| attempt == 0 && port_is_free(*p)) {
+                Some(port) => port,
+                None => free_port()?,
+            };
             let log = fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -194,7 +205,10 @@ impl Cluster {
                 created: false,
             };
             match cluster.wait_ready().await {
-                Ok(()) => return Ok(cluster),
+                Ok(()) => {
+                    let _ = fs::write(&port_file, format!("{port}\n"));
+                    return Ok(cluster);
+                }
                 Err(exited) => {
                     let tail = log_tail(&log_path, log_start);
                     last_error = if tail.is_empty() { exited } else { tail };
@@ -611,6 +625,10 @@ fn check_reachable(dir: &Path, run_as: RunAs) -> Result<(), StartupError> {
         }
     }
     Ok(())
+}
+
+fn port_is_free(port: u16) -> bool {
+    port != 0 && TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 fn free_port() -> Result<u16, StartupError> {

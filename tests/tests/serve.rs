@@ -171,7 +171,36 @@ async fn database_url_uses_that_database_and_starts_no_cluster() {
     );
     let (status, _, _) = get_json(&format!("{}/health", server.url)).await;
     assert_eq!(status, 200);
+    // An API route answers 503 too, not 500.
+    let reply = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .header("authorization", "Bearer trg_abc_def")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 503);
+
+    // The database comes back (same port): the server recovers without a restart.
+    let external = ExternalCluster::start(&tmp.join("external")).await;
+    assert_eq!(
+        external.url(),
+        url,
+        "the cluster keeps its port across restarts"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, _) = get_json(&format!("{}/ready", server.url)).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again after the database returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(server.stop_with(libc::SIGTERM, EXIT_TIMEOUT).success());
+    drop(external);
 }
 
 /// A cluster started directly (not through `triggers serve`), stopped on drop.
