@@ -99,3 +99,37 @@ async fn correlation_id_is_generated_when_missing_or_unsafe() {
         assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     }
 }
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let (status, _, doc) = send(get("/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/events", "post"),
+        ("/events/batch", "post"),
+        ("/events/{id}", "get"),
+        ("/inbox", "get"),
+        ("/inbox/{id}/ack", "post"),
+        ("/inbox/{id}/retry", "post"),
+        ("/dlq", "get"),
+        ("/dlq/redrive", "post"),
+        ("/metrics", "get"),
+        ("/metrics/prometheus", "get"),
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/openapi.json", "get"),
+        ("/", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    assert!(doc["components"]["schemas"]["ErrorEnvelope"].is_object());
+}

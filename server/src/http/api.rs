@@ -13,6 +13,7 @@ use triggers_client::{EventId, InboxQuery, NewEvent, Order, Status};
 
 use super::auth::Tenant;
 use super::body::{event_json, only_fields, opt_string, ts, JsonObject};
+use super::openapi::{BatchIn, ErrorEnvelope, EventIn, EventOut};
 use super::{timestamp_now, AppState};
 use crate::error::{AppError, ErrorCode};
 
@@ -131,6 +132,7 @@ fn debug_flag(pairs: &[(String, String)]) -> Result<Option<triggers_client::Debu
 }
 
 /// POST /events
+#[utoipa::path(post, path = "/events", request_body = EventIn, params(("debug" = Option<String>, Query, description = "validation_error, processing_error, queue_delay or dlq_routing"), ("Idempotency-Key" = Option<String>, Header, description = "idempotency key")), responses((status = 200, description = "Accepted (or a duplicate of an earlier idempotency key)"), (status = 413, description = "Body over 1 MiB", body = ErrorEnvelope), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn post_event(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -167,6 +169,7 @@ pub async fn post_event(
 }
 
 /// POST /events/batch
+#[utoipa::path(post, path = "/events/batch", request_body = BatchIn, responses((status = 200, description = "All accepted"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn post_batch(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -208,6 +211,7 @@ pub async fn post_batch(
 }
 
 /// GET /events/{id}
+#[utoipa::path(get, path = "/events/{id}", params(("id" = uuid::Uuid, Path, description = "event id")), responses((status = 200, description = "The event", body = EventOut), (status = 404, description = "No such event for this tenant", body = ErrorEnvelope), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn get_event(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -218,6 +222,7 @@ pub async fn get_event(
 }
 
 /// GET /inbox
+#[utoipa::path(get, path = "/inbox", params(("status" = Option<String>, Query, description = "comma list of pending, delivered, failed"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339"), ("stream" = Option<String>, Query), ("limit" = Option<i32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("order" = Option<String>, Query, description = "asc or desc")), responses((status = 200, description = "A page: data, next_cursor, limit; metadata.<k>=v and payload.<k>=v filter by containment"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn get_inbox(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -286,6 +291,7 @@ pub async fn get_inbox(
 }
 
 /// POST /inbox/{id}/ack
+#[utoipa::path(post, path = "/inbox/{id}/ack", params(("id" = uuid::Uuid, Path)), responses((status = 200, description = "Delivered (idempotent)"), (status = 404, description = "No such event", body = ErrorEnvelope), (status = 409, description = "The event failed", body = ErrorEnvelope), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn ack(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -304,6 +310,7 @@ pub async fn ack(
 }
 
 /// POST /inbox/{id}/retry
+#[utoipa::path(post, path = "/inbox/{id}/retry", params(("id" = uuid::Uuid, Path)), responses((status = 200, description = "Re-queued: status retrying, new_attempt"), (status = 404, description = "No such event", body = ErrorEnvelope), (status = 409, description = "Not failed, or 3 manual retries used", body = ErrorEnvelope), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn retry(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -318,6 +325,7 @@ pub async fn retry(
 }
 
 /// GET /dlq
+#[utoipa::path(get, path = "/dlq", params(("limit" = Option<i32>, Query)), responses((status = 200, description = "Dead letters, oldest first"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn dlq(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -341,6 +349,7 @@ pub async fn dlq(
 }
 
 /// POST /dlq/redrive
+#[utoipa::path(post, path = "/dlq/redrive", params(("limit" = Option<i32>, Query)), responses((status = 200, description = "How many were moved back to the queue"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn redrive(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -355,6 +364,7 @@ pub async fn redrive(
 }
 
 /// GET /metrics
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "The tenant's metrics"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn metrics(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -368,6 +378,7 @@ pub async fn metrics(
 }
 
 /// GET /metrics/prometheus
+#[utoipa::path(get, path = "/metrics/prometheus", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
 pub async fn prometheus(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -437,6 +448,7 @@ pub async fn prometheus(
 }
 
 /// GET / — a placeholder until the dashboard lands.
+#[utoipa::path(get, path = "/", security(()), responses((status = 200, description = "The dashboard page", content_type = "text/html")))]
 pub async fn index() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],

@@ -5,6 +5,7 @@ mod auth;
 mod body;
 pub mod correlation;
 pub mod limit;
+pub mod openapi;
 
 pub use auth::Tenant;
 
@@ -55,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/", get(api::index))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/events", post(api::post_event))
         .route("/events/batch", post(api::post_batch))
         .route("/events/{id}", get(api::get_event))
@@ -81,11 +83,13 @@ pub fn timestamp_now() -> String {
 }
 
 /// Liveness: the process is up and serving. Never touches the database.
+#[utoipa::path(get, path = "/health", security(()), responses((status = 200, description = "{\"status\":\"ok\"}")))]
 async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
 /// Readiness: the database answers and has the extension.
+#[utoipa::path(get, path = "/ready", security(()), responses((status = 200, description = "{\"status\":\"ok\"}"), (status = 503, description = "The database is down", body = openapi::ErrorEnvelope)))]
 async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
     state.client.ping().await?;
     Ok(Json(json!({"status": "ok"})))
