@@ -185,12 +185,12 @@ RETURNS uuid LANGUAGE sql AS $$
 $$;
 
 /*
- * Queues an array of events, `[{payload, metadata?, idempotency_key?, stream?}, ...]`,
- * all or nothing, and returns their ids in order (a repeated idempotency key returns
- * the first event's id, within the array too).
+ * Queues an array of events, `[{payload, metadata?, idempotency_key?, stream?, debug?}]`,
+ * all or nothing, and returns for each, in order, its id and whether it repeated an
+ * idempotency key seen before (within the array too), in which case it was not queued.
  */
-CREATE FUNCTION triggers.enqueue_batch(events jsonb, tenant text DEFAULT 'default')
-RETURNS SETOF uuid LANGUAGE plpgsql AS $$
+CREATE FUNCTION triggers.enqueue_batch_ex(events jsonb, tenant text DEFAULT 'default')
+RETURNS TABLE(event_id uuid, duplicate boolean) LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_n int;
@@ -198,7 +198,7 @@ DECLARE
     v_ids uuid[];
     v_seqs bigint[];
 BEGIN
-    PERFORM triggers._check_text('tenant', enqueue_batch.tenant);
+    PERFORM triggers._check_text('tenant', enqueue_batch_ex.tenant);
     IF events IS NULL OR jsonb_typeof(events) <> 'array' THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'events must be a JSON array';
     END IF;
@@ -236,7 +236,7 @@ BEGIN
 
     -- Claim the keys; a key seen before (or earlier in this array) keeps its first id.
     INSERT INTO triggers.idempotency_keys AS k (tenant, idempotency_key, event_id, created_at)
-    SELECT enqueue_batch.tenant, e->>'idempotency_key', v_ids[ord], v_now
+    SELECT enqueue_batch_ex.tenant, e->>'idempotency_key', v_ids[ord], v_now
       FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord)
      WHERE e->>'idempotency_key' IS NOT NULL
      -- Key order, so concurrent batches lock keys in one order and cannot deadlock;
@@ -247,20 +247,20 @@ BEGIN
     -- Lock the streams in name order first (concurrent batches cannot deadlock), then
     -- hand out positions in array order to the events that will be queued.
     INSERT INTO triggers.streams (tenant, stream, last_seq)
-    SELECT DISTINCT enqueue_batch.tenant, e->>'stream', 0
+    SELECT DISTINCT enqueue_batch_ex.tenant, e->>'stream', 0
       FROM jsonb_array_elements(events) AS t(e) WHERE e->>'stream' IS NOT NULL
      ORDER BY 2
     ON CONFLICT DO NOTHING;
     PERFORM 1 FROM triggers.streams s
-     WHERE s.tenant = enqueue_batch.tenant
+     WHERE s.tenant = enqueue_batch_ex.tenant
        AND s.stream IN (SELECT e->>'stream' FROM jsonb_array_elements(events) AS t(e))
      ORDER BY s.stream FOR UPDATE;
     SELECT array_agg(CASE WHEN e->>'stream' IS NOT NULL AND NOT EXISTS (
                               SELECT 1 FROM triggers.idempotency_keys k
-                               WHERE k.tenant = enqueue_batch.tenant
+                               WHERE k.tenant = enqueue_batch_ex.tenant
                                  AND k.idempotency_key = e->>'idempotency_key'
                                  AND k.event_id <> v_ids[ord])
-                          THEN triggers._next_seq(enqueue_batch.tenant, e->>'stream') END ORDER BY ord)
+                          THEN triggers._next_seq(enqueue_batch_ex.tenant, e->>'stream') END ORDER BY ord)
       INTO v_seqs
       FROM (SELECT e, ord FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord) ORDER BY ord) x;
 
@@ -268,21 +268,31 @@ BEGIN
     WITH items AS (
         SELECT ord, e, v_ids[ord] AS fresh_id,
                coalesce((SELECT k.event_id FROM triggers.idempotency_keys k
-                          WHERE k.tenant = enqueue_batch.tenant
+                          WHERE k.tenant = enqueue_batch_ex.tenant
                             AND k.idempotency_key = e->>'idempotency_key'), v_ids[ord]) AS id
           FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord)
     ), queued AS (
         INSERT INTO pgmq.q_triggers_events (vt, message)
         SELECT v_now + triggers._debug_delay(e->>'debug'),
-               triggers._message(id, enqueue_batch.tenant, e->'payload',
+               triggers._message(id, enqueue_batch_ex.tenant, e->'payload',
                                  CASE WHEN jsonb_typeof(e->'metadata') = 'null' THEN NULL ELSE e->'metadata' END,
                                  e->>'idempotency_key', e->>'stream', v_seqs[ord], e->>'debug', v_now)
           FROM items WHERE id = fresh_id
          ORDER BY ord
     )
-    SELECT id FROM items ORDER BY ord;
+    SELECT items.id, items.id <> items.fresh_id FROM items ORDER BY items.ord;
     PERFORM triggers._wake();
 END $$;
+
+/*
+ * Queues an array of events, `[{payload, metadata?, idempotency_key?, stream?, debug?}]`,
+ * all or nothing, and returns their ids in order (a repeated idempotency key returns
+ * the first event's id, within the array too).
+ */
+CREATE FUNCTION triggers.enqueue_batch(events jsonb, tenant text DEFAULT 'default')
+RETURNS SETOF uuid LANGUAGE sql AS $$
+    SELECT b.event_id FROM triggers.enqueue_batch_ex(events, tenant) b
+$$;
 
 ---------------------------------------------------------------------------------------
 -- Processing

@@ -167,6 +167,12 @@ impl Client {
         self.pooled().await?.enqueue_batch(events).await
     }
 
+    /// Queues events of one tenant, all or nothing; for each, its id and whether it
+    /// repeated an idempotency key.
+    pub async fn enqueue_batch_ex(&self, events: &[NewEvent]) -> Result<Vec<Enqueued>, Error> {
+        self.pooled().await?.enqueue_batch_ex(events).await
+    }
+
     /// Runs the processing workflow once (`None`s take the configured values).
     pub async fn process_batch(
         &self,

@@ -126,6 +126,17 @@ impl<E: Exec> On<E> {
 
     /// Queues events of one tenant, all or nothing; returns their ids in order.
     pub async fn enqueue_batch(&self, events: &[NewEvent]) -> Result<Vec<EventId>, Error> {
+        Ok(self
+            .enqueue_batch_ex(events)
+            .await?
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect())
+    }
+
+    /// Queues events of one tenant, all or nothing; returns for each, in order, its id
+    /// and whether it repeated an idempotency key (then it was not queued again).
+    pub async fn enqueue_batch_ex(&self, events: &[NewEvent]) -> Result<Vec<Enqueued>, Error> {
         let Some(first) = events.first() else {
             return Err(Error::InvalidParameter(
                 "events must hold at least one event".into(),
@@ -141,11 +152,17 @@ impl<E: Exec> On<E> {
         let rows = self
             .conn
             .all(
-                "SELECT triggers.enqueue_batch($1, $2)",
+                "SELECT event_id, duplicate FROM triggers.enqueue_batch_ex($1, $2)",
                 &[&array, &first.tenant],
             )
             .await?;
-        Ok(rows.iter().map(|r| EventId(r.get(0))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| Enqueued {
+                event_id: EventId(r.get(0)),
+                duplicate: r.get(1),
+            })
+            .collect())
     }
 
     /// Runs the processing workflow once (`None`s take the configured values).

@@ -190,6 +190,11 @@ impl NewEvent {
         self
     }
 
+    /// The tenant the event belongs to.
+    pub fn tenant_name(&self) -> &str {
+        &self.tenant
+    }
+
     /// The element of `enqueue_batch`'s array for this event.
     pub(crate) fn batch_element(&self) -> Value {
         let mut element = serde_json::Map::new();

@@ -191,6 +191,16 @@ mod tests {
         );
     }
 
+    #[pg_test]
+    fn enqueue_batch_ex_says_which_events_were_duplicates() {
+        run("SELECT triggers.enqueue(payload => '{}', idempotency_key => 'seen')");
+        let got: String = one(
+            "SELECT string_agg(duplicate::text, ',') FROM triggers.enqueue_batch_ex('[{\"payload\":{},\"idempotency_key\":\"seen\"},{\"payload\":{},\"idempotency_key\":\"z\"},{\"payload\":{},\"idempotency_key\":\"z\"},{\"payload\":{}}]')",
+        );
+        assert_eq!(got, "true,false,true,false");
+        assert_eq!(count("SELECT count(*) FROM pgmq.q_triggers_events"), 3);
+    }
+
     // ---- process_batch --------------------------------------------------------------
 
     #[pg_test]

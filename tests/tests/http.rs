@@ -634,3 +634,74 @@ async fn each_key_is_rate_limited_with_429_and_retry_after() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_posts_share_commits_but_keep_their_own_answers() {
+    let api = Api::new("http_group").await;
+    let key = api.key("g").await;
+    let post = |body: String, idempotency: Option<&'static str>| {
+        let router = api.router.clone();
+        let key = key.clone();
+        async move {
+            let mut request =
+                Request::post("/events").header("authorization", format!("Bearer {key}"));
+            if let Some(k) = idempotency {
+                request = request.header("idempotency-key", k);
+            }
+            let response = router
+                .oneshot(request.body(Body::from(body)).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let mut calls = Vec::new();
+    for i in 0..60 {
+        let body = if i % 12 == 5 {
+            r#"{"payload":[1]}"#.to_string()
+        } else {
+            format!(r#"{{"payload":{{"i":{i}}}}}"#)
+        };
+        calls.push(tokio::spawn(post(body, None)));
+    }
+    for _ in 0..10 {
+        calls.push(tokio::spawn(post(
+            r#"{"payload":{"same":true}}"#.to_string(),
+            Some("same-key"),
+        )));
+    }
+    let mut ok = std::collections::HashSet::new();
+    let (mut bad, mut same_ids, mut firsts) = (0, std::collections::HashSet::new(), 0);
+    for (n, call) in calls.into_iter().enumerate() {
+        let (status, body) = call.await.unwrap();
+        if n >= 60 {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            same_ids.insert(body["data"]["event_id"].as_str().unwrap().to_string());
+            firsts += usize::from(body["data"].get("duplicate").is_none());
+        } else if n % 12 == 5 {
+            assert_eq!(
+                (status.as_u16(), body["error"]["code"].as_str()),
+                (400, Some("INVALID_PAYLOAD")),
+                "{body}"
+            );
+            bad += 1;
+        } else {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            ok.insert(body["data"]["event_id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        (ok.len(), bad),
+        (55, 5),
+        "every good request accepted once, every bad one refused"
+    );
+    assert_eq!(
+        (same_ids.len(), firsts),
+        (1, 1),
+        "one event for the repeated key, one first answer"
+    );
+    while api.client.process_batch(None, None).await.unwrap().read > 0 {}
+    assert_eq!(api.client.metrics(Some("g")).await.unwrap().total, 56);
+}

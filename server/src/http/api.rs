@@ -159,7 +159,7 @@ pub async fn post_event(
     if let Some(flag) = debug_flag(&pairs)? {
         event = event.debug(flag);
     }
-    let sent = state.client.enqueue(&event).await?;
+    let sent = state.group.enqueue(event).await?;
     let now = timestamp_now();
     let mut data = json!({"event_id": sent.event_id, "status": "accepted", "timestamp": now});
     if sent.duplicate {

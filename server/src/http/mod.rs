@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod body;
 pub mod correlation;
+pub mod group;
 pub mod limit;
 pub mod openapi;
 
@@ -26,17 +27,22 @@ pub struct AppState {
     pub client: triggers_client::Client,
     /// The per-key rate limit, if any.
     pub limiter: Option<limit::Limiter>,
+    /// Group commit for POST /events.
+    pub group: group::GroupCommit,
 }
 
 /// The default per-key rate limit, requests per minute.
 pub const DEFAULT_RATE_LIMIT: u32 = 1000;
 
 impl AppState {
-    /// State over `client` with the default rate limit.
+    /// State over `client` with the default rate limit and two group committers.
+    /// Needs a Tokio runtime (the committers are tasks).
     pub fn new(client: triggers_client::Client) -> AppState {
+        let group = group::GroupCommit::start(client.clone(), 2);
         AppState {
             client,
             limiter: Some(limit::Limiter::per_minute(DEFAULT_RATE_LIMIT)),
+            group,
         }
     }
 
