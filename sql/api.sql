@@ -114,6 +114,9 @@ DECLARE
     v_now float8 := extract(epoch FROM clock_timestamp()) * 1000;
     v_last float8 := coalesce(nullif(current_setting('triggers.notified_at_ms', true), '')::float8, 0);
 BEGIN
+    -- A session may set its own throttle (triggers.notify_throttle_ms), e.g. a server's
+    -- group committer that commits few, large transactions and wants every one seen.
+    v_throttle := coalesce(nullif(current_setting('triggers.notify_throttle_ms', true), '')::int, v_throttle);
     IF v_throttle IS NULL THEN
         SELECT c.notify_throttle_ms INTO v_throttle FROM triggers.config c;
     END IF;

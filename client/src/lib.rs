@@ -114,6 +114,11 @@ impl Client {
         Self { pool, config }
     }
 
+    /// The connection settings, when the client was built from a URL or a config.
+    pub fn config(&self) -> Option<&tokio_postgres::Config> {
+        self.config.as_ref()
+    }
+
     /// The pool this client draws connections from.
     pub fn pool(&self) -> &Pool {
         &self.pool

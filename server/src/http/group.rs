@@ -26,8 +26,18 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts `committers` tasks sharing one queue of requests.
+    /// Starts `committers` tasks sharing one queue of requests. They get connections of
+    /// their own that NOTIFY on every commit (a group is few, large transactions, so
+    /// the per-session NOTIFY throttle would only delay workers).
     pub fn start(client: Client, committers: usize) -> GroupCommit {
+        let client = client
+            .config()
+            .cloned()
+            .and_then(|mut config| {
+                config.options("-c triggers.notify_throttle_ms=0");
+                Client::from_config(config, committers.max(1)).ok()
+            })
+            .unwrap_or(client);
         let (tx, rx) = mpsc::channel::<(NewEvent, Reply)>(MAX_GROUP * 8);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..committers.max(1) {
