@@ -1,5 +1,9 @@
 //! `Authorization: Bearer <key>` → the key's tenant, for every API route.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
@@ -40,7 +44,44 @@ impl FromRequestParts<AppState> for Tenant {
                 "use the Bearer scheme: Authorization: Bearer <api key>",
             ));
         }
-        let tenant = state.client.authenticate(token.trim()).await?;
+        let token = token.trim();
+        if let Some(tenant) = state.keys.get(token) {
+            return Ok(Tenant(tenant));
+        }
+        let tenant = state.client.authenticate(token).await?;
+        state.keys.put(token, &tenant);
         Ok(Tenant(tenant))
+    }
+}
+
+/// Keys that authenticated recently, so a busy client does not cost a database round
+/// trip per request. An entry lives [`KeyCache::TTL`]: a revoked key stops working
+/// within that time on every server. Failures are never cached.
+#[derive(Clone, Default)]
+pub struct KeyCache {
+    entries: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+}
+
+impl KeyCache {
+    /// How long a successful authentication is trusted.
+    pub const TTL: Duration = Duration::from_secs(10);
+    /// At most this many keys are remembered; past it the cache starts over.
+    const MAX: usize = 10_000;
+
+    fn get(&self, token: &str) -> Option<String> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(token)
+            .filter(|(_, at)| at.elapsed() < Self::TTL)
+            .map(|(tenant, _)| tenant.clone())
+    }
+
+    fn put(&self, token: &str, tenant: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::MAX {
+                entries.clear();
+            }
+            entries.insert(token.to_string(), (tenant.to_string(), Instant::now()));
+        }
     }
 }

@@ -8,7 +8,7 @@ pub mod group;
 pub mod limit;
 pub mod openapi;
 
-pub use auth::Tenant;
+pub use auth::{KeyCache, Tenant};
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
@@ -29,6 +29,8 @@ pub struct AppState {
     pub limiter: Option<limit::Limiter>,
     /// Group commit for POST /events.
     pub group: group::GroupCommit,
+    /// Recently authenticated keys.
+    pub keys: KeyCache,
 }
 
 /// The default per-key rate limit, requests per minute.
@@ -43,6 +45,7 @@ impl AppState {
             client,
             limiter: Some(limit::Limiter::per_minute(DEFAULT_RATE_LIMIT)),
             group,
+            keys: KeyCache::default(),
         }
     }
 
