@@ -7,6 +7,9 @@
 //! cargo run --release -p triggers-benches --bin triggers-http-load [-- --seconds 5]
 //! ```
 
+#[path = "common.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,20 +59,8 @@ where
 
 #[tokio::main]
 async fn main() {
-    let secs: f64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
-    let dir = std::env::temp_dir().join(format!("triggers-http-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let options = triggers_server::embedded::ClusterOptions {
-        data_dir: dir.clone(),
-        pg_config: None,
-    };
-    let mut cluster = triggers_server::embedded::Cluster::start(&options)
-        .await
-        .expect("cluster");
+    let secs = common::seconds_arg(5.0);
+    let (mut cluster, dir) = common::private_cluster("triggers-http-load").await;
     let config = cluster.config();
     let client = triggers_client::Client::from_config(config.clone(), 32).expect("client");
     let key = client.create_api_key("bench", "load").await.expect("key");

@@ -6,6 +6,9 @@
 //! cargo run --release -p triggers-benches --bin triggers-load [-- --seconds 5]
 //! ```
 
+#[path = "common.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -75,20 +78,8 @@ fn row(name: &str, ours: f64, baseline: f64, unit: &str, target: &str) {
 
 #[tokio::main]
 async fn main() {
-    let secs: f64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
-    let dir = std::env::temp_dir().join(format!("triggers-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let options = triggers_server::embedded::ClusterOptions {
-        data_dir: dir.clone(),
-        pg_config: None,
-    };
-    let mut cluster = triggers_server::embedded::Cluster::start(&options)
-        .await
-        .expect("cluster");
+    let secs = common::seconds_arg(5.0);
+    let (mut cluster, dir) = common::private_cluster("triggers-load").await;
     let config = cluster.config();
     let admin = connect(&config).await;
     admin
