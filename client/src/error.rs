@@ -97,16 +97,22 @@ impl From<PoolError> for Error {
 impl Error {
     /// The extension's error code behind this error, if it came from one.
     pub fn code(&self) -> Option<ErrorCode> {
+        self.sql_error().map(|(code, _)| code)
+    }
+
+    /// The extension's error code and its message (which names the field at fault),
+    /// if this error came from one.
+    pub fn sql_error(&self) -> Option<(ErrorCode, &str)> {
         Some(match self {
-            Error::InvalidPayload(_) => ErrorCode::InvalidPayload,
-            Error::InvalidMetadata(_) => ErrorCode::InvalidMetadata,
-            Error::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
-            Error::InvalidParameter(_) => ErrorCode::InvalidParameter,
-            Error::InvalidCursor(_) => ErrorCode::InvalidCursor,
-            Error::NotFound(_) => ErrorCode::NotFound,
-            Error::InvalidState(_) => ErrorCode::InvalidState,
-            Error::RetriesExhausted(_) => ErrorCode::RetriesExhausted,
-            Error::Unauthorized(_) => ErrorCode::InvalidApiKey,
+            Error::InvalidPayload(m) => (ErrorCode::InvalidPayload, m),
+            Error::InvalidMetadata(m) => (ErrorCode::InvalidMetadata, m),
+            Error::PayloadTooLarge(m) => (ErrorCode::PayloadTooLarge, m),
+            Error::InvalidParameter(m) => (ErrorCode::InvalidParameter, m),
+            Error::InvalidCursor(m) => (ErrorCode::InvalidCursor, m),
+            Error::NotFound(m) => (ErrorCode::NotFound, m),
+            Error::InvalidState(m) => (ErrorCode::InvalidState, m),
+            Error::RetriesExhausted(m) => (ErrorCode::RetriesExhausted, m),
+            Error::Unauthorized(m) => (ErrorCode::InvalidApiKey, m),
             _ => return None,
         })
     }

@@ -105,29 +105,11 @@ impl Cluster {
     pub fn running(data_dir: &Path) -> Option<tokio_postgres::Config> {
         let (_, port) = live_postmaster(data_dir)?;
         let password = fs::read_to_string(data_dir.join(AUTH_FILE)).ok()?;
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(port)
-            .user(ROLE)
-            .password(password.trim())
-            .dbname(DATABASE)
-            .application_name("triggers")
-            .connect_timeout(Duration::from_secs(5));
-        Some(config)
+        Some(loopback_config(port, password.trim(), DATABASE))
     }
 
     fn config_for(&self, dbname: &str) -> tokio_postgres::Config {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(ROLE)
-            .password(self.password.as_str())
-            .dbname(dbname)
-            .application_name("triggers")
-            .connect_timeout(Duration::from_secs(5));
-        config
+        loopback_config(self.port, &self.password, dbname)
     }
 
     async fn connect(&mut self, dbname: &str) -> Result<tokio_postgres::Client, StartupError> {
@@ -625,6 +607,20 @@ fn check_reachable(dir: &Path, run_as: RunAs) -> Result<(), StartupError> {
         }
     }
     Ok(())
+}
+
+/// How to reach an embedded cluster: loopback, its port, role `triggers`.
+fn loopback_config(port: u16, password: &str, dbname: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(ROLE)
+        .password(password)
+        .dbname(dbname)
+        .application_name("triggers")
+        .connect_timeout(Duration::from_secs(5));
+    config
 }
 
 fn port_is_free(port: u16) -> bool {

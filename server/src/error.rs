@@ -174,20 +174,8 @@ impl AppError {
 
 impl From<triggers_client::Error> for AppError {
     fn from(e: triggers_client::Error) -> Self {
-        if let Some(sql) = e.code() {
+        if let Some((sql, message)) = e.sql_error() {
             // The extension's message names the field at fault; it is safe to show.
-            let message = match &e {
-                triggers_client::Error::InvalidPayload(m)
-                | triggers_client::Error::InvalidMetadata(m)
-                | triggers_client::Error::PayloadTooLarge(m)
-                | triggers_client::Error::InvalidParameter(m)
-                | triggers_client::Error::InvalidCursor(m)
-                | triggers_client::Error::NotFound(m)
-                | triggers_client::Error::InvalidState(m)
-                | triggers_client::Error::RetriesExhausted(m)
-                | triggers_client::Error::Unauthorized(m) => m.clone(),
-                other => other.to_string(),
-            };
             return AppError::new(ErrorCode::from_sql(sql), message);
         }
         let code = if e.is_unavailable() {

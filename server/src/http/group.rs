@@ -80,30 +80,30 @@ async fn run(client: Client, rx: Arc<Mutex<mpsc::Receiver<(NewEvent, Reply)>>>) 
 }
 
 async fn commit(client: &Client, group: Vec<(NewEvent, Reply)>) {
-    let mut by_tenant: HashMap<String, Vec<(NewEvent, Reply)>> = HashMap::new();
+    let mut by_tenant: HashMap<String, (Vec<NewEvent>, Vec<Reply>)> = HashMap::new();
     for (event, reply) in group {
-        by_tenant
+        let (events, replies) = by_tenant
             .entry(event.tenant_name().to_string())
-            .or_default()
-            .push((event, reply));
+            .or_default();
+        events.push(event);
+        replies.push(reply);
     }
-    for (_, requests) in by_tenant {
-        let events: Vec<NewEvent> = requests.iter().map(|(e, _)| e.clone()).collect();
+    for (_, (events, replies)) in by_tenant {
         match client.enqueue_batch_ex(&events).await {
             Ok(results) => {
-                for ((_, reply), result) in requests.into_iter().zip(results) {
+                for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
             }
             // One event the database refuses would fail them all: answer each alone.
             Err(e) if e.code().is_some() => {
-                for (event, reply) in requests {
-                    let _ = reply.send(client.enqueue(&event).await);
+                for (event, reply) in events.iter().zip(replies) {
+                    let _ = reply.send(client.enqueue(event).await);
                 }
             }
             Err(e) => {
                 let message = e.to_string();
-                for (_, reply) in requests {
+                for reply in replies {
                     let _ = reply.send(Err(Error::Unavailable(message.clone())));
                 }
             }
