@@ -69,7 +69,9 @@ END $$;
 CREATE FUNCTION triggers._message(
     event_id uuid, tenant text, payload jsonb, metadata jsonb, idempotency_key text,
     stream text, seq bigint, debug text, created_at timestamptz)
-RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    -- STABLE, as jsonb_build_object is: then the planner inlines it into the caller's
+    -- statement instead of running it as a function once per row.
     -- Optional values are absent or JSON null; readers take them with ->> or
     -- nullif(->, 'null'). The common event (no options) gets the smallest message.
     SELECT CASE WHEN metadata IS NULL AND idempotency_key IS NULL AND stream IS NULL AND debug IS NULL
@@ -197,6 +199,10 @@ RETURNS TABLE(event_id uuid, duplicate boolean) LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_n int;
+    v_max int;
+    v_first_bad bigint;
+    v_keys boolean;
+    v_streams boolean;
     v_bad record;
     v_ids uuid[];
     v_seqs bigint[];
@@ -210,29 +216,76 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'TG004',
             MESSAGE = format('events must hold 1 to 10000 events, got %s', v_n);
     END IF;
-    -- The first malformed element, if any, is reported by its index.
-    SELECT ord - 1 AS i, e INTO v_bad
-      FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord)
-     WHERE jsonb_typeof(e) <> 'object'
-        OR NOT (e ? 'payload')
-        OR (e ? 'idempotency_key' AND jsonb_typeof(e->'idempotency_key') NOT IN ('string', 'null'))
-        OR (e ? 'stream' AND jsonb_typeof(e->'stream') NOT IN ('string', 'null'))
-        OR (e ? 'debug' AND jsonb_typeof(e->'debug') NOT IN ('string', 'null'))
-     ORDER BY ord LIMIT 1;
-    IF FOUND THEN
-        IF jsonb_typeof(v_bad.e) <> 'object' THEN
-            RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('events[%s] must be a JSON object', v_bad.i);
-        ELSIF NOT (v_bad.e ? 'payload') THEN
-            RAISE EXCEPTION USING ERRCODE = 'TG001', MESSAGE = format('events[%s].payload is missing', v_bad.i);
-        ELSE
-            RAISE EXCEPTION USING ERRCODE = 'TG004',
-                MESSAGE = format('events[%s]: idempotency_key, stream and debug must be strings', v_bad.i);
+    SELECT c.max_payload_bytes INTO v_max FROM triggers.config c;
+    -- One pass over the array: does any element fail a check (the same checks as below,
+    -- as one expression), and does any carry an idempotency key or a stream? A batch
+    -- that passes and has neither (the common case) takes the short path.
+    SELECT min(ord) FILTER (WHERE NOT ok), coalesce(bool_or(key IS NOT NULL), false),
+           coalesce(bool_or(stream IS NOT NULL), false)
+      INTO v_first_bad, v_keys, v_streams
+      FROM (SELECT ord, e->>'idempotency_key' AS key, e->>'stream' AS stream,
+                   coalesce(jsonb_typeof(e) = 'object'
+                        AND jsonb_typeof(e->'payload') = 'object'
+                        AND coalesce(jsonb_typeof(e->'metadata') IN ('object', 'null'), true)
+                        AND pg_column_size(e->'payload') <= v_max
+                        AND coalesce(jsonb_typeof(e->'idempotency_key') IN ('string', 'null'), true)
+                        AND coalesce(jsonb_typeof(e->'stream') IN ('string', 'null'), true)
+                        AND coalesce(jsonb_typeof(e->'debug') IN ('string', 'null'), true)
+                        AND (e->>'idempotency_key' IS NULL
+                             OR (e->>'idempotency_key' <> '' AND length(e->>'idempotency_key') <= 255
+                                 AND e->>'idempotency_key' !~ '[[:cntrl:]]'))
+                        AND (e->>'stream' IS NULL
+                             OR (e->>'stream' <> '' AND length(e->>'stream') <= 200
+                                 AND e->>'stream' !~ '[[:cntrl:]]'))
+                        AND (e->>'debug' IS NULL
+                             OR e->>'debug' IN ('processing_error', 'dlq_routing', 'queue_delay')), false) AS ok
+              FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord)) x;
+
+    IF v_first_bad IS NOT NULL THEN
+        -- Something is wrong: find it and say what. The first malformed element, if any, is
+        -- reported by its index.
+        SELECT ord - 1 AS i, e INTO v_bad
+          FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord)
+         WHERE jsonb_typeof(e) <> 'object'
+            OR NOT (e ? 'payload')
+            OR (e ? 'idempotency_key' AND jsonb_typeof(e->'idempotency_key') NOT IN ('string', 'null'))
+            OR (e ? 'stream' AND jsonb_typeof(e->'stream') NOT IN ('string', 'null'))
+            OR (e ? 'debug' AND jsonb_typeof(e->'debug') NOT IN ('string', 'null'))
+         ORDER BY ord LIMIT 1;
+        IF FOUND THEN
+            IF jsonb_typeof(v_bad.e) <> 'object' THEN
+                RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('events[%s] must be a JSON object', v_bad.i);
+            ELSIF NOT (v_bad.e ? 'payload') THEN
+                RAISE EXCEPTION USING ERRCODE = 'TG001', MESSAGE = format('events[%s].payload is missing', v_bad.i);
+            ELSE
+                RAISE EXCEPTION USING ERRCODE = 'TG004',
+                    MESSAGE = format('events[%s]: idempotency_key, stream and debug must be strings', v_bad.i);
+            END IF;
         END IF;
+        PERFORM triggers._check_event(format('events[%s].', ord - 1), e->'payload',
+                                      CASE WHEN jsonb_typeof(e->'metadata') = 'null' THEN NULL ELSE e->'metadata' END,
+                                      e->>'idempotency_key', e->>'stream', e->>'debug', v_max)
+           FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord);
     END IF;
-    PERFORM triggers._check_event(format('events[%s].', ord - 1), e->'payload',
-                                  CASE WHEN jsonb_typeof(e->'metadata') = 'null' THEN NULL ELSE e->'metadata' END,
-                                  e->>'idempotency_key', e->>'stream', e->>'debug')
-       FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord);
+
+    IF NOT v_keys AND NOT v_streams THEN
+        -- No keys, no streams: every element is a new event; one statement queues them.
+        RETURN QUERY
+        WITH items AS MATERIALIZED (
+            SELECT ord, e, triggers._uuid_v7() AS id
+              FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord)
+        ), queued AS (
+            INSERT INTO pgmq.q_triggers_events (vt, message)
+            SELECT v_now + triggers._debug_delay(e->>'debug'),
+                   triggers._message(id, enqueue_batch_ex.tenant, e->'payload', nullif(e->'metadata', 'null'),
+                                     NULL, NULL, NULL, e->>'debug', v_now)
+              FROM items
+             ORDER BY ord
+        )
+        SELECT items.id, false FROM items ORDER BY items.ord;
+        PERFORM triggers._wake();
+        RETURN;
+    END IF;
 
     SELECT array_agg(triggers._uuid_v7() ORDER BY ord) INTO v_ids
       FROM generate_series(1, v_n) AS ord;
@@ -343,13 +396,14 @@ LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
--- Stores the given messages as pending events, as one statement. A stored row that had
+-- Stores the given messages as pending events, with one insert. A stored row that had
 -- failed becomes pending again (a retry or a redrive succeeded); one already pending or
 -- delivered is left alone, so a message processed twice changes nothing.
 CREATE FUNCTION triggers._store(messages jsonb[], read_cts int[])
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
+    v_inserted bigint;
 BEGIN
     INSERT INTO triggers.events AS ev (event_id, tenant, stream, seq, payload, metadata, status, created_at,
                                       updated_at, processed_at, retry_count, idempotency_key)
@@ -359,10 +413,18 @@ BEGIN
            greatest(rc - 1, 0), m->>'idempotency_key'
       FROM unnest(messages, read_cts) AS t(m, rc)
      ORDER BY 1
-    ON CONFLICT ON CONSTRAINT events_pkey DO UPDATE
-       SET status = 'pending', processed_at = v_now, updated_at = v_now, error_message = NULL,
-           retry_count = ev.retry_count + EXCLUDED.retry_count
-     WHERE ev.status = 'failed';
+    ON CONFLICT ON CONSTRAINT events_pkey DO NOTHING;
+    GET DIAGNOSTICS v_inserted = ROW_COUNT;
+    -- Rows that existed already: only a failed one changes. A separate statement, run
+    -- only when needed, because an UPDATE (or INSERT ... DO UPDATE) fires the metrics
+    -- trigger for updates even when it changes nothing.
+    IF v_inserted < cardinality(messages) THEN
+        UPDATE triggers.events ev
+           SET status = 'pending', processed_at = v_now, updated_at = v_now, error_message = NULL,
+               retry_count = ev.retry_count + greatest(t.rc - 1, 0)
+          FROM unnest(messages, read_cts) AS t(m, rc)
+         WHERE ev.event_id = (t.m->>'event_id')::uuid AND ev.status = 'failed';
+    END IF;
 END $$;
 
 /*
@@ -496,7 +558,8 @@ BEGIN
             retried := retried + 1;
         END IF;
     END LOOP;
-    PERFORM triggers._fold_metrics();
+    -- Under load, fold at most once a second per session; an idle worker folds at once.
+    PERFORM triggers._fold_metrics(1000);
     RETURN NEXT;
 END $$;
 
@@ -773,12 +836,21 @@ BEGIN
 END $$;
 
 -- Folds the appended deltas into the totals. One caller at a time (others skip); the
--- deltas it cannot see yet (uncommitted) wait for the next fold.
-CREATE FUNCTION triggers._fold_metrics() RETURNS void LANGUAGE plpgsql AS $$
+-- deltas it cannot see yet (uncommitted) wait for the next fold. Readers sum totals and
+-- deltas, so folding is housekeeping, not correctness: a session folds at most once per
+-- min_interval_ms (its last fold's time is a session setting, kept only if it commits).
+CREATE FUNCTION triggers._fold_metrics(min_interval_ms int DEFAULT 0) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_now float8 := extract(epoch FROM clock_timestamp()) * 1000;
+    v_last float8 := coalesce(nullif(current_setting('triggers.folded_at_ms', true), '')::float8, 0);
 BEGIN
+    IF v_now - v_last < min_interval_ms AND v_now >= v_last THEN
+        RETURN;
+    END IF;
     IF NOT pg_try_advisory_xact_lock(hashtext('triggers._fold_metrics')) THEN
         RETURN;
     END IF;
+    PERFORM set_config('triggers.folded_at_ms', v_now::text, false);
     WITH d AS (DELETE FROM triggers.metric_deltas RETURNING *)
     INSERT INTO triggers.metric_totals AS t (tenant, pending, delivered, failed, last_processed_at)
     SELECT d.tenant, sum(d.pending), sum(d.delivered), sum(d.failed), max(d.last_processed_at)

@@ -1,15 +1,23 @@
 //! The HTTP load harness. Starts a private cluster (synchronous_commit = on) and the
 //! triggers server in this process (the router, 2 workers, no rate limit), then drives
-//! it over loopback with a concurrent load generator sharing the same 2 cores, and
+//! it over loopback with a lean keep-alive load generator sharing the same 2 cores, and
 //! prints each figure beside raw `pgmq.send` over direct connections, same run.
 //!
 //! ```text
-//! cargo run --release -p triggers-benches --bin triggers-http-load [-- --seconds 5]
+//! cargo run --release -p triggers-benches --bin triggers-http-load \
+//!     [-- --seconds 5] [--only raw,post,batch,visible] [--workers 2]
 //! ```
+
+// The same allocator as the `triggers` binary, so the server measured is the one run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "common.rs"]
 mod common;
+#[path = "wire.rs"]
+mod wire;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,23 +33,24 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-/// `conns` tasks each sending `request()` back to back for `secs`; returns
-/// (requests per second, sorted latencies).
-async fn drive<F, Fut>(conns: usize, secs: f64, request: F) -> (f64, Vec<Duration>)
+/// One task per element of `states`, each running `step` on its state back to back for
+/// `secs`; returns (steps per second, sorted latencies).
+async fn drive<S, F, Fut>(states: Vec<S>, secs: f64, step: F) -> (f64, Vec<Duration>)
 where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    S: Send + 'static,
+    F: Fn(S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = S> + Send,
 {
-    let request = Arc::new(request);
+    let step = Arc::new(step);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
-    let tasks = (0..conns).map(|_| {
-        let request = request.clone();
+    let tasks = states.into_iter().map(|mut state| {
+        let step = step.clone();
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                request().await;
+                state = step(state).await;
                 latencies.push(t.elapsed());
             }
             latencies
@@ -57,21 +66,39 @@ where
     (rate, all)
 }
 
+/// `conns` keep-alive connections to `addr`, each sending `request` back to back.
+async fn drive_http(addr: &str, conns: usize, secs: f64, request: Vec<u8>) -> (f64, Vec<Duration>) {
+    let request = Arc::new(request);
+    let states = join_all((0..conns).map(|_| wire::Conn::open(addr))).await;
+    drive(states, secs, move |mut conn| {
+        let request = request.clone();
+        async move {
+            let (status, body) = conn.send(&request).await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            conn
+        }
+    })
+    .await
+}
+
 #[tokio::main]
 async fn main() {
     let secs = common::seconds_arg(5.0);
+    let workers: usize = common::arg("--workers")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2);
     let (mut cluster, dir) = common::private_cluster("triggers-http-load").await;
     let config = cluster.config();
     let client = triggers_client::Client::from_config(config.clone(), 32).expect("client");
     let key = client.create_api_key("bench", "load").await.expect("key");
 
-    // The server, in this process: router + 2 workers, no rate limit.
+    // The server, in this process: router + workers, no rate limit.
     let state = triggers_server::http::AppState::new(client.clone()).with_rate_limit(0);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, triggers_server::http::app(state)).await });
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    for id in 0..2 {
+    for id in 0..workers {
         tokio::spawn(triggers_server::worker::run(
             id,
             client.clone(),
@@ -86,122 +113,87 @@ async fn main() {
         .batch_execute("SELECT pgmq.create('bench_raw')")
         .await
         .unwrap();
-    println!("synchronous_commit = on; {secs} s per measurement; server and load generator in one process\n");
+    println!(
+        "synchronous_commit = on; {secs} s per measurement; server ({workers} workers) and load \
+         generator in one process\n"
+    );
     println!("| measure | triggers over HTTP | raw pgmq.send, direct | ratio | target |");
     println!("|---|---|---|---|---|");
 
     // Baseline: raw pgmq.send on 64 direct connections, one per transaction.
-    let raw = {
+    let raw = if common::selected("raw") {
         let mut conns = Vec::new();
         for _ in 0..64 {
             let (c, connection) = config.connect(NoTls).await.unwrap();
             tokio::spawn(connection);
-            conns.push(Arc::new(c));
+            conns.push(c);
         }
-        let conns = Arc::new(conns);
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        drive(64, secs, move || {
-            let c = conns[next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64].clone();
-            async move {
-                c.execute("SELECT pgmq.send('bench_raw', '{\"n\": 1}'::jsonb)", &[])
-                    .await
-                    .expect("send");
-            }
+        drive(conns, secs, |c| async move {
+            c.execute("SELECT pgmq.send('bench_raw', '{\"n\": 1}'::jsonb)", &[])
+                .await
+                .expect("send");
+            c
         })
         .await
         .0
+    } else {
+        f64::NAN
     };
 
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(128)
-        .build()
-        .unwrap();
-    let auth = format!("Bearer {key}");
-    let (rate, latencies) = {
-        let (http, auth, url) = (http.clone(), auth.clone(), format!("{base}/events"));
-        drive(64, secs, move || {
-            let request = http
-                .post(&url)
-                .header("authorization", &auth)
-                .body(r#"{"payload":{"n":1}}"#);
-            async move {
-                let response = request.send().await.expect("post");
-                assert_eq!(response.status(), 200);
-            }
-        })
-        .await
-    };
-    println!(
-        "| POST /events, 64 concurrent | {rate:.0} req/s, p50 {:.1} ms, p99 {:.1} ms | {raw:.0} tx/s | {:.2} | ≥ 10,000 req/s, p99 < 20 ms |",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        rate / raw
-    );
-
-    let batch: String =
-        json!({"events": (0..100).map(|i| json!({"payload": {"n": i}})).collect::<Vec<Value>>()})
-            .to_string();
-    let (rate, _) = {
-        let (http, auth, url) = (http.clone(), auth.clone(), format!("{base}/events/batch"));
-        drive(8, secs, move || {
-            let request = http
-                .post(&url)
-                .header("authorization", &auth)
-                .body(batch.clone());
-            async move {
-                let response = request.send().await.expect("batch");
-                assert_eq!(response.status(), 200);
-            }
-        })
-        .await
-    };
-    println!(
-        "| POST /events/batch of 100, 8 concurrent | {:.0} events/s | {raw:.0} tx/s | {:.2} | ≥ 50,000 events/s |",
-        rate * 100.0,
-        rate * 100.0 / raw
-    );
-
-    // Let the workers drain what the load left, then time single events end to end.
-    while client.metrics(None).await.unwrap().queue_depth > 0 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if common::selected("post") {
+        let request = wire::request("POST", "/events", &key, r#"{"payload":{"n":1}}"#);
+        let (rate, latencies) = drive_http(&addr, 64, secs, request).await;
+        println!(
+            "| POST /events, 64 concurrent | {rate:.0} req/s, p50 {:.1} ms, p99 {:.1} ms | {raw:.0} tx/s | {:.2} | ≥ 10,000 req/s, p99 < 20 ms |",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            rate / raw
+        );
     }
-    let mut visible = Vec::new();
-    for n in 0..300 {
-        let t = Instant::now();
-        let sent: Value = http
-            .post(format!("{base}/events"))
-            .header("authorization", &auth)
-            .body(format!(r#"{{"payload":{{"probe":{n}}}}}"#))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = sent["data"]["event_id"].as_str().unwrap().to_string();
-        loop {
-            let status = http
-                .get(format!("{base}/events/{id}"))
-                .header("authorization", &auth)
-                .send()
-                .await
-                .unwrap()
-                .status();
-            if status == 200 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+
+    if common::selected("batch") {
+        let batch =
+            json!({"events": (0..100).map(|i| json!({"payload": {"n": i}})).collect::<Vec<Value>>()})
+                .to_string();
+        let request = wire::request("POST", "/events/batch", &key, &batch);
+        let (rate, _) = drive_http(&addr, 8, secs, request).await;
+        println!(
+            "| POST /events/batch of 100, 8 concurrent | {:.0} events/s | {raw:.0} tx/s | {:.2} | ≥ 50,000 events/s |",
+            rate * 100.0,
+            rate * 100.0 / raw
+        );
+    }
+
+    if common::selected("visible") {
+        // Let the workers drain what the load left, then time single events end to end.
+        while client.metrics(None).await.unwrap().queue_depth > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        visible.push(t.elapsed());
-        // Spread the probes out, so each finds the workers idle.
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        let mut conn = wire::Conn::open(&addr).await;
+        let mut visible = Vec::new();
+        for n in 0..300 {
+            let body = format!(r#"{{"payload":{{"probe":{n}}}}}"#);
+            let t = Instant::now();
+            let (_, sent) = conn
+                .send(&wire::request("POST", "/events", &key, &body))
+                .await;
+            let sent: Value = serde_json::from_slice(&sent).expect("json");
+            let id = sent["data"]["event_id"].as_str().expect("event_id");
+            let get = wire::request("GET", &format!("/events/{id}"), &key, "");
+            while conn.send(&get).await.0 != 200 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            visible.push(t.elapsed());
+            // Spread the probes out, so each finds the workers idle.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        visible.sort();
+        println!(
+            "| POST → visible as pending (GET /events/{{id}}), workers idle, 300 probes | p50 {:.1} ms, p99 {:.1} ms | | | p99 < 50 ms |",
+            percentile(&visible, 0.5),
+            percentile(&visible, 0.99)
+        );
     }
-    visible.sort();
-    println!(
-        "| POST → visible as pending (GET /events/{{id}}), workers idle, 300 probes | p50 {:.1} ms, p99 {:.1} ms | | | p99 < 50 ms |",
-        percentile(&visible, 0.5),
-        percentile(&visible, 0.99)
-    );
     drop(admin);
     cluster.stop();
     let _ = std::fs::remove_dir_all(&dir);

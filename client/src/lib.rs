@@ -50,9 +50,10 @@ pub use ops::{on, Exec, On, Plain};
 pub use triggers_core::ErrorCode;
 pub use types::{
     BatchResult, DeadLetter, DebugFlag, Enqueued, Event, EventId, Latency, Metrics, NewEvent,
-    Status, UnknownStatus,
+    Settings, Status, UnknownStatus,
 };
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
@@ -67,7 +68,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Client {
     pool: Pool,
-    config: Option<tokio_postgres::Config>,
+    // Shared, so cloning a client (once per HTTP request in the server) stays cheap.
+    config: Option<Arc<tokio_postgres::Config>>,
 }
 
 impl Client {
@@ -104,19 +106,22 @@ impl Client {
             .map_err(|e| Error::InvalidUrl(e.to_string()))?;
         Ok(Self {
             pool,
-            config: Some(config),
+            config: Some(Arc::new(config)),
         })
     }
 
     /// A client over a pool the caller already has. [`Client::listener`] needs the
     /// connection settings too: pass them, or use [`Listener::connect`].
     pub fn from_pool(pool: Pool, config: Option<tokio_postgres::Config>) -> Self {
-        Self { pool, config }
+        Self {
+            pool,
+            config: config.map(Arc::new),
+        }
     }
 
     /// The connection settings, when the client was built from a URL or a config.
     pub fn config(&self) -> Option<&tokio_postgres::Config> {
-        self.config.as_ref()
+        self.config.as_deref()
     }
 
     /// The pool this client draws connections from.
@@ -223,6 +228,11 @@ impl Client {
     /// Moves up to `limit` of the tenant's dead letters back to the queue.
     pub async fn redrive(&self, tenant: &str, limit: i32) -> Result<i32, Error> {
         self.pooled().await?.redrive(tenant, limit).await
+    }
+
+    /// The processing settings (`triggers.config`).
+    pub async fn settings(&self) -> Result<Settings, Error> {
+        self.pooled().await?.settings().await
     }
 
     /// Metrics of one tenant, or of all with `None`.

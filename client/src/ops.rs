@@ -10,7 +10,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::inbox::{InboxQuery, Page};
-use crate::types::{BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, NewEvent};
+use crate::types::{
+    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, NewEvent, Settings,
+};
 use crate::Error;
 
 /// The columns of an event, in the order [`event_from_row`] reads them.
@@ -241,6 +243,27 @@ impl<E: Exec> On<E> {
             .one("SELECT triggers.redrive($1, $2)", &[&tenant, &limit])
             .await?
             .get(0))
+    }
+
+    /// The processing settings (`triggers.config`).
+    pub async fn settings(&self) -> Result<Settings, Error> {
+        let row = self
+            .conn
+            .one(
+                "SELECT max_retries, backoff_base_ms, backoff_cap_ms, max_payload_bytes, batch_size, \
+                        visibility_timeout_s, notify_throttle_ms FROM triggers.config",
+                &[],
+            )
+            .await?;
+        Ok(Settings {
+            max_retries: row.get(0),
+            backoff_base_ms: row.get(1),
+            backoff_cap_ms: row.get(2),
+            max_payload_bytes: row.get(3),
+            batch_size: row.get(4),
+            visibility_timeout_s: row.get(5),
+            notify_throttle_ms: row.get(6),
+        })
     }
 
     /// Metrics of one tenant, or of all with `None`.

@@ -237,6 +237,25 @@ pub struct BatchResult {
     pub dead_lettered: i32,
 }
 
+/// The database's processing settings: the row of `triggers.config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Attempts past the first before a failing message is dead-lettered.
+    pub max_retries: i32,
+    /// Backoff before the first retry, doubling per attempt.
+    pub backoff_base_ms: i32,
+    /// Longest backoff.
+    pub backoff_cap_ms: i32,
+    /// Largest payload enqueue accepts (its stored size).
+    pub max_payload_bytes: i32,
+    /// Messages `process_batch` claims when not told.
+    pub batch_size: i32,
+    /// `process_batch`'s visibility timeout when not told.
+    pub visibility_timeout_s: i32,
+    /// Least time between two wake-up notifications of one session.
+    pub notify_throttle_ms: i32,
+}
+
 /// A message in the dead-letter queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
