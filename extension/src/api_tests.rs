@@ -201,6 +201,49 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM pgmq.q_triggers_events"), 3);
     }
 
+    #[pg_test]
+    fn enqueue_batch_without_keys_or_streams_queues_the_same_messages() {
+        // No idempotency key, no stream: the one-statement path.
+        let ids: String = one(
+            "SELECT string_agg(event_id::text, ',') FROM triggers.enqueue_batch_ex('[{\"payload\":{\"n\":1},\"metadata\":{\"m\":1}},{\"payload\":{\"n\":2},\"metadata\":null},{\"payload\":{\"n\":3},\"debug\":\"queue_delay\"}]', 'acme')",
+        );
+        let queued: String = one(
+            "SELECT string_agg(message->>'event_id', ',' ORDER BY msg_id) FROM pgmq.q_triggers_events",
+        );
+        assert_eq!(ids, queued, "ids come back in array order");
+        let shapes: String = one(
+            "SELECT string_agg(format('%s:%s:%s:%s', message->'payload'->>'n', message->>'tenant', \
+                    coalesce(message->>'metadata', '-'), coalesce(message->>'debug', '-')), ' ' ORDER BY msg_id) \
+               FROM pgmq.q_triggers_events",
+        );
+        assert_eq!(
+            shapes,
+            "1:acme:{\"m\": 1}:- 2:acme:-:- 3:acme:-:queue_delay"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM pgmq.q_triggers_events WHERE vt > clock_timestamp() + interval '4 seconds'"),
+            1,
+            "queue_delay holds its event back"
+        );
+        // Each check still names the element that fails it.
+        run("UPDATE triggers.config SET max_payload_bytes = 64");
+        for (batch, code, message) in [
+            ("[{\"payload\":{}}, {\"payload\":{\"big\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}]", "TG003", "events[1].payload is"),
+            ("[{\"payload\":{},\"metadata\":[1]}]", "TG002", "events[0].metadata must be a JSON object"),
+            ("[{\"payload\":{}}, {\"payload\":{},\"debug\":\"nope\"}]", "TG004", "events[1].debug must be one of"),
+            ("[{\"payload\":{},\"debug\":\"validation_error\"}]", "TG001", "events[0].payload rejected"),
+            ("[{\"payload\":{},\"idempotency_key\":\"\"}]", "TG004", "events[0].idempotency_key must be 1 to 255"),
+            ("[{\"payload\":{},\"stream\":7}]", "TG004", "events[0]: idempotency_key, stream and debug must be strings"),
+        ] {
+            assert_error(
+                &format!("SELECT triggers.enqueue_batch('{batch}')"),
+                code,
+                message,
+            );
+        }
+        assert_eq!(count("SELECT count(*) FROM pgmq.q_triggers_events"), 3);
+    }
+
     // ---- process_batch --------------------------------------------------------------
 
     #[pg_test]

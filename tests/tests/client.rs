@@ -23,6 +23,8 @@ async fn every_call_works_end_to_end() {
     let (client, _) = client_for("client_calls").await;
     client.ping().await.unwrap();
     assert_eq!(client.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
+    let settings = client.settings().await.unwrap();
+    assert_eq!((settings.batch_size, settings.max_retries), (100, 3));
 
     let first = client
         .enqueue(

@@ -625,3 +625,33 @@ async fn concurrent_posts_share_commits_but_keep_their_own_answers() {
     while api.client.process_batch(None, None).await.unwrap().read > 0 {}
     assert_eq!(api.client.metrics(Some("g")).await.unwrap().total, 56);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_are_gzipped_when_asked_and_keep_the_correlation_id() {
+    let api = Api::new("http_gzip").await;
+    let get = |gzip: bool| {
+        let mut request = Request::builder()
+            .uri("/openapi.json")
+            .header("x-correlation-id", "trace-42");
+        if gzip {
+            request = request.header("accept-encoding", "gzip");
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let plain = api.router.clone().oneshot(get(false)).await.unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain_len = plain.into_body().collect().await.unwrap().to_bytes().len();
+
+    let gzipped = api.router.clone().oneshot(get(true)).await.unwrap();
+    assert_eq!(gzipped.status(), StatusCode::OK);
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert_eq!(gzipped.headers()["x-correlation-id"], "trace-42");
+    let bytes = gzipped.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip stream");
+    assert!(
+        bytes.len() * 3 < plain_len,
+        "{} gzipped bytes of {plain_len}",
+        bytes.len()
+    );
+}

@@ -385,3 +385,25 @@ async fn enqueue_notifies_listening_workers_at_commit() {
         .unwrap();
     assert_eq!(channel, "triggers_events");
 }
+
+/// SPEC §4.6: every finished message is a dead row at the head of the queue that each
+/// claim walks past until vacuum removes it; the embedded cluster's autovacuum looks
+/// every second, so they are gone within seconds, not a minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_messages_are_vacuumed_away_within_seconds() {
+    let config = test_database("vacuum").await;
+    let client = connect(&config).await;
+    enqueue_many(&client, 2000, "t").await;
+    assert_eq!(drain(&client, 100).await, 2000);
+    let vacuumed =
+        "SELECT (autovacuum_count > 0 AND n_dead_tup = 0)::int::bigint FROM pg_stat_user_tables \
+                    WHERE relid = 'pgmq.q_triggers_events'::regclass";
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while scalar(&client, vacuumed).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue's dead rows are still there after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,16 +1,25 @@
 //! `X-Correlation-ID`: echoed when the request carries a sane one, generated otherwise,
-//! set on every response, in every log line of the request, and in error envelopes.
+//! set on every response, in every log line of the request (the span of [`trace_layer`])
+//! and in error envelopes.
+
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{DefaultOnRequest, TraceLayer};
+use tracing::Span;
 
 use crate::error::ErrorDetail;
 
 /// The header carrying the id.
 pub static HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// The request's id, in its extensions for the layers inside.
+#[derive(Clone)]
+struct CorrelationId(String);
 
 tokio::task_local! {
     static CORRELATION_ID: String;
@@ -29,40 +38,75 @@ fn accept(value: &HeaderValue) -> Option<String> {
     (!s.is_empty() && s.len() <= 128 && s.chars().all(plain)).then(|| s.to_string())
 }
 
-/// Middleware: assigns the id, scopes logs and errors to it, logs 5xx details once.
-pub async fn correlation_id(request: Request, next: Next) -> Response {
+/// Middleware, outermost: assigns the id, scopes error envelopes to it, and sets it on
+/// the response.
+pub async fn correlation_id(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(&HEADER)
         .and_then(accept)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = tracing::info_span!(
-        "request",
-        correlation_id = %id,
-        method = %request.method(),
-        path = %request.uri().path()
-    );
-    let mut response = CORRELATION_ID
-        .scope(id.clone(), next.run(request))
-        .instrument(span.clone())
-        .await;
-    let status = response.status();
-    let _enter = span.enter();
-    if status.is_server_error() {
-        let detail = response
-            .extensions()
-            .get::<ErrorDetail>()
-            .map(|d| d.0.as_str());
-        tracing::error!(
-            status = status.as_u16(),
-            detail = detail.unwrap_or(""),
-            "request failed"
-        );
-    } else {
-        tracing::debug!(status = status.as_u16(), "request done");
-    }
+    request.extensions_mut().insert(CorrelationId(id.clone()));
+    let mut response = CORRELATION_ID.scope(id.clone(), next.run(request)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER.clone(), value);
     }
     response
+}
+
+fn span_for(request: &Request) -> Span {
+    let id = request
+        .extensions()
+        .get::<CorrelationId>()
+        .map_or("", |c| c.0.as_str());
+    tracing::info_span!(
+        "request",
+        correlation_id = %id,
+        method = %request.method(),
+        path = %request.uri().path()
+    )
+}
+
+/// A 5xx is logged once, at error level, with what went wrong inside (the envelope
+/// only says "internal error"); anything else at debug level.
+fn on_response(response: &Response, latency: Duration, _span: &Span) {
+    let status = response.status();
+    let micros = latency.as_micros() as u64;
+    if status.is_server_error() {
+        let detail = response
+            .extensions()
+            .get::<ErrorDetail>()
+            .map_or("", |d| d.0.as_str());
+        tracing::error!(
+            status = status.as_u16(),
+            latency_us = micros,
+            detail,
+            "request failed"
+        );
+    } else {
+        tracing::debug!(
+            status = status.as_u16(),
+            latency_us = micros,
+            "request done"
+        );
+    }
+}
+
+/// tower-http's request tracing: one span per request carrying the correlation id, and
+/// the outcome logged by [`on_response`].
+pub fn trace_layer() -> TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    fn(&Request) -> Span,
+    DefaultOnRequest,
+    fn(&Response, Duration, &Span),
+    (),
+    (),
+    (),
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(span_for as fn(&Request) -> Span)
+        .on_response(on_response as fn(&Response, Duration, &Span))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }

@@ -17,6 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::compression::CompressionLayer;
 
 use crate::error::{AppError, ErrorCode};
 
@@ -83,6 +84,8 @@ pub fn app(state: AppState) -> Router {
         ))
         .fallback(not_found)
         .with_state(state)
+        .layer(CompressionLayer::new())
+        .layer(correlation::trace_layer())
         .layer(middleware::from_fn(correlation::correlation_id))
 }
 
