@@ -81,6 +81,13 @@ async fn drive_http(addr: &str, conns: usize, secs: f64, request: Vec<u8>) -> (f
     .await
 }
 
+/// Returns once the workers have emptied the queue.
+async fn drained(client: &triggers_client::Client) {
+    while client.metrics(None).await.expect("metrics").queue_depth > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let secs = common::seconds_arg(5.0);
@@ -152,6 +159,8 @@ async fn main() {
     }
 
     if common::selected("batch") {
+        // Each measurement starts from an empty queue, not from the last one's backlog.
+        drained(&client).await;
         let batch =
             json!({"events": (0..100).map(|i| json!({"payload": {"n": i}})).collect::<Vec<Value>>()})
                 .to_string();
@@ -166,9 +175,7 @@ async fn main() {
 
     if common::selected("visible") {
         // Let the workers drain what the load left, then time single events end to end.
-        while client.metrics(None).await.unwrap().queue_depth > 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        drained(&client).await;
         let mut conn = wire::Conn::open(&addr).await;
         let mut visible = Vec::new();
         for n in 0..300 {

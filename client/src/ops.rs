@@ -11,7 +11,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use crate::inbox::{InboxQuery, Page};
 use crate::types::{
-    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, NewEvent, Settings,
+    BatchArray, BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, NewEvent, Settings,
 };
 use crate::Error;
 
@@ -150,7 +150,7 @@ impl<E: Exec> On<E> {
                 first.tenant, other.tenant
             )));
         }
-        let array = Value::Array(events.iter().map(NewEvent::batch_element).collect());
+        let array = tokio_postgres::types::Json(BatchArray(events));
         let rows = self
             .conn
             .all(

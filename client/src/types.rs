@@ -194,24 +194,40 @@ impl NewEvent {
     pub fn tenant_name(&self) -> &str {
         &self.tenant
     }
+}
 
-    /// The element of `enqueue_batch`'s array for this event.
-    pub(crate) fn batch_element(&self) -> Value {
-        let mut element = serde_json::Map::new();
-        element.insert("payload".into(), self.payload.clone());
-        if let Some(m) = &self.metadata {
-            element.insert("metadata".into(), m.clone());
+/// `enqueue_batch`'s array, written straight from the events: no copy of any payload.
+#[derive(Debug)]
+pub(crate) struct BatchArray<'a>(pub &'a [NewEvent]);
+
+impl serde::Serialize for BatchArray<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(BatchElement))
+    }
+}
+
+/// One element: `{payload, metadata?, idempotency_key?, stream?, debug?}`.
+struct BatchElement<'a>(&'a NewEvent);
+
+impl serde::Serialize for BatchElement<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("payload", &e.payload)?;
+        if let Some(m) = &e.metadata {
+            map.serialize_entry("metadata", m)?;
         }
-        if let Some(k) = &self.idempotency_key {
-            element.insert("idempotency_key".into(), Value::from(k.as_str()));
+        if let Some(k) = &e.idempotency_key {
+            map.serialize_entry("idempotency_key", k)?;
         }
-        if let Some(s) = &self.stream {
-            element.insert("stream".into(), Value::from(s.as_str()));
+        if let Some(s) = &e.stream {
+            map.serialize_entry("stream", s)?;
         }
-        if let Some(d) = self.debug {
-            element.insert("debug".into(), Value::from(d.as_str()));
+        if let Some(d) = e.debug {
+            map.serialize_entry("debug", d.as_str())?;
         }
-        Value::Object(element)
+        map.end()
     }
 }
 

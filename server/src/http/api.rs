@@ -89,27 +89,34 @@ fn event_id(raw: &str) -> Result<EventId, AppError> {
 }
 
 /// One event of a POST body, checked for shape; the extension checks the rest.
-fn new_event(object: &Map<String, Value>, tenant: &str, what: &str) -> Result<NewEvent, AppError> {
+/// Takes the object apart, so a payload is moved, never copied.
+fn new_event(
+    mut object: Map<String, Value>,
+    tenant: &str,
+    what: &str,
+) -> Result<NewEvent, AppError> {
     only_fields(
-        object,
+        &object,
         &["payload", "metadata", "idempotency_key", "stream"],
         what,
     )?;
-    let payload = object.get("payload").cloned().ok_or_else(|| {
+    let payload = object.remove("payload").ok_or_else(|| {
         AppError::new(
             ErrorCode::InvalidPayload,
             format!("{what}payload is required"),
         )
     })?;
+    let key = opt_string(&object, "idempotency_key", what)?;
+    let stream = opt_string(&object, "stream", what)?;
     let mut event = NewEvent::new(payload).tenant(tenant);
-    match object.get("metadata") {
+    match object.remove("metadata") {
         None | Some(Value::Null) => {}
-        Some(metadata) => event = event.metadata(metadata.clone()),
+        Some(metadata) => event = event.metadata(metadata),
     }
-    if let Some(key) = opt_string(object, "idempotency_key", what)? {
+    if let Some(key) = key {
         event = event.idempotency_key(key);
     }
-    if let Some(stream) = opt_string(object, "stream", what)? {
+    if let Some(stream) = stream {
         event = event.stream(stream);
     }
     Ok(event)
@@ -141,12 +148,17 @@ pub async fn post_event(
     JsonObject(body): JsonObject,
 ) -> Result<Response, AppError> {
     let pairs = params(query, &["debug"], false)?;
-    let mut event = new_event(&body, &tenant, "")?;
+    // new_event checks the field (and takes the body apart); the comparison needs it.
+    let body_key = body
+        .get("idempotency_key")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut event = new_event(body, &tenant, "")?;
     if let Some(header_key) = headers.get("idempotency-key") {
         let header_key = header_key.to_str().map_err(|_| {
             AppError::new(ErrorCode::InvalidParameter, "Idempotency-Key must be text")
         })?;
-        if let Some(body_key) = opt_string(&body, "idempotency_key", "")? {
+        if let Some(body_key) = body_key {
             if body_key != header_key {
                 return Err(AppError::new(
                     ErrorCode::InvalidParameter,
@@ -174,11 +186,11 @@ pub async fn post_batch(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     query: Params,
-    JsonObject(body): JsonObject,
+    JsonObject(mut body): JsonObject,
 ) -> Result<Response, AppError> {
     params(query, &[], false)?;
     only_fields(&body, &["events"], "body")?;
-    let Some(Value::Array(items)) = body.get("events") else {
+    let Some(Value::Array(items)) = body.remove("events") else {
         return Err(AppError::new(
             ErrorCode::InvalidParameter,
             "events must be an array of events",
@@ -191,7 +203,7 @@ pub async fn post_batch(
         ));
     }
     let events = items
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, item)| match item {
             Value::Object(object) => new_event(object, &tenant, &format!("events[{i}].")),
