@@ -484,7 +484,8 @@ BEGIN
          ORDER BY q.msg_id
          LIMIT batch_size
            FOR UPDATE SKIP LOCKED
-    ), x AS (
+    ), x AS MATERIALIZED (
+        -- Materialized: inlined, _malformed would run once per FILTER below, not once.
         SELECT c.id, c.m, c.rc, triggers._malformed(c.m) AS why,
                coalesce(c.m->>'debug' = 'processing_error', false) AS fail
           FROM claimed c

@@ -49,12 +49,10 @@ CREATE TABLE triggers.events (
 -- Rows are updated on ack and retry; leave room for HOT updates and vacuum early.
 WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05);
 
+CREATE INDEX events_status_created_at_idx ON triggers.events (status, created_at);
 -- The inbox's keyset order is (created_at, event_id) within a tenant and status.
 CREATE INDEX events_tenant_status_created_at_idx ON triggers.events (tenant, status, created_at, event_id);
--- Retention (purge) finds finished events by age. Partial: a new event (pending) costs
--- no entry here, so storing one touches two indexes, not four.
-CREATE INDEX events_finished_updated_at_idx ON triggers.events (updated_at)
-    WHERE status IN ('delivered', 'failed');
+CREATE INDEX events_created_at_idx ON triggers.events (created_at);
 -- UNIQUE (tenant, idempotency_key) as a partial index: the same guarantee (NULL keys
 -- never collide anyway), but events without a key cost no index entry.
 CREATE UNIQUE INDEX events_tenant_idempotency_key_key ON triggers.events (tenant, idempotency_key)

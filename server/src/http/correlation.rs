@@ -92,9 +92,8 @@ fn on_response(response: &Response, latency: Duration, _span: &Span) {
     }
 }
 
-/// tower-http's request tracing: one span per request carrying the correlation id, and
-/// the outcome logged by [`on_response`].
-pub fn trace_layer() -> TraceLayer<
+/// The layer [`trace_layer`] builds.
+pub type Trace = TraceLayer<
     SharedClassifier<ServerErrorsAsFailures>,
     fn(&Request) -> Span,
     DefaultOnRequest,
@@ -102,7 +101,11 @@ pub fn trace_layer() -> TraceLayer<
     (),
     (),
     (),
-> {
+>;
+
+/// tower-http's request tracing: one span per request carrying the correlation id, and
+/// the outcome logged by [`on_response`].
+pub fn trace_layer() -> Trace {
     TraceLayer::new_for_http()
         .make_span_with(span_for as fn(&Request) -> Span)
         .on_response(on_response as fn(&Response, Duration, &Span))
