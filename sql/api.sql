@@ -147,10 +147,20 @@ DECLARE
     cfg triggers.config;
 BEGIN
     SELECT * INTO cfg FROM triggers.config;
-    PERFORM triggers._check_text('tenant', enqueue_ex.tenant);
-    PERFORM triggers._check_event('', enqueue_ex.payload, enqueue_ex.metadata,
-                                  enqueue_ex.idempotency_key, enqueue_ex.stream, enqueue_ex.debug,
-                                  cfg.max_payload_bytes);
+    -- The common event passes one expression; anything else gets the checks that name
+    -- what is wrong (the same conditions, one function call each).
+    IF NOT coalesce(enqueue_ex.tenant <> '' AND length(enqueue_ex.tenant) <= 200
+                    AND enqueue_ex.tenant !~ '[[:cntrl:]]'
+                    AND jsonb_typeof(enqueue_ex.payload) = 'object'
+                    AND pg_column_size(enqueue_ex.payload) <= cfg.max_payload_bytes
+                    AND (enqueue_ex.metadata IS NULL OR jsonb_typeof(enqueue_ex.metadata) = 'object')
+                    AND enqueue_ex.idempotency_key IS NULL AND enqueue_ex.stream IS NULL
+                    AND enqueue_ex.debug IS NULL, false) THEN
+        PERFORM triggers._check_text('tenant', enqueue_ex.tenant);
+        PERFORM triggers._check_event('', enqueue_ex.payload, enqueue_ex.metadata,
+                                      enqueue_ex.idempotency_key, enqueue_ex.stream, enqueue_ex.debug,
+                                      cfg.max_payload_bytes);
+    END IF;
     event_id := triggers._uuid_v7();
     duplicate := false;
     IF enqueue_ex.idempotency_key IS NOT NULL THEN
