@@ -98,6 +98,19 @@ mod tests {
             "tenant must not be NULL",
         );
         assert_error(
+            "SELECT triggers.enqueue(payload => '{}', tenant => E'a\\nb')",
+            "TG004",
+            "without control characters",
+        );
+        assert_error(
+            &format!(
+                "SELECT triggers.enqueue(payload => '{{}}', tenant => '{}')",
+                "t".repeat(201)
+            ),
+            "TG004",
+            "tenant must be 1 to 200 characters",
+        );
+        assert_error(
             "SELECT triggers.enqueue(payload => '{}', debug => 'explode')",
             "TG004",
             "debug must be one of",
