@@ -8,10 +8,6 @@
 //!     [-- --seconds 5] [--only raw,post,batch,visible] [--workers 2]
 //! ```
 
-// The same allocator as the `triggers` binary, so the server measured is the one run.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[path = "common.rs"]
 mod common;
 #[path = "wire.rs"]

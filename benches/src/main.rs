@@ -6,10 +6,6 @@
 //! cargo run --release -p triggers-benches --bin triggers-load [-- --seconds 5]
 //! ```
 
-// The same allocator as the `triggers` binary, so the server measured is the one run.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[path = "common.rs"]
 mod common;
 

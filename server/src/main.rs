@@ -3,12 +3,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use triggers_server::cli::{Cli, Command};
 
-// glibc's malloc was an eighth of the server's CPU time under load (perf); mimalloc's
-// thread-local free lists cost a fraction of that for the many small, short-lived
-// allocations of HTTP requests and JSON values.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
