@@ -12,7 +12,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"))
+                // tokio-postgres logs every statement's parameters at debug level, API
+                // keys and payloads among them: never, whatever RUST_LOG says.
+                .add_directive(
+                    "tokio_postgres::query=warn"
+                        .parse()
+                        .expect("a valid directive"),
+                ),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

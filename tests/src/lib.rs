@@ -108,6 +108,8 @@ pub struct Server {
     pub banner: String,
     /// The banner line and the lines that followed it (see [`Server::start_with_lines`]).
     pub banner_lines: Vec<String>,
+    /// Every line the server has written to stderr (its logs) so far.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -132,10 +134,14 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        // Drain stderr so the server never blocks on a full pipe; echo it for failures.
+        // Drain stderr so the server never blocks on a full pipe; keep it for the test
+        // and echo it for failures.
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[triggers] {line}");
+                kept.lock().expect("logs").push(line);
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
@@ -161,6 +167,7 @@ impl Server {
                             url,
                             banner: line,
                             banner_lines,
+                            logs,
                         };
                     }
                 }
@@ -171,6 +178,11 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The lines the server has written to stderr so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
     }
 
     /// The server's process id.

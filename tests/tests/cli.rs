@@ -231,3 +231,46 @@ fn send_refuses_bad_input_with_one_line() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("tenant"));
 }
+
+/// Logs are JSON, every line of a request carries its correlation id, and even at
+/// `RUST_LOG=debug` no line carries an API key (tokio-postgres logs statement
+/// parameters at debug level).
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_logs_carry_the_correlation_id_and_never_an_api_key() {
+    let tmp = TempDir::new("cli_logs");
+    let mut command = triggers(&["serve", "--workers", "1", "--listen"]);
+    command
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(tmp.join("data"))
+        .env("RUST_LOG", "debug");
+    let mut server = Server::start_with_lines(command, 5);
+    let key = server
+        .banner_lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("trg_").map(|r| format!("trg_{r}")))
+        .expect("the first start prints a key");
+    let reply = reqwest::Client::new()
+        .post(format!("{}/events", server.url))
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-correlation-id", "log-check-1")
+        .body(r#"{"payload":{"secret_order":7}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    server.stop_with(libc::SIGTERM, Duration::from_secs(60));
+
+    let logs = server.logs();
+    let request_lines: Vec<&String> = logs.iter().filter(|l| l.contains("log-check-1")).collect();
+    assert!(
+        request_lines.iter().any(|l| l.contains("request done")),
+        "a 'request done' line with the correlation id in: {logs:#?}"
+    );
+    for line in &logs {
+        let _: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(!line.contains(&key), "an API key in the logs: {line}");
+    }
+}
