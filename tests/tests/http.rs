@@ -559,12 +559,11 @@ async fn each_key_is_rate_limited_with_429_and_retry_after() {
 async fn concurrent_posts_share_commits_but_keep_their_own_answers() {
     let api = Api::new("http_group").await;
     let key = api.key("g").await;
-    let post = |body: String, idempotency: Option<&'static str>| {
+    let post = |path: &'static str, body: String, idempotency: Option<&'static str>| {
         let router = api.router.clone();
         let key = key.clone();
         async move {
-            let mut request =
-                Request::post("/events").header("authorization", format!("Bearer {key}"));
+            let mut request = Request::post(path).header("authorization", format!("Bearer {key}"));
             if let Some(k) = idempotency {
                 request = request.header("idempotency-key", k);
             }
@@ -579,15 +578,22 @@ async fn concurrent_posts_share_commits_but_keep_their_own_answers() {
     };
     let mut calls = Vec::new();
     for i in 0..60 {
-        let body = if i % 12 == 5 {
-            r#"{"payload":[1]}"#.to_string()
+        // Events only the database refuses (the server checks shapes itself), so their
+        // groups fail as a whole and fall back to one event at a time.
+        let path = if i % 12 == 5 {
+            "/events?debug=validation_error"
         } else {
-            format!(r#"{{"payload":{{"i":{i}}}}}"#)
+            "/events"
         };
-        calls.push(tokio::spawn(post(body, None)));
+        calls.push(tokio::spawn(post(
+            path,
+            format!(r#"{{"payload":{{"i":{i}}}}}"#),
+            None,
+        )));
     }
     for _ in 0..10 {
         calls.push(tokio::spawn(post(
+            "/events",
             r#"{"payload":{"same":true}}"#.to_string(),
             Some("same-key"),
         )));

@@ -106,12 +106,33 @@ fn new_event(
             format!("{what}payload is required"),
         )
     })?;
+    // The two type checks the extension makes most often, made here too (same codes,
+    // same words): a bad event caught before group commit never sends its group down
+    // the one-event-at-a-time path.
+    if !payload.is_object() {
+        return Err(AppError::new(
+            ErrorCode::InvalidPayload,
+            format!(
+                "{what}payload must be a JSON object, got {}",
+                json_type(&payload)
+            ),
+        ));
+    }
     let key = opt_string(&object, "idempotency_key", what)?;
     let stream = opt_string(&object, "stream", what)?;
     let mut event = NewEvent::new(payload).tenant(tenant);
     match object.remove("metadata") {
         None | Some(Value::Null) => {}
-        Some(metadata) => event = event.metadata(metadata),
+        Some(metadata) if metadata.is_object() => event = event.metadata(metadata),
+        Some(other) => {
+            return Err(AppError::new(
+                ErrorCode::InvalidMetadataType,
+                format!(
+                    "{what}metadata must be a JSON object or NULL, got {}",
+                    json_type(&other)
+                ),
+            ))
+        }
     }
     if let Some(key) = key {
         event = event.idempotency_key(key);
@@ -120,6 +141,18 @@ fn new_event(
         event = event.stream(stream);
     }
     Ok(event)
+}
+
+/// A JSON value's type as Postgres's `jsonb_typeof` names it.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }
 
 fn debug_flag(pairs: &[(String, String)]) -> Result<Option<triggers_client::DebugFlag>, AppError> {
