@@ -407,3 +407,62 @@ async fn finished_messages_are_vacuumed_away_within_seconds() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Stored events of tenant `t`, from the table itself.
+async fn stored(client: &Client) -> i64 {
+    scalar(
+        client,
+        "SELECT count(*) FROM triggers.events WHERE tenant = 't'",
+    )
+    .await
+}
+
+/// Polls until `n` events are stored; returns when that was seen.
+async fn until_stored(client: &Client, n: i64) -> std::time::Instant {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stored(client).await < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} events never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::time::Instant::now()
+}
+
+/// A server worker starts the next batch at once after a full one (a backlog) and
+/// `gather` after the start of a partial one (a trickle), so batches grow with the load.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_gathers_after_a_partial_batch_but_not_after_a_full_one() {
+    use triggers_server::worker::{self, WorkerOptions};
+    let config = test_database("gather").await;
+    let sql = connect(&config).await;
+    let gather = Duration::from_millis(400);
+    let options = WorkerOptions {
+        gather,
+        ..WorkerOptions::default()
+    };
+    // A backlog of 20 full batches: with a pause after each it would take 8 s.
+    enqueue_many(&sql, 2000, "t").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let client = triggers_client::Client::from_config(config.clone(), 2).unwrap();
+    let started = std::time::Instant::now();
+    let running = tokio::spawn(worker::run(0, client, options, stopped));
+    let drained = until_stored(&sql, 2000).await - started;
+    assert!(
+        drained < gather * 5,
+        "full batches back to back: {drained:?}"
+    );
+
+    // A trickle: the batch after a partial one waits out the gather time.
+    enqueue_many(&sql, 10, "t").await;
+    let first = until_stored(&sql, 2010).await;
+    enqueue_many(&sql, 10, "t").await;
+    let second = until_stored(&sql, 2020).await - first;
+    assert!(
+        second >= gather / 2,
+        "the next batch came {second:?} after a partial one"
+    );
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}
