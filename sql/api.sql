@@ -65,6 +65,27 @@ BEGIN
     END IF;
 END $$;
 
+-- Whether `value` passes _check_text (NULL passes: callers decide about NULL).
+CREATE FUNCTION triggers._text_ok(value text, max_len int) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT value IS NULL OR (value <> '' AND length(value) <= max_len AND value !~ '[[:cntrl:]]')
+$$;
+
+-- Whether an event passes _check_event, as one expression (SQL functions the planner
+-- inlines: no call at run time). The enqueue paths test this and call _check_event,
+-- which names what is wrong, only when it is false.
+CREATE FUNCTION triggers._event_ok(
+    payload jsonb, metadata jsonb, idempotency_key text, stream text, debug text, max_bytes int)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_typeof(payload) = 'object'
+                    AND pg_column_size(payload) <= max_bytes
+                    AND (metadata IS NULL OR jsonb_typeof(metadata) = 'object')
+                    AND triggers._text_ok(idempotency_key, 255)
+                    AND triggers._text_ok(stream, 200)
+                    AND (debug IS NULL OR debug IN ('processing_error', 'dlq_routing', 'queue_delay')),
+                    false)
+$$;
+
 -- The queue message of an event. Everything processing needs travels in it.
 CREATE FUNCTION triggers._message(
     event_id uuid, tenant text, payload jsonb, metadata jsonb, idempotency_key text,
@@ -147,15 +168,10 @@ DECLARE
     cfg triggers.config;
 BEGIN
     SELECT * INTO cfg FROM triggers.config;
-    -- The common event passes one expression; anything else gets the checks that name
-    -- what is wrong (the same conditions, one function call each).
-    IF NOT coalesce(enqueue_ex.tenant <> '' AND length(enqueue_ex.tenant) <= 200
-                    AND enqueue_ex.tenant !~ '[[:cntrl:]]'
-                    AND jsonb_typeof(enqueue_ex.payload) = 'object'
-                    AND pg_column_size(enqueue_ex.payload) <= cfg.max_payload_bytes
-                    AND (enqueue_ex.metadata IS NULL OR jsonb_typeof(enqueue_ex.metadata) = 'object')
-                    AND enqueue_ex.idempotency_key IS NULL AND enqueue_ex.stream IS NULL
-                    AND enqueue_ex.debug IS NULL, false) THEN
+    IF NOT coalesce(enqueue_ex.tenant IS NOT NULL AND triggers._text_ok(enqueue_ex.tenant, 200)
+                    AND triggers._event_ok(enqueue_ex.payload, enqueue_ex.metadata,
+                                           enqueue_ex.idempotency_key, enqueue_ex.stream,
+                                           enqueue_ex.debug, cfg.max_payload_bytes), false) THEN
         PERFORM triggers._check_text('tenant', enqueue_ex.tenant);
         PERFORM triggers._check_event('', enqueue_ex.payload, enqueue_ex.metadata,
                                       enqueue_ex.idempotency_key, enqueue_ex.stream, enqueue_ex.debug,
@@ -227,28 +243,20 @@ BEGIN
             MESSAGE = format('events must hold 1 to 10000 events, got %s', v_n);
     END IF;
     SELECT c.max_payload_bytes INTO v_max FROM triggers.config c;
-    -- One pass over the array: does any element fail a check (the same checks as below,
-    -- as one expression), and does any carry an idempotency key or a stream? A batch
-    -- that passes and has neither (the common case) takes the short path.
+    -- One pass over the array: does any element fail a check (the shape checks below and
+    -- _event_ok), and does any carry an idempotency key or a stream? A batch that passes
+    -- and has neither (the common case) takes the short path.
     SELECT min(ord) FILTER (WHERE NOT ok), coalesce(bool_or(key IS NOT NULL), false),
            coalesce(bool_or(stream IS NOT NULL), false)
       INTO v_first_bad, v_keys, v_streams
       FROM (SELECT ord, e->>'idempotency_key' AS key, e->>'stream' AS stream,
                    coalesce(jsonb_typeof(e) = 'object'
-                        AND jsonb_typeof(e->'payload') = 'object'
-                        AND coalesce(jsonb_typeof(e->'metadata') IN ('object', 'null'), true)
-                        AND pg_column_size(e->'payload') <= v_max
                         AND coalesce(jsonb_typeof(e->'idempotency_key') IN ('string', 'null'), true)
                         AND coalesce(jsonb_typeof(e->'stream') IN ('string', 'null'), true)
                         AND coalesce(jsonb_typeof(e->'debug') IN ('string', 'null'), true)
-                        AND (e->>'idempotency_key' IS NULL
-                             OR (e->>'idempotency_key' <> '' AND length(e->>'idempotency_key') <= 255
-                                 AND e->>'idempotency_key' !~ '[[:cntrl:]]'))
-                        AND (e->>'stream' IS NULL
-                             OR (e->>'stream' <> '' AND length(e->>'stream') <= 200
-                                 AND e->>'stream' !~ '[[:cntrl:]]'))
-                        AND (e->>'debug' IS NULL
-                             OR e->>'debug' IN ('processing_error', 'dlq_routing', 'queue_delay')), false) AS ok
+                        AND triggers._event_ok(e->'payload', nullif(e->'metadata', 'null'),
+                                               e->>'idempotency_key', e->>'stream', e->>'debug', v_max),
+                        false) AS ok
               FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord)) x;
 
     IF v_first_bad IS NOT NULL THEN
