@@ -1047,6 +1047,63 @@ BEGIN
 END $$;
 
 ---------------------------------------------------------------------------------------
+-- Descriptions (psql: \df+ triggers.*). Names are unique in the schema, so no
+-- argument lists; a pg_test checks that no function goes without one.
+---------------------------------------------------------------------------------------
+COMMENT ON FUNCTION triggers.version IS 'Version of the triggers extension.';
+COMMENT ON FUNCTION triggers.enqueue IS
+    'Queues one event (payload: a JSON object) and returns its id; a repeated idempotency key returns the first event''s id and queues nothing.';
+COMMENT ON FUNCTION triggers.enqueue_ex IS
+    'enqueue, also saying whether the idempotency key was seen before (duplicate).';
+COMMENT ON FUNCTION triggers.enqueue_batch IS
+    'Queues an array of events [{payload, metadata?, idempotency_key?, stream?, debug?}], all or nothing; returns their ids in order.';
+COMMENT ON FUNCTION triggers.enqueue_batch_ex IS
+    'enqueue_batch, also saying for each event whether it repeated an idempotency key.';
+COMMENT ON FUNCTION triggers.process_batch IS
+    'The workflow: claims up to batch_size messages and for each validates, stores, counts and removes it, with retries, backoff and the dead-letter queue. One transaction.';
+COMMENT ON FUNCTION triggers.inbox IS
+    'A tenant''s events in keyset order (created_at, event_id), filtered; pass the last row''s cursor for the next page.';
+COMMENT ON FUNCTION triggers.get_event IS 'One event of the tenant, or TG006 not found.';
+COMMENT ON FUNCTION triggers.ack IS 'Marks a pending event delivered (idempotent); returns the event.';
+COMMENT ON FUNCTION triggers.retry IS
+    'Queues a failed event again (at most 3 manual retries); returns the new attempt number.';
+COMMENT ON FUNCTION triggers.dead_letters IS 'The tenant''s messages in the dead-letter queue.';
+COMMENT ON FUNCTION triggers.redrive IS
+    'Moves up to lim of the tenant''s dead-lettered messages back to the queue; returns how many.';
+COMMENT ON FUNCTION triggers.metrics IS
+    'Exact counts by status, queue and DLQ depth, processing rate and latency percentiles, of one tenant or all.';
+COMMENT ON FUNCTION triggers.purge IS
+    'Deletes delivered and failed events (and their idempotency keys, archives, latency history) older than older_than; returns how many events.';
+COMMENT ON FUNCTION triggers.create_api_key IS
+    'Creates an API key for a tenant and returns it; only its hash is stored, so this is the only time it is shown.';
+COMMENT ON FUNCTION triggers.revoke_api_key IS 'Revokes a tenant''s API key (the key, or its id); returns whether it was active.';
+COMMENT ON FUNCTION triggers.authenticate IS 'The tenant of an API key, or TG009 for an unknown or revoked key.';
+COMMENT ON FUNCTION triggers._check_text IS 'Internal: raises TG004 unless a text is 1 to max_len characters without control characters.';
+COMMENT ON FUNCTION triggers._text_ok IS 'Internal: whether a text passes _check_text (NULL passes).';
+COMMENT ON FUNCTION triggers._check_event IS 'Internal: raises the error that names what is wrong with an event.';
+COMMENT ON FUNCTION triggers._event_ok IS 'Internal: whether an event passes _check_event, as one inlinable expression.';
+COMMENT ON FUNCTION triggers._message IS 'Internal: the queue message of an event.';
+COMMENT ON FUNCTION triggers._next_seq IS 'Internal: the next gapless position on a stream.';
+COMMENT ON FUNCTION triggers._debug_delay IS 'Internal: how long a debug=queue_delay event waits.';
+COMMENT ON FUNCTION triggers._wake IS 'Internal: NOTIFY triggers_events, at most once per notify_throttle_ms per session.';
+COMMENT ON FUNCTION triggers._dead_letter IS 'Internal: moves a message to the dead-letter queue and records its event as failed.';
+COMMENT ON FUNCTION triggers._malformed IS 'Internal: why a message cannot be processed at all, or NULL.';
+COMMENT ON FUNCTION triggers._store IS 'Internal: stores messages as pending events; a failed event becomes pending again.';
+COMMENT ON FUNCTION triggers._event IS 'Internal: one event of a tenant, optionally locked, or TG006.';
+COMMENT ON FUNCTION triggers._latency_bucket IS 'Internal: the log-scale latency histogram bucket of a duration.';
+COMMENT ON FUNCTION triggers._count_insert IS 'Internal: statement trigger appending metric deltas for inserted events.';
+COMMENT ON FUNCTION triggers._count_update IS 'Internal: statement trigger appending metric deltas for status changes.';
+COMMENT ON FUNCTION triggers._count_delete IS 'Internal: statement trigger appending metric deltas for deleted events.';
+COMMENT ON FUNCTION triggers._fold_metrics IS 'Internal: folds metric deltas into the totals, one session at a time.';
+COMMENT ON FUNCTION triggers._uuid_v7 IS 'Internal: a new UUIDv7 (time-ordered).';
+COMMENT ON FUNCTION triggers._random_token IS 'Internal: len random characters from [0-9A-Za-z], from Postgres''s strong random source.';
+COMMENT ON FUNCTION triggers._backoff_ms IS 'Internal: min(cap, base * 2^(attempt-1)) in milliseconds.';
+COMMENT ON FUNCTION triggers._bytes_equal IS 'Internal: constant-time comparison of two byte strings.';
+COMMENT ON FUNCTION triggers._cursor IS 'Internal: the opaque inbox cursor of (created_at, event_id).';
+COMMENT ON FUNCTION triggers._cursor_created_at IS 'Internal: the created_at of an inbox cursor, or NULL if malformed.';
+COMMENT ON FUNCTION triggers._cursor_event_id IS 'Internal: the event_id of an inbox cursor, or NULL if malformed.';
+
+---------------------------------------------------------------------------------------
 -- Grants: the API is for roles the database owner chooses; nothing for PUBLIC.
 ---------------------------------------------------------------------------------------
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA triggers FROM PUBLIC;

@@ -82,6 +82,17 @@ manual_retries integer NO 0";
     }
 
     #[pg_test]
+    fn every_function_has_a_description() {
+        let missing = Spi::get_one::<String>(
+            "SELECT string_agg(p.proname, ', ' ORDER BY p.proname)
+               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'triggers' AND obj_description(p.oid, 'pg_proc') IS NULL",
+        )
+        .unwrap();
+        assert_eq!(missing, None, "functions without COMMENT ON FUNCTION");
+    }
+
+    #[pg_test]
     fn events_indexes_cover_status_tenant_and_created_at() {
         let got: String = one(
             "SELECT string_agg(regexp_replace(indexdef, '^.* USING btree ', ''), '; ' ORDER BY indexdef)
