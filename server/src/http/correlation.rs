@@ -17,10 +17,6 @@ use crate::error::ErrorDetail;
 /// The header carrying the id.
 pub static HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 
-/// The request's id, in its extensions for the layers inside.
-#[derive(Clone)]
-struct CorrelationId(String);
-
 tokio::task_local! {
     static CORRELATION_ID: String;
 }
@@ -40,13 +36,12 @@ fn accept(value: &HeaderValue) -> Option<String> {
 
 /// Middleware, outermost: assigns the id, scopes error envelopes to it, and sets it on
 /// the response.
-pub async fn correlation_id(mut request: Request, next: Next) -> Response {
+pub async fn correlation_id(request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(&HEADER)
         .and_then(accept)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    request.extensions_mut().insert(CorrelationId(id.clone()));
     let mut response = CORRELATION_ID.scope(id.clone(), next.run(request)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER.clone(), value);
@@ -54,11 +49,9 @@ pub async fn correlation_id(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// Runs inside [`correlation_id`]'s scope, so the id is the task-local one.
 fn span_for(request: &Request) -> Span {
-    let id = request
-        .extensions()
-        .get::<CorrelationId>()
-        .map_or("", |c| c.0.as_str());
+    let id = current_correlation_id();
     tracing::info_span!(
         "request",
         correlation_id = %id,
