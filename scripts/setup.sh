@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # Installs whatever is missing to build, run and test triggers on a Debian machine, as
 # root: apt packages, cargo-pgrx, `cargo pgrx init`, pgmq's extension files, and the
-# built `triggers` extension in the system Postgres. Every step checks first and skips
+# built `triggers` extension in the system Postgres; with --with-fuzzer (the test command)
+# also the OpenAPI fuzzer, schemathesis, in target/schemathesis. Every step checks first and skips
 # itself when there is nothing to do, so a second run only pays for `cargo pgrx install`.
 #
 # Versions come from [workspace.metadata.triggers] in Cargo.toml, nowhere else.
 #
-# Usage: scripts/setup.sh [--no-install-extension] [--release]
+# Usage: scripts/setup.sh [--no-install-extension] [--release] [--with-fuzzer]
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 install_extension=1
+fuzzer=0
 profile_flag=()
 for arg in "$@"; do
     case "$arg" in
         --no-install-extension) install_extension=0 ;;
         --release) profile_flag=(--release) ;;
+        --with-fuzzer) fuzzer=1 ;;
         *) echo "setup: unknown argument '$arg'" >&2; exit 2 ;;
     esac
 done
@@ -34,6 +37,7 @@ RUST_VERSION=$(pin rust)
 PGRX_VERSION=$(pin cargo-pgrx)
 PGMQ_CRATE_VERSION=$(pin pgmq-crate)
 PG_MAJOR=$(pin postgres)
+SCHEMATHESIS_VERSION=$(pin schemathesis)
 PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
 export RUSTUP_TOOLCHAIN=$RUST_VERSION
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -61,6 +65,10 @@ apt_packages=(
     "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libclang-dev clang pkg-config
     libssl-dev build-essential sudo
 )
+# Python with venv, for the OpenAPI fuzzer (machines with a Python of their own keep it).
+if [ "$fuzzer" -eq 1 ] && ! python3 -m venv --help >/dev/null 2>&1; then
+    apt_packages+=(python3 python3-venv)
+fi
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -130,6 +138,19 @@ EOF
     done
     echo "$PGMQ_CRATE_VERSION" >"$stamp"
     done_ "installed pgmq $version"
+fi
+
+venv="$root/target/schemathesis"
+if [ "$fuzzer" -eq 0 ]; then
+    :
+elif step "schemathesis $SCHEMATHESIS_VERSION (the OpenAPI fuzz test)" &&
+    [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+    done_ present
+else
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    done_ installed
 fi
 
 if [ "$install_extension" -eq 1 ]; then

@@ -12,14 +12,16 @@
 -- Validation helpers
 ---------------------------------------------------------------------------------------
 
--- Raises TG004 unless `value` is a sane identifier-like text (tenant, stream, key).
+-- Raises TG004 unless `value` is a sane identifier-like text (tenant, stream, key): 1 to
+-- max_len characters, no ASCII control character (the same in every locale; /openapi.json
+-- states it as a pattern).
 CREATE FUNCTION triggers._check_text(field text, value text, max_len int DEFAULT 200)
 RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     IF value IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('%s must not be NULL', field);
     END IF;
-    IF value = '' OR length(value) > max_len OR value ~ '[[:cntrl:]]' THEN
+    IF value = '' OR length(value) > max_len OR value ~ '[\x01-\x1f\x7f]' THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004',
             MESSAGE = format('%s must be 1 to %s characters without control characters', field, max_len);
     END IF;
@@ -68,7 +70,7 @@ END $$;
 -- Whether `value` passes _check_text (NULL passes: callers decide about NULL).
 CREATE FUNCTION triggers._text_ok(value text, max_len int) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT value IS NULL OR (value <> '' AND length(value) <= max_len AND value !~ '[[:cntrl:]]')
+    SELECT value IS NULL OR (value <> '' AND length(value) <= max_len AND value !~ '[\x01-\x1f\x7f]')
 $$;
 
 -- Whether an event passes _check_event, as one expression (SQL functions the planner
@@ -620,6 +622,11 @@ DECLARE
     v_bad text;
 BEGIN
     PERFORM triggers._check_text('tenant', inbox.tenant);
+    IF inbox.stream IS NOT NULL THEN
+        -- The rule streams are stored under: a filter that breaks it is a mistake, not
+        -- a query for nothing.
+        PERFORM triggers._check_text('stream', inbox.stream);
+    END IF;
     IF inbox.status IS NULL OR cardinality(inbox.status) = 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'status must name at least one of pending, delivered, failed';
     END IF;
@@ -972,7 +979,12 @@ BEGIN
     IF older_than IS NULL OR older_than < interval '0' THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'older_than must be a non-negative interval';
     END IF;
-    v_cutoff := clock_timestamp() - older_than;
+    BEGIN
+        v_cutoff := clock_timestamp() - older_than;
+    EXCEPTION WHEN datetime_field_overflow THEN
+        -- Older than the calendar reaches back: nothing is that old.
+        v_cutoff := '-infinity';
+    END;
     WITH gone AS (
         DELETE FROM triggers.events e
          WHERE e.status IN ('delivered', 'failed') AND e.updated_at < v_cutoff

@@ -42,6 +42,11 @@ pub enum Error {
     /// TG009: the API key is malformed, unknown or revoked.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// Postgres refused a value of the call as data (SQLSTATE class 22, data exception,
+    /// or 54, program limit exceeded): the input is at fault, not the database, so the
+    /// same call can never succeed. The message is Postgres's, with its SQLSTATE.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
     /// A result the client could not read (a bug, or a database of another version).
     #[error("unexpected result: {0}")]
     Decode(String),
@@ -75,6 +80,10 @@ impl From<tokio_postgres::Error> for Error {
                 && message.contains("triggers") =>
             {
                 Error::ExtensionMissing
+            }
+            // Class 22 (data exception) and 54 (too complex): what was sent is at fault.
+            None if db.code().code().starts_with("22") || db.code().code().starts_with("54") => {
+                Error::InvalidInput(format!("{message} (SQLSTATE {})", db.code().code()))
             }
             // Class 08 (connection exception) and 57P (operator intervention: shutdown).
             None if db.code().code().starts_with("08") || db.code().code().starts_with("57P") => {

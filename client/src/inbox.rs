@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use crate::ops::{event_from_row, Exec, EVENT_COLUMNS};
+use crate::ops::{check_texts, event_from_row, Exec, EVENT_COLUMNS};
+use crate::storable;
 use crate::types::{Event, Status};
 use crate::{Client, Error};
 
@@ -136,7 +137,29 @@ impl InboxQuery {
         self
     }
 
+    /// Refuses, naming the field, what Postgres could not store (see `storable`).
+    fn check(&self) -> Result<(), Error> {
+        check_texts(&[("tenant", &self.tenant)])?;
+        let texts = [("after_cursor", &self.after), ("stream", &self.stream)];
+        for (field, value) in texts {
+            if let Some(value) = value {
+                check_texts(&[(field, value)])?;
+            }
+        }
+        let objects = [
+            ("metadata_contains", &self.metadata_contains),
+            ("payload_contains", &self.payload_contains),
+        ];
+        for (field, value) in objects {
+            if let Some(value) = value {
+                storable::json(field, value).map_err(Error::InvalidParameter)?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn page_on<E: Exec>(&self, conn: &E) -> Result<Page, Error> {
+        self.check()?;
         let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
         let order = match self.order {
             Order::Asc => "asc",

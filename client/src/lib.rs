@@ -41,6 +41,7 @@ mod error;
 mod inbox;
 mod listener;
 mod ops;
+mod storable;
 mod types;
 
 pub use error::Error;

@@ -13,7 +13,7 @@ use crate::inbox::{InboxQuery, Page};
 use crate::types::{
     BatchArray, BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, NewEvent, Settings,
 };
-use crate::Error;
+use crate::{storable, Error};
 
 /// The columns of an event, in the order [`event_from_row`] reads them.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -43,6 +43,14 @@ pub(crate) fn event_from_row(row: &Row) -> Result<Event, Error> {
 }
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+/// Refuses text arguments Postgres cannot store (a NUL character), naming the argument.
+pub(crate) fn check_texts(fields: &[(&str, &str)]) -> Result<(), Error> {
+    fields
+        .iter()
+        .try_for_each(|(field, value)| storable::text(field, value))
+        .map_err(Error::InvalidParameter)
+}
 
 /// How calls reach the database: [`Plain`] prepares each statement per call (any
 /// connection or transaction of the caller's); a pooled connection of [`crate::Client`]
@@ -111,6 +119,7 @@ pub fn on<C: GenericClient + Sync>(conn: &C) -> On<Plain<'_, C>> {
 impl<E: Exec> On<E> {
     /// Queues one event. See [`NewEvent`] for its fields.
     pub async fn enqueue(&self, event: &NewEvent) -> Result<Enqueued, Error> {
+        event.check()?;
         let debug = event.debug.map(|d| d.as_str());
         let row = self
             .conn
@@ -149,6 +158,11 @@ impl<E: Exec> On<E> {
                 "one batch, one tenant: got '{}' and '{}'",
                 first.tenant, other.tenant
             )));
+        }
+        for (i, event) in events.iter().enumerate() {
+            if event.check().is_err() {
+                event.check_as(&format!("events[{i}]."))?;
+            }
         }
         let array = tokio_postgres::types::Json(BatchArray(events));
         let rows = self
@@ -195,18 +209,21 @@ impl<E: Exec> On<E> {
 
     /// One event of the tenant.
     pub async fn get_event(&self, tenant: &str, id: EventId) -> Result<Event, Error> {
+        check_texts(&[("tenant", tenant)])?;
         let sql = format!("SELECT {EVENT_COLUMNS} FROM triggers.get_event($1, $2)");
         event_from_row(&self.conn.one(&sql, &[&id.0, &tenant]).await?)
     }
 
     /// Marks a pending event delivered (idempotent).
     pub async fn ack(&self, tenant: &str, id: EventId) -> Result<Event, Error> {
+        check_texts(&[("tenant", tenant)])?;
         let sql = format!("SELECT {EVENT_COLUMNS} FROM triggers.ack($1, $2)");
         event_from_row(&self.conn.one(&sql, &[&id.0, &tenant]).await?)
     }
 
     /// Re-queues a failed event; returns the manual attempt number (1 to 3).
     pub async fn retry(&self, tenant: &str, id: EventId) -> Result<i32, Error> {
+        check_texts(&[("tenant", tenant)])?;
         Ok(self
             .conn
             .one("SELECT triggers.retry($1, $2)", &[&id.0, &tenant])
@@ -216,6 +233,7 @@ impl<E: Exec> On<E> {
 
     /// The tenant's dead letters, oldest first.
     pub async fn dead_letters(&self, tenant: &str, limit: i32) -> Result<Vec<DeadLetter>, Error> {
+        check_texts(&[("tenant", tenant)])?;
         let rows = self
             .conn
             .all(
@@ -238,6 +256,7 @@ impl<E: Exec> On<E> {
 
     /// Moves up to `limit` of the tenant's dead letters back to the queue.
     pub async fn redrive(&self, tenant: &str, limit: i32) -> Result<i32, Error> {
+        check_texts(&[("tenant", tenant)])?;
         Ok(self
             .conn
             .one("SELECT triggers.redrive($1, $2)", &[&tenant, &limit])
@@ -268,6 +287,7 @@ impl<E: Exec> On<E> {
 
     /// Metrics of one tenant, or of all with `None`.
     pub async fn metrics(&self, tenant: Option<&str>) -> Result<Metrics, Error> {
+        check_texts(&[("tenant", tenant.unwrap_or_default())])?;
         let json: Value = self
             .conn
             .one("SELECT triggers.metrics($1)", &[&tenant])
@@ -288,6 +308,7 @@ impl<E: Exec> On<E> {
 
     /// Creates an API key for the tenant; the plaintext is returned this once.
     pub async fn create_api_key(&self, tenant: &str, name: &str) -> Result<String, Error> {
+        check_texts(&[("tenant", tenant), ("name", name)])?;
         Ok(self
             .conn
             .one("SELECT triggers.create_api_key($1, $2)", &[&tenant, &name])
@@ -297,6 +318,7 @@ impl<E: Exec> On<E> {
 
     /// Revokes one of the tenant's keys (by the key or its id); true if it was active.
     pub async fn revoke_api_key(&self, tenant: &str, key: &str) -> Result<bool, Error> {
+        check_texts(&[("tenant", tenant), ("key", key)])?;
         Ok(self
             .conn
             .one("SELECT triggers.revoke_api_key($1, $2)", &[&tenant, &key])
@@ -306,6 +328,7 @@ impl<E: Exec> On<E> {
 
     /// The tenant a key belongs to; [`Error::Unauthorized`] for a bad key.
     pub async fn authenticate(&self, token: &str) -> Result<String, Error> {
+        check_texts(&[("token", token)])?;
         Ok(self
             .conn
             .one("SELECT triggers.authenticate($1)", &[&token])

@@ -194,6 +194,39 @@ impl NewEvent {
     pub fn tenant_name(&self) -> &str {
         &self.tenant
     }
+
+    /// Refuses, naming the field, what Postgres could not store: a NUL character in any
+    /// string or key, or a number beyond `numeric`'s range. The enqueue calls check
+    /// this themselves; call it to learn early.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        self.check_as("")
+    }
+
+    /// [`NewEvent::check`] with `prefix` before each field name ("events[3].").
+    pub(crate) fn check_as(&self, prefix: &str) -> Result<(), crate::Error> {
+        use crate::storable;
+        let named = |field: &str| format!("{prefix}{field}");
+        if let Err(e) = storable::json(&named("payload"), &self.payload) {
+            return Err(crate::Error::InvalidPayload(e));
+        }
+        let texts = [
+            ("tenant", Some(&self.tenant)),
+            ("idempotency_key", self.idempotency_key.as_ref()),
+            ("stream", self.stream.as_ref()),
+        ];
+        for (field, value) in texts {
+            if value.is_some_and(|v| v.contains('\0')) {
+                let message = storable::nul_message(&named(field));
+                return Err(crate::Error::InvalidParameter(message));
+            }
+        }
+        match &self.metadata {
+            Some(m) => {
+                storable::json(&named("metadata"), m).map_err(crate::Error::InvalidParameter)
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// `enqueue_batch`'s array, written straight from the events: no copy of any payload.

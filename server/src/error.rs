@@ -53,6 +53,8 @@ pub enum ErrorCode {
     InvalidToken,
     /// No such route or resource.
     NotFound,
+    /// The path exists, but not for this method.
+    MethodNotAllowed,
     /// The event is not in a state that allows the operation.
     InvalidState,
     /// The event has used all of its manual retries.
@@ -80,6 +82,7 @@ impl ErrorCode {
             ErrorCode::InvalidAuthScheme => "INVALID_AUTH_SCHEME",
             ErrorCode::InvalidToken => "INVALID_TOKEN",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::InvalidState => "INVALID_STATE",
             ErrorCode::MaxRetriesExceeded => "MAX_RETRIES_EXCEEDED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
@@ -101,6 +104,7 @@ impl ErrorCode {
             | ErrorCode::InvalidAuthScheme
             | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::InvalidState | ErrorCode::MaxRetriesExceeded => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -110,7 +114,7 @@ impl ErrorCode {
     }
 
     /// Every code.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidMetadataType,
@@ -120,6 +124,7 @@ impl ErrorCode {
         ErrorCode::InvalidAuthScheme,
         ErrorCode::InvalidToken,
         ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::InvalidState,
         ErrorCode::MaxRetriesExceeded,
         ErrorCode::PayloadTooLarge,
@@ -177,6 +182,10 @@ impl From<triggers_client::Error> for AppError {
         if let Some((sql, message)) = e.sql_error() {
             // The extension's message names the field at fault; it is safe to show.
             return AppError::new(ErrorCode::from_sql(sql), message);
+        }
+        if let triggers_client::Error::InvalidInput(message) = &e {
+            // Postgres refused what the client sent as data: the input is at fault.
+            return AppError::new(ErrorCode::InvalidParameter, message.clone());
         }
         let code = if e.is_unavailable() {
             ErrorCode::ServiceUnavailable

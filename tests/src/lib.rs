@@ -1,6 +1,8 @@
 //! Harness for black-box tests: runs the real `triggers` binary (built by
 //! `cargo build -p triggers-server`) and inspects what it leaves on the machine.
 
+pub mod api;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -316,6 +318,19 @@ pub async fn test_database(name: &str) -> tokio_postgres::Config {
         .await
         .expect("create extension");
     config
+}
+
+/// A `postgres://` URL for `config` (a database of [`test_database`]), for a process
+/// that takes DATABASE_URL.
+pub fn database_url(config: &tokio_postgres::Config) -> String {
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let user = config.get_user().unwrap_or("postgres");
+    let port = config.get_ports()[0];
+    let db = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}:{password}@127.0.0.1:{port}/{db}")
 }
 
 /// A connection whose driver runs on the current runtime.

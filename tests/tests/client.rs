@@ -372,12 +372,7 @@ async fn the_listener_wakes_within_50_ms_of_an_enqueue() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_producer_and_consumer_examples_run() {
     let (_, config) = client_for("client_examples").await;
-    let password = config
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .unwrap_or_default();
-    let port = config.get_ports()[0];
-    let url = format!("postgres://triggers:{password}@127.0.0.1:{port}/t_client_examples");
+    let url = triggers_tests::database_url(&config);
     let examples =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/examples");
     let run = |name: &str, arg: &str| {

@@ -3,17 +3,20 @@
 //! cursors) is left to it, so HTTP and SQL give the same answer.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
-use triggers_client::{EventId, InboxQuery, NewEvent, Order, Status};
+use triggers_client::{InboxQuery, NewEvent, Order, Status};
 
 use super::auth::Tenant;
-use super::body::{event_json, only_fields, opt_string, ts, JsonObject};
-use super::openapi::{BatchIn, ErrorEnvelope, EventIn, EventOut};
+use super::body::{event_json, only_fields, opt_string, ts, IdPath, JsonObject};
+use super::openapi::{
+    Accepted, Acked, BatchAccepted, BatchIn, DeadLetters, ErrorEnvelope, EventEnvelope, EventIn,
+    InboxPage, MetricsOut, Redriven, Retrying,
+};
 use super::{timestamp_now, AppState};
 use crate::error::{AppError, ErrorCode};
 
@@ -32,7 +35,16 @@ fn params(
             format!("bad query string: {}", e.body_text()),
         )
     })?;
-    for (key, _) in &pairs {
+    for (key, value) in &pairs {
+        if key.contains('\0') || value.contains('\0') {
+            return Err(AppError::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "query parameter '{}' contains a NUL character (\\u0000), which Postgres cannot store",
+                    key.replace('\0', "\\u0000")
+                ),
+            ));
+        }
         let prefixed = key.starts_with("metadata.") || key.starts_with("payload.");
         if !(known.contains(&key.as_str()) || prefixed && containment) {
             return Err(AppError::new(
@@ -77,15 +89,6 @@ fn time_param(pairs: &[(String, String)], key: &str) -> Result<Option<DateTime<U
                 })
         })
         .transpose()
-}
-
-fn event_id(raw: &str) -> Result<EventId, AppError> {
-    raw.parse().map_err(|_| {
-        AppError::new(
-            ErrorCode::InvalidParameter,
-            format!("'{raw}' is not an event id (a UUID)"),
-        )
-    })
 }
 
 /// One event of a POST body, checked for shape; the extension checks the rest.
@@ -172,7 +175,7 @@ fn debug_flag(pairs: &[(String, String)]) -> Result<Option<triggers_client::Debu
 }
 
 /// POST /events
-#[utoipa::path(post, path = "/events", request_body = EventIn, params(("debug" = Option<String>, Query, description = "validation_error, processing_error, queue_delay or dlq_routing"), ("Idempotency-Key" = Option<String>, Header, description = "idempotency key")), responses((status = 200, description = "Accepted (or a duplicate of an earlier idempotency key)"), (status = 413, description = "Body over 1 MiB", body = ErrorEnvelope), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/events", request_body = EventIn, params(("debug" = Option<String>, Query, pattern = "^(validation_error|processing_error|queue_delay|dlq_routing)$", description = "validation_error (answers 400), processing_error, queue_delay or dlq_routing"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\u0021-\u007E]([\u0020-\u007E]*[\u0021-\u007E])?$", description = "idempotency key; must equal the body's idempotency_key if both are sent")), responses((status = 200, description = "Accepted and committed (or a duplicate of an earlier idempotency key)", body = Accepted), (status = 413, description = "Body over 1 MiB, or payload over max_payload_bytes", body = ErrorEnvelope)))]
 pub async fn post_event(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -204,6 +207,9 @@ pub async fn post_event(
     if let Some(flag) = debug_flag(&pairs)? {
         event = event.debug(flag);
     }
+    // What Postgres cannot store is refused here, with its field named, so it never
+    // joins (and fails) a group.
+    event.check()?;
     let sent = state.group.enqueue(event).await?;
     let now = timestamp_now();
     let mut data = json!({"event_id": sent.event_id, "status": "accepted", "timestamp": now});
@@ -214,7 +220,7 @@ pub async fn post_event(
 }
 
 /// POST /events/batch
-#[utoipa::path(post, path = "/events/batch", request_body = BatchIn, responses((status = 200, description = "All accepted"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/events/batch", request_body = BatchIn, responses((status = 200, description = "All accepted and committed, ids in order", body = BatchAccepted), (status = 413, description = "Body over 1 MiB, or a payload over max_payload_bytes", body = ErrorEnvelope)))]
 pub async fn post_batch(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -256,18 +262,18 @@ pub async fn post_batch(
 }
 
 /// GET /events/{id}
-#[utoipa::path(get, path = "/events/{id}", params(("id" = uuid::Uuid, Path, description = "event id")), responses((status = 200, description = "The event", body = EventOut), (status = 404, description = "No such event for this tenant", body = ErrorEnvelope), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/events/{id}", params(("id" = uuid::Uuid, Path, description = "event id")), responses((status = 200, description = "The event", body = EventEnvelope), (status = 404, description = "No such event for this tenant (or not processed yet)", body = ErrorEnvelope)))]
 pub async fn get_event(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> Result<Response, AppError> {
-    let event = state.client.get_event(&tenant, event_id(&id)?).await?;
+    let event = state.client.get_event(&tenant, id).await?;
     Ok(Json(json!({"data": event_json(&event)})).into_response())
 }
 
 /// GET /inbox
-#[utoipa::path(get, path = "/inbox", params(("status" = Option<String>, Query, description = "comma list of pending, delivered, failed"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339"), ("stream" = Option<String>, Query), ("limit" = Option<i32>, Query, description = "1 to 1000, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("order" = Option<String>, Query, description = "asc or desc")), responses((status = 200, description = "A page: data, next_cursor, limit; metadata.<k>=v and payload.<k>=v filter by containment"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/inbox", params(("status" = Option<String>, Query, pattern = "^(pending|delivered|failed)(,(pending|delivered|failed))*$", description = "comma list of pending, delivered, failed (default all)"), ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; created at or after"), ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; created before"), ("stream" = Option<String>, Query, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F]*$"), ("limit" = Option<i32>, Query, minimum = 1, maximum = 1000, description = "default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "asc (default) or desc")), responses((status = 200, description = "A page. Also filters metadata.<k>=v and payload.<k>=v by containment (a value that reads as a JSON number, boolean or null matches as one)", body = InboxPage)))]
 pub async fn get_inbox(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -336,13 +342,13 @@ pub async fn get_inbox(
 }
 
 /// POST /inbox/{id}/ack
-#[utoipa::path(post, path = "/inbox/{id}/ack", params(("id" = uuid::Uuid, Path)), responses((status = 200, description = "Delivered (idempotent)"), (status = 404, description = "No such event", body = ErrorEnvelope), (status = 409, description = "The event failed", body = ErrorEnvelope), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/inbox/{id}/ack", params(("id" = uuid::Uuid, Path)), responses((status = 200, description = "Delivered (idempotent)", body = Acked), (status = 404, description = "No such event", body = ErrorEnvelope), (status = 409, description = "The event failed", body = ErrorEnvelope)))]
 pub async fn ack(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> Result<Response, AppError> {
-    let event = state.client.ack(&tenant, event_id(&id)?).await?;
+    let event = state.client.ack(&tenant, id).await?;
     let at = event
         .delivered_at
         .as_ref()
@@ -355,13 +361,12 @@ pub async fn ack(
 }
 
 /// POST /inbox/{id}/retry
-#[utoipa::path(post, path = "/inbox/{id}/retry", params(("id" = uuid::Uuid, Path)), responses((status = 200, description = "Re-queued: status retrying, new_attempt"), (status = 404, description = "No such event", body = ErrorEnvelope), (status = 409, description = "Not failed, or 3 manual retries used", body = ErrorEnvelope), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/inbox/{id}/retry", params(("id" = uuid::Uuid, Path)), responses((status = 200, description = "Re-queued", body = Retrying), (status = 404, description = "No such event", body = ErrorEnvelope), (status = 409, description = "Not failed, or 3 manual retries used", body = ErrorEnvelope)))]
 pub async fn retry(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> Result<Response, AppError> {
-    let id = event_id(&id)?;
     let attempt = state.client.retry(&tenant, id).await?;
     Ok(
         Json(json!({"data": {"event_id": id, "status": "retrying", "new_attempt": attempt}}))
@@ -370,7 +375,7 @@ pub async fn retry(
 }
 
 /// GET /dlq
-#[utoipa::path(get, path = "/dlq", params(("limit" = Option<i32>, Query)), responses((status = 200, description = "Dead letters, oldest first"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/dlq", params(("limit" = Option<i32>, Query, minimum = 1, maximum = 1000, description = "default 50")), responses((status = 200, description = "Dead letters, oldest first", body = DeadLetters)))]
 pub async fn dlq(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -394,7 +399,7 @@ pub async fn dlq(
 }
 
 /// POST /dlq/redrive
-#[utoipa::path(post, path = "/dlq/redrive", params(("limit" = Option<i32>, Query)), responses((status = 200, description = "How many were moved back to the queue"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/dlq/redrive", params(("limit" = Option<i32>, Query, minimum = 1, maximum = 10000, description = "default 100")), responses((status = 200, description = "How many were moved back to the queue", body = Redriven)))]
 pub async fn redrive(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -409,7 +414,7 @@ pub async fn redrive(
 }
 
 /// GET /metrics
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "The tenant's metrics"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "The tenant's metrics", body = MetricsOut)))]
 pub async fn metrics(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -423,7 +428,7 @@ pub async fn metrics(
 }
 
 /// GET /metrics/prometheus
-#[utoipa::path(get, path = "/metrics/prometheus", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"), (status = 400, description = "Bad input", body = ErrorEnvelope), (status = 401, description = "Missing or bad API key", body = ErrorEnvelope), (status = 429, description = "Rate limit", body = ErrorEnvelope), (status = 503, description = "Database down", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/metrics/prometheus", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn prometheus(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,

@@ -1,10 +1,11 @@
 //! Request bodies and response shapes shared by the API routes.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
-use triggers_client::Event;
+use triggers_client::{Event, EventId};
 
 use crate::error::{AppError, ErrorCode};
 
@@ -35,6 +36,31 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 format!("the body is not valid JSON: {e}"),
             )),
         }
+    }
+}
+
+/// The `{id}` of a route as an event id; anything else is 400 INVALID_PARAMETER (axum's
+/// own rejection would be plain text, outside the error envelope).
+pub struct IdPath(pub EventId);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                AppError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("bad path: {}", e.body_text()),
+                )
+            })?;
+        raw.parse().map(IdPath).map_err(|_| {
+            AppError::new(
+                ErrorCode::InvalidParameter,
+                format!("'{}' is not an event id (a UUID)", raw.escape_default()),
+            )
+        })
     }
 }
 

@@ -6,7 +6,8 @@
 //! lone request.
 //!
 //! Errors stay per request: a group that the database refuses as a whole (one bad
-//! event) is retried one event at a time, so only the bad request sees the error.
+//! event) is retried one event at a time, so only the bad request sees the error; only
+//! a database that cannot be reached fails every request of the group (503).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -96,7 +97,8 @@ async fn commit(client: &Client, group: Vec<(NewEvent, Reply)>) {
                 }
             }
             // One event the database refuses would fail them all: answer each alone.
-            Err(e) if e.code().is_some() => {
+            // Only a database that cannot be reached fails the whole group.
+            Err(e) if !e.is_unavailable() => {
                 for (event, reply) in events.iter().zip(replies) {
                     let _ = reply.send(client.enqueue(event).await);
                 }

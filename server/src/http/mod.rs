@@ -83,6 +83,7 @@ pub fn app(state: AppState) -> Router {
             limit::rate_limit,
         ))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(CompressionLayer::new())
         .layer(correlation::trace_layer())
@@ -95,13 +96,13 @@ pub fn timestamp_now() -> String {
 }
 
 /// Liveness: the process is up and serving. Never touches the database.
-#[utoipa::path(get, path = "/health", security(()), responses((status = 200, description = "{\"status\":\"ok\"}")))]
+#[utoipa::path(get, path = "/health", security(()), responses((status = 200, description = "The process is up", body = openapi::HealthOut)))]
 async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
 /// Readiness: the database answers and has the extension.
-#[utoipa::path(get, path = "/ready", security(()), responses((status = 200, description = "{\"status\":\"ok\"}"), (status = 503, description = "The database is down", body = openapi::ErrorEnvelope)))]
+#[utoipa::path(get, path = "/ready", security(()), responses((status = 200, description = "The database answers and has the extension", body = openapi::HealthOut), (status = 503, description = "The database is down", body = openapi::ErrorEnvelope)))]
 async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
     state.client.ping().await?;
     Ok(Json(json!({"status": "ok"})))
@@ -109,4 +110,11 @@ async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, AppEr
 
 async fn not_found() -> AppError {
     AppError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> AppError {
+    AppError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on this path"),
+    )
 }
