@@ -211,8 +211,14 @@ fn send_refuses_bad_input_with_one_line() {
     for (payload, needle) in [
         ("not json", "is not JSON"),
         ("[1]", "invalid payload"),
-        (r#"{"a":["\u0000"]}"#, "payload.a[0] contains a NUL character"),
-        (r#"{"n":1e999999}"#, "payload.n is a number Postgres cannot store"),
+        (
+            r#"{"a":["\u0000"]}"#,
+            "payload.a[0] contains a NUL character",
+        ),
+        (
+            r#"{"n":1e999999}"#,
+            "payload.n is a number Postgres cannot store",
+        ),
         (r#"{"n":1e400}"#, ""),
         ("{}", ""),
     ] {

@@ -167,33 +167,56 @@ async fn a_nul_in_any_sql_argument_is_a_data_exception_not_a_crash() {
     let db = connect(&config).await;
     let text = "a\0b";
     let nul_json = r#"{"k":"\u0000"}"#;
-    let cases: [(&str, &str); 14] = [
-        ("SELECT triggers.enqueue($1::text::jsonb)", nul_json),
-        ("SELECT triggers.enqueue('{}', $1::text::jsonb)", nul_json),
-        ("SELECT triggers.enqueue('{}', tenant => $1)", text),
-        ("SELECT triggers.enqueue('{}', idempotency_key => $1)", text),
-        ("SELECT triggers.enqueue('{}', stream => $1)", text),
-        ("SELECT triggers.enqueue('{}', debug => $1)", text),
-        (
-            "SELECT triggers.enqueue_batch($1::text::jsonb)",
-            r#"[{"payload":{"\u0000":1}}]"#,
-        ),
-        ("SELECT * FROM triggers.inbox($1)", text),
-        (
-            "SELECT * FROM triggers.inbox('t', after_cursor => $1)",
-            text,
-        ),
-        (
-            "SELECT * FROM triggers.inbox('t', metadata_contains => $1::text::jsonb)",
+    let uuid = "'00000000-0000-0000-0000-000000000000'";
+    let mut cases: Vec<(String, &str)> = Vec::new();
+    // Every text and jsonb argument of every public function.
+    for f in ["enqueue", "enqueue_ex"] {
+        cases.push((format!("SELECT triggers.{f}($1::text::jsonb)"), nul_json));
+        cases.push((
+            format!("SELECT triggers.{f}('{{}}', $1::text::jsonb)"),
             nul_json,
-        ),
-        ("SELECT triggers.create_api_key('t', $1)", text),
-        ("SELECT triggers.authenticate($1)", text),
-        ("SELECT triggers.metrics($1)", text),
-        ("SELECT * FROM triggers.dead_letters($1)", text),
-    ];
-    for (sql, value) in cases {
-        let error = db.query(sql, &[&value]).await.expect_err(sql);
+        ));
+        for arg in ["tenant", "idempotency_key", "stream", "debug"] {
+            cases.push((format!("SELECT triggers.{f}('{{}}', {arg} => $1)"), text));
+        }
+    }
+    for f in ["enqueue_batch", "enqueue_batch_ex"] {
+        let batch = r#"[{"payload":{"\u0000":1}}]"#;
+        cases.push((
+            format!("SELECT * FROM triggers.{f}($1::text::jsonb)"),
+            batch,
+        ));
+        cases.push((
+            format!("SELECT * FROM triggers.{f}('[{{\"payload\":{{}}}}]', $1)"),
+            text,
+        ));
+    }
+    cases.push(("SELECT * FROM triggers.inbox($1)".into(), text));
+    cases.push(("SELECT * FROM triggers.inbox('t', ARRAY[$1])".into(), text));
+    for arg in ["after_cursor", "stream", "\"order\""] {
+        cases.push((
+            format!("SELECT * FROM triggers.inbox('t', {arg} => $1)"),
+            text,
+        ));
+    }
+    for arg in ["metadata_contains", "payload_contains"] {
+        cases.push((
+            format!("SELECT * FROM triggers.inbox('t', {arg} => $1::text::jsonb)"),
+            nul_json,
+        ));
+    }
+    for f in ["get_event", "ack", "retry"] {
+        cases.push((format!("SELECT * FROM triggers.{f}({uuid}, $1)"), text));
+    }
+    for f in ["dead_letters", "redrive", "metrics", "authenticate"] {
+        cases.push((format!("SELECT * FROM triggers.{f}($1)"), text));
+    }
+    cases.push(("SELECT triggers.create_api_key($1, 'n')".into(), text));
+    cases.push(("SELECT triggers.create_api_key('t', $1)".into(), text));
+    cases.push(("SELECT triggers.revoke_api_key($1, 'k')".into(), text));
+    cases.push(("SELECT triggers.revoke_api_key('t', $1)".into(), text));
+    for (sql, value) in &cases {
+        let error = db.query(sql.as_str(), &[value]).await.expect_err(sql);
         let code = error
             .code()
             .map(|c| c.code().to_string())
