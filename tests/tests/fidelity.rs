@@ -376,6 +376,36 @@ async fn jsonb_of(db: &tokio_postgres::Client, raw: &str) -> String {
     compact(&text)
 }
 
+/// The top-level keys of [`EDGES`] in the order they first appear in `text`.
+fn key_order(text: &str) -> Vec<&'static str> {
+    let mut keys = vec![
+        "zz",
+        "a",
+        "ab",
+        "b",
+        "p53_plus_1",
+        "u64_max_plus_1",
+        "big",
+        "dec",
+        "d30",
+        "e400",
+        "em400",
+        "neg0",
+        "negf",
+        "exp",
+        "trailing",
+        "emoji",
+        "pair",
+        "combining",
+        "rtl",
+        "zwj",
+        "escapes",
+        "dup",
+    ];
+    keys.sort_by_key(|k| text.find(&format!("\"{k}\":")));
+    keys
+}
+
 /// `text` re-serialized compactly, keeping key order and every digit.
 fn compact(text: &str) -> String {
     serde_json::from_str::<Value>(text).unwrap().to_string()
@@ -447,6 +477,13 @@ async fn what_goes_in_comes_out_exactly_as_jsonb_keeps_it() {
             .unwrap()
             .get(0);
         assert_eq!(compact(&stored), want, "SQL payload of {id}");
+        // Key order read off the raw texts, so it cannot be hidden by a map that sorts.
+        let jsonb_order = key_order(&stored);
+        assert_eq!(
+            key_order(&reply.text),
+            jsonb_order,
+            "HTTP key order of {id}"
+        );
         // ...and the client.
         let event = api
             .client
@@ -454,6 +491,11 @@ async fn what_goes_in_comes_out_exactly_as_jsonb_keeps_it() {
             .await
             .unwrap();
         assert_eq!(event.payload.to_string(), want, "client payload of {id}");
+        assert_eq!(
+            key_order(&event.payload.to_string()),
+            jsonb_order,
+            "client key order"
+        );
     }
     let page = api
         .call("GET", "/inbox?payload.big=12345678901234567890123", k, None)
