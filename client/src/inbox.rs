@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use crate::ops::{check_texts, event_from_row, Exec, EVENT_COLUMNS};
+use crate::ops::{event_from_row, Exec, EVENT_COLUMNS};
 use crate::storable;
 use crate::types::{Event, Status};
 use crate::{Client, Error};
@@ -139,13 +139,12 @@ impl InboxQuery {
 
     /// Refuses, naming the field, what Postgres could not store (see `storable`).
     fn check(&self) -> Result<(), Error> {
-        check_texts(&[("tenant", &self.tenant)])?;
-        let texts = [("after_cursor", &self.after), ("stream", &self.stream)];
-        for (field, value) in texts {
-            if let Some(value) = value {
-                check_texts(&[(field, value)])?;
-            }
-        }
+        let texts = [
+            ("tenant", Some(self.tenant.as_str())),
+            ("after_cursor", self.after.as_deref()),
+            ("stream", self.stream.as_deref()),
+        ];
+        storable::texts("", texts).map_err(Error::InvalidParameter)?;
         let objects = [
             ("metadata_contains", &self.metadata_contains),
             ("payload_contains", &self.payload_contains),

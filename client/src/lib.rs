@@ -47,7 +47,7 @@ mod types;
 pub use error::Error;
 pub use inbox::{InboxQuery, Order, Page};
 pub use listener::{Listener, CHANNEL};
-pub use ops::{on, Exec, On, Plain};
+pub use ops::{check_texts, on, Exec, On, Plain};
 pub use triggers_core::ErrorCode;
 pub use types::{
     BatchResult, DeadLetter, DebugFlag, Enqueued, Event, EventId, Latency, Metrics, NewEvent,

@@ -44,12 +44,16 @@ pub(crate) fn event_from_row(row: &Row) -> Result<Event, Error> {
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
-/// Refuses text arguments Postgres cannot store (a NUL character), naming the argument.
-pub(crate) fn check_texts(fields: &[(&str, &str)]) -> Result<(), Error> {
-    fields
-        .iter()
-        .try_for_each(|(field, value)| storable::text(field, value))
-        .map_err(Error::InvalidParameter)
+/// Refuses text arguments Postgres cannot store (a NUL character), naming the argument:
+/// [`Error::InvalidParameter`] "`field` contains a NUL character (\u0000), which Postgres
+/// cannot store". Every call checks its own arguments; a caller that passes text on
+/// (the server's query parameters) checks it the same way.
+pub fn check_texts(fields: &[(&str, &str)]) -> Result<(), Error> {
+    storable::texts(
+        "",
+        fields.iter().map(|&(field, value)| (field, Some(value))),
+    )
+    .map_err(Error::InvalidParameter)
 }
 
 /// How calls reach the database: [`Plain`] prepares each statement per call (any

@@ -21,12 +21,18 @@ pub(crate) fn nul_message(field: &str) -> String {
     format!("{field} contains a NUL character (\\u0000), which Postgres cannot store")
 }
 
-/// `Err(message)` when `value` holds a NUL character.
-pub(crate) fn text(field: &str, value: &str) -> Result<(), String> {
-    if value.contains('\0') {
-        Err(nul_message(field))
-    } else {
-        Ok(())
+/// `Err(message)` naming the first of `fields` (absent ones pass) that holds a NUL
+/// character, with `prefix` before its name ("events[3].").
+pub(crate) fn texts<'a>(
+    prefix: &str,
+    fields: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<(), String> {
+    match fields
+        .into_iter()
+        .find(|(_, value)| value.is_some_and(|v| v.contains('\0')))
+    {
+        Some((field, _)) => Err(nul_message(&format!("{prefix}{field}"))),
+        None => Ok(()),
     }
 }
 
@@ -140,7 +146,15 @@ mod tests {
         assert!(json("metadata", &key)
             .unwrap_err()
             .starts_with("metadata.a has a key with a NUL"));
-        assert!(text("stream", "a\0b").is_err());
+        assert_eq!(
+            texts(
+                "events[2].",
+                [("tenant", Some("t")), ("stream", Some("a\0b"))]
+            )
+            .unwrap_err(),
+            "events[2].stream contains a NUL character (\\u0000), which Postgres cannot store"
+        );
+        assert!(texts("", [("stream", None), ("tenant", Some("t"))]).is_ok());
         assert!(json("payload", &json!({"ok": "text", "n": [1, 2.5, null, true]})).is_ok());
     }
 

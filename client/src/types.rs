@@ -210,16 +210,11 @@ impl NewEvent {
             return Err(crate::Error::InvalidPayload(e));
         }
         let texts = [
-            ("tenant", Some(&self.tenant)),
-            ("idempotency_key", self.idempotency_key.as_ref()),
-            ("stream", self.stream.as_ref()),
+            ("tenant", Some(self.tenant.as_str())),
+            ("idempotency_key", self.idempotency_key.as_deref()),
+            ("stream", self.stream.as_deref()),
         ];
-        for (field, value) in texts {
-            if value.is_some_and(|v| v.contains('\0')) {
-                let message = storable::nul_message(&named(field));
-                return Err(crate::Error::InvalidParameter(message));
-            }
-        }
+        storable::texts(prefix, texts).map_err(crate::Error::InvalidParameter)?;
         match &self.metadata {
             Some(m) => {
                 storable::json(&named("metadata"), m).map_err(crate::Error::InvalidParameter)

@@ -133,3 +133,27 @@ async fn openapi_document_lists_every_route() {
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"].is_object());
 }
+
+/// utoipa takes a `pattern` only as a literal, so the text rule is written out where each
+/// field is declared; every copy must be the one rule the server names.
+#[tokio::test]
+async fn openapi_patterns_are_the_servers_text_rules() {
+    use triggers_server::http::openapi::{HEADER_PATTERN, TEXT_PATTERN};
+    let (_, _, doc) = send(get("/openapi.json")).await;
+    let event_in = &doc["components"]["schemas"]["EventIn"]["properties"];
+    for field in ["idempotency_key", "stream"] {
+        assert_eq!(event_in[field]["pattern"], TEXT_PATTERN, "EventIn.{field}");
+    }
+    let param = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+            ["pattern"]
+            .clone()
+    };
+    assert_eq!(param("/inbox", "get", "stream"), TEXT_PATTERN);
+    assert_eq!(param("/events", "post", "Idempotency-Key"), HEADER_PATTERN);
+}

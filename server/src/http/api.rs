@@ -36,15 +36,8 @@ fn params(
         )
     })?;
     for (key, value) in &pairs {
-        if key.contains('\0') || value.contains('\0') {
-            return Err(AppError::new(
-                ErrorCode::InvalidParameter,
-                format!(
-                    "query parameter '{}' contains a NUL character (\\u0000), which Postgres cannot store",
-                    key.replace('\0', "\\u0000")
-                ),
-            ));
-        }
+        let field = format!("query parameter '{}'", key.replace('\0', "\\u0000"));
+        triggers_client::check_texts(&[(&field, key), (&field, value)])?;
         let prefixed = key.starts_with("metadata.") || key.starts_with("payload.");
         if !(known.contains(&key.as_str()) || prefixed && containment) {
             return Err(AppError::new(

@@ -13,6 +13,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::error::ErrorCode;
 
 /// A tenant, stream or idempotency key: no ASCII control character (`_check_text`).
+/// utoipa takes patterns only as literals: each field repeats it, and a test
+/// (server/tests/http.rs) holds every copy to this constant.
 pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001F\u007F]*$";
 /// The same as an HTTP header carries it: visible ASCII, no space at either end (HTTP
 /// trims it), so what is sent is what the server reads.
