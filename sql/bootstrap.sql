@@ -10,12 +10,18 @@ CREATE TABLE triggers.config (
     backoff_cap_ms         integer NOT NULL DEFAULT 300000  CHECK (backoff_cap_ms BETWEEN 1 AND 86400000),
     max_payload_bytes      integer NOT NULL DEFAULT 1048576 CHECK (max_payload_bytes BETWEEN 2 AND 268435456),
     batch_size             integer NOT NULL DEFAULT 100     CHECK (batch_size BETWEEN 1 AND 10000),
+    -- How long the messages of a claim that never finished (its backend died, or
+    -- statement_timeout cancelled it) stay hidden before they are tried again.
     visibility_timeout_s   integer NOT NULL DEFAULT 30      CHECK (visibility_timeout_s BETWEEN 1 AND 86400),
     -- A session that sent a wake-up NOTIFY sends the next one only this much later:
     -- NOTIFY takes a cluster-wide lock through commit, so one per enqueue would
     -- serialise all committing producers. Workers re-check once this long after going
     -- idle, which catches anything enqueued without a NOTIFY of its own.
     notify_throttle_ms     integer NOT NULL DEFAULT 100     CHECK (notify_throttle_ms BETWEEN 0 AND 10000),
+    -- How long an event enqueued with debug = queue_delay waits before processing.
+    queue_delay_ms         integer NOT NULL DEFAULT 5000    CHECK (queue_delay_ms BETWEEN 0 AND 3600000),
+    -- How many times triggers.retry may queue a failed event again.
+    max_manual_retries     integer NOT NULL DEFAULT 3       CHECK (max_manual_retries BETWEEN 0 AND 100),
     CHECK (backoff_base_ms <= backoff_cap_ms)
 );
 INSERT INTO triggers.config DEFAULT VALUES;
@@ -41,7 +47,7 @@ CREATE TABLE triggers.events (
     retry_count     integer     NOT NULL DEFAULT 0 CHECK (retry_count >= 0),
     error_message   text        NULL,
     idempotency_key text        NULL,
-    -- Manual retries so far (at most 3); also counted in retry_count.
+    -- Manual retries so far (at most config.max_manual_retries); also counted in retry_count.
     manual_retries  integer     NOT NULL DEFAULT 0 CHECK (manual_retries >= 0),
     -- An event is either on a stream with a position or on no stream at all.
     CONSTRAINT events_stream_seq_together CHECK ((stream IS NULL) = (seq IS NULL))
@@ -135,6 +141,9 @@ SELECT pgmq.create('triggers_events_dlq');
 -- Every read updates vt and read_ct: leave room for HOT updates and vacuum early.
 ALTER TABLE pgmq.q_triggers_events SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02,
     autovacuum_vacuum_insert_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
+-- Messages held by a claim that died carry headers (process.sql) and are processed one
+-- at a time; this index finds them, and is empty the rest of the time.
+CREATE INDEX q_triggers_events_alone_idx ON pgmq.q_triggers_events (msg_id) WHERE headers IS NOT NULL;
 
 -- Tables created by an extension script belong to the extension, and pg_dump skips the
 -- data of extension tables unless told otherwise: keep events and queued messages.

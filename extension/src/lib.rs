@@ -1,9 +1,24 @@
 //! # triggers — the Postgres extension
 //!
 //! Event ingestion and delivery inside Postgres, on pgmq. This crate is the thin pgrx
-//! layer: the schema lives in `sql/` at the repository root, each SQL surface has one
-//! file under [`api`], and anything without Postgres in it belongs in plain Rust that
-//! `cargo test` reaches.
+//! layer: the schema and the SQL API live in `sql/` at the repository root, one file per
+//! concept, loaded below in dependency order; the few helpers written in Rust are under
+//! [`api`], each a thin wrapper over `triggers-core`, where anything without Postgres in
+//! it lives and `cargo test` reaches it.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `sql/bootstrap.sql` | tables, the `triggers.config` row, the pgmq queues |
+//! | `sql/clock.sql` | `_now()`: the one clock, settable per session (`triggers.now`) |
+//! | `sql/validate.sql` | what a valid event is: every rule once |
+//! | `sql/enqueue.sql` | `enqueue`, `enqueue_batch`, the wake-up NOTIFY |
+//! | `sql/metrics.sql` | exact counters (statement triggers), `metrics()` |
+//! | `sql/process.sql` | `process_batch`: claim, store, retry backoff, the DLQ move |
+//! | `sql/inbox.sql` | `inbox`, `get_event`, `ack`, `retry` |
+//! | `sql/dlq.sql` | `dead_letters`, `redrive` |
+//! | `sql/retention.sql` | `purge` |
+//! | `sql/keys.sql` | API keys |
+//! | `sql/finalize.sql` | grants, once everything exists |
 //!
 //! ```sql
 //! CREATE EXTENSION triggers CASCADE;   -- also creates pgmq and the queues
@@ -16,11 +31,44 @@ pub mod api;
 
 // The tables, the settings row and the pgmq queues exist before any function.
 pgrx::extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-// The SQL API, last, once the Rust helpers it calls exist.
-pgrx::extension_sql_file!("../../sql/api.sql", name = "api", finalize);
+// Each file after the ones whose SQL-language functions it calls (plpgsql bodies are
+// resolved when they run, so only those need an order).
+pgrx::extension_sql_file!("../../sql/clock.sql", name = "clock");
+pgrx::extension_sql_file!(
+    "../../sql/validate.sql",
+    name = "validate",
+    requires = ["clock"]
+);
+pgrx::extension_sql_file!(
+    "../../sql/enqueue.sql",
+    name = "enqueue",
+    requires = ["validate"]
+);
+pgrx::extension_sql_file!(
+    "../../sql/metrics.sql",
+    name = "metrics",
+    requires = ["clock"]
+);
+pgrx::extension_sql_file!(
+    "../../sql/process.sql",
+    name = "process",
+    requires = ["enqueue", "metrics"]
+);
+pgrx::extension_sql_file!(
+    "../../sql/inbox.sql",
+    name = "inbox",
+    requires = ["process"]
+);
+pgrx::extension_sql_file!("../../sql/dlq.sql", name = "dlq", requires = ["process"]);
+pgrx::extension_sql_file!(
+    "../../sql/retention.sql",
+    name = "retention",
+    requires = ["metrics"]
+);
+pgrx::extension_sql_file!("../../sql/keys.sql", name = "keys", requires = ["validate"]);
+// Last, once every SQL and Rust function exists.
+pgrx::extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 
-#[cfg(any(test, feature = "pg_test"))]
-mod api_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod test_support;
 #[cfg(any(test, feature = "pg_test"))]

@@ -8,6 +8,12 @@ pub fn _uuid_v7() -> pgrx::datum::Uuid {
     pgrx::datum::Uuid::from_bytes(*uuid::Uuid::now_v7().as_bytes())
 }
 
+pgrx::extension_sql!(
+    "COMMENT ON FUNCTION triggers._uuid_v7 IS 'Internal: a new UUIDv7 (time-ordered).';",
+    name = "comment_uuid_v7",
+    requires = [_uuid_v7]
+);
+
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// `len` random characters from [0-9A-Za-z], drawn from Postgres's strong random source.
@@ -33,6 +39,12 @@ pub fn _random_token(len: i32) -> String {
     out
 }
 
+pgrx::extension_sql!(
+    "COMMENT ON FUNCTION triggers._random_token IS 'Internal: len random characters from [0-9A-Za-z], from Postgres''s strong random source.';",
+    name = "comment_random_token",
+    requires = [_random_token]
+);
+
 /// The retry backoff of triggers-core: `min(cap, base * 2^(attempt-1))` milliseconds.
 #[pg_extern(immutable, parallel_safe)]
 pub fn _backoff_ms(attempt: i32, base_ms: i32, cap_ms: i32) -> i64 {
@@ -43,3 +55,9 @@ pub fn _backoff_ms(attempt: i32, base_ms: i32, cap_ms: i32) -> i64 {
     );
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
+
+pgrx::extension_sql!(
+    "COMMENT ON FUNCTION triggers._backoff_ms IS 'Internal: min(cap, base * 2^(attempt-1)) in milliseconds.';",
+    name = "comment_backoff_ms",
+    requires = [_backoff_ms]
+);

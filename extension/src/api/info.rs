@@ -7,3 +7,9 @@ use pgrx::prelude::*;
 pub fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
+
+pgrx::extension_sql!(
+    "COMMENT ON FUNCTION triggers.version IS 'Version of the triggers extension.';",
+    name = "comment_version",
+    requires = [version]
+);

@@ -7,3 +7,9 @@ use pgrx::prelude::*;
 pub fn _bytes_equal(a: &[u8], b: &[u8]) -> bool {
     triggers_core::constant_time_eq(a, b)
 }
+
+pgrx::extension_sql!(
+    "COMMENT ON FUNCTION triggers._bytes_equal IS 'Internal: constant-time comparison of two byte strings.';",
+    name = "comment_bytes_equal",
+    requires = [_bytes_equal]
+);

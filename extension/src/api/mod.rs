@@ -1,5 +1,5 @@
-//! The Rust side of the SQL surface: helpers the SQL API in `sql/api.sql` calls, each a
-//! thin wrapper over `triggers-core`. The SQL functions users call live in that file.
+//! The Rust side of the SQL surface: helpers the SQL API in `sql/*.sql` calls, each a
+//! thin wrapper over `triggers-core`. The SQL functions users call live in those files.
 
 pub mod cursor;
 pub mod ids;

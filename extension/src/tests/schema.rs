@@ -1,4 +1,4 @@
-//! `#[pg_test]`s: what `CREATE EXTENSION triggers CASCADE` must leave behind.
+//! `#[pg_test]`s of sql/bootstrap.sql: what `CREATE EXTENSION triggers CASCADE` must leave behind.
 
 #[pgrx::pg_schema]
 mod tests {
@@ -182,5 +182,50 @@ manual_retries integer NO 0";
         let id: i64 = one("SELECT * FROM pgmq.send('triggers_events', '{\"probe\": true}')");
         let read: i64 = one("SELECT msg_id FROM pgmq.read('triggers_events', 30, 1)");
         assert_eq!(id, read);
+    }
+
+    /// The columns of one table, as "name type [default]", in order.
+    fn layout(table: &str) -> String {
+        one(&format!(
+            "SELECT string_agg(concat_ws(' ', a.attname, format_type(a.atttypid, a.atttypmod),
+                                         nullif(a.attidentity, ''), pg_get_expr(d.adbin, d.adrelid)),
+                               ', ' ORDER BY a.attnum)
+               FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              WHERE a.attrelid = '{table}'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+        ))
+    }
+
+    /// The SQL API writes pgmq's tables with static SQL (sql/enqueue.sql, process.sql,
+    /// dlq.sql, retention.sql) instead of calling pgmq's functions. This pins the layout
+    /// it relies on: a pgmq upgrade that changes it fails here, not in production.
+    #[pg_test]
+    fn pgmq_queue_tables_have_the_layout_the_static_sql_relies_on() {
+        let queue = "msg_id bigint a, read_ct integer 0, enqueued_at timestamp with time zone now(), \
+                     last_read_at timestamp with time zone, vt timestamp with time zone, message jsonb, headers jsonb";
+        assert_eq!(layout("pgmq.q_triggers_events"), queue);
+        assert_eq!(layout("pgmq.q_triggers_events_dlq"), queue);
+        let archive = "msg_id bigint, read_ct integer 0, enqueued_at timestamp with time zone now(), \
+                       last_read_at timestamp with time zone, archived_at timestamp with time zone now(), \
+                       vt timestamp with time zone, message jsonb, headers jsonb";
+        assert_eq!(layout("pgmq.a_triggers_events"), archive);
+        assert_eq!(layout("pgmq.a_triggers_events_dlq"), archive);
+        // process_batch claims by msg_id order with vt <= now, and reads a message's last
+        // claimant from its xmax: a heap table with these indexes.
+        let indexes: String = one(
+            "SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes
+              WHERE schemaname = 'pgmq' AND tablename = 'q_triggers_events'",
+        );
+        assert_eq!(
+            indexes,
+            "CREATE INDEX q_triggers_events_alone_idx ON pgmq.q_triggers_events USING btree (msg_id) \
+             WHERE (headers IS NOT NULL); \
+             CREATE UNIQUE INDEX q_triggers_events_pkey ON pgmq.q_triggers_events USING btree (msg_id); \
+             CREATE INDEX q_triggers_events_vt_idx ON pgmq.q_triggers_events USING btree (vt)"
+        );
+        let am: String = one(
+            "SELECT amname::text FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+                               WHERE c.oid = 'pgmq.q_triggers_events'::regclass",
+        );
+        assert_eq!(am, "heap");
     }
 }

@@ -1,0 +1,157 @@
+-- triggers: exact metrics (SPEC §5). Statement triggers on events append deltas;
+-- _fold_metrics folds them into totals; metrics() reads both.
+
+CREATE FUNCTION triggers._latency_bucket(latency interval) RETURNS smallint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT least(300, greatest(0, round(ln(1 + greatest(extract(epoch FROM latency), 0) * 1000) * 10)))::smallint
+$$;
+COMMENT ON FUNCTION triggers._latency_bucket IS 'Internal: the log-scale latency histogram bucket of a duration.';
+
+CREATE FUNCTION triggers._count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO triggers.metric_deltas (tenant, pending, delivered, failed, last_processed_at)
+    SELECT n.tenant, count(*) FILTER (WHERE n.status = 'pending'), count(*) FILTER (WHERE n.status = 'delivered'),
+           count(*) FILTER (WHERE n.status = 'failed'), max(n.processed_at)
+      FROM new_rows n GROUP BY n.tenant;
+    INSERT INTO triggers.latency_deltas (tenant, minute, bucket, n)
+    SELECT n.tenant, date_trunc('minute', n.processed_at), triggers._latency_bucket(n.processed_at - n.created_at), count(*)
+      FROM new_rows n WHERE n.processed_at IS NOT NULL
+     GROUP BY 1, 2, 3;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION triggers._count_insert IS 'Internal: statement trigger appending metric deltas for inserted events.';
+
+CREATE FUNCTION triggers._count_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO triggers.metric_deltas (tenant, pending, delivered, failed, last_processed_at)
+    SELECT d.tenant, sum(d.p), sum(d.d), sum(d.f), max(d.processed_at)
+      FROM (SELECT n.tenant, (n.status = 'pending')::int AS p, (n.status = 'delivered')::int AS d,
+                   (n.status = 'failed')::int AS f, n.processed_at
+              FROM new_rows n
+            UNION ALL
+            SELECT o.tenant, -(o.status = 'pending')::int, -(o.status = 'delivered')::int,
+                   -(o.status = 'failed')::int, NULL
+              FROM old_rows o) d
+     GROUP BY d.tenant
+    HAVING sum(d.p) <> 0 OR sum(d.d) <> 0 OR sum(d.f) <> 0;
+    INSERT INTO triggers.latency_deltas (tenant, minute, bucket, n)
+    SELECT n.tenant, date_trunc('minute', n.processed_at), triggers._latency_bucket(n.processed_at - n.created_at), count(*)
+      FROM new_rows n JOIN old_rows o ON o.event_id = n.event_id
+     WHERE n.processed_at IS NOT NULL AND n.processed_at IS DISTINCT FROM o.processed_at
+     GROUP BY 1, 2, 3;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION triggers._count_update IS 'Internal: statement trigger appending metric deltas for status changes.';
+
+CREATE FUNCTION triggers._count_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO triggers.metric_deltas (tenant, pending, delivered, failed)
+    SELECT o.tenant, -count(*) FILTER (WHERE o.status = 'pending'), -count(*) FILTER (WHERE o.status = 'delivered'),
+           -count(*) FILTER (WHERE o.status = 'failed')
+      FROM old_rows o GROUP BY o.tenant;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION triggers._count_delete IS 'Internal: statement trigger appending metric deltas for deleted events.';
+
+-- Folds the appended deltas into the totals. One caller at a time (others skip); the
+-- deltas it cannot see yet (uncommitted) wait for the next fold. Readers sum totals and
+-- deltas, so folding is housekeeping, not correctness: a session folds at most once per
+-- min_interval_ms (its last fold's time is a session setting, kept only if it commits).
+CREATE FUNCTION triggers._fold_metrics(min_interval_ms int DEFAULT 0) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_now float8 := triggers._now_ms();
+    v_last float8 := coalesce(nullif(current_setting('triggers.folded_at_ms', true), '')::float8, 0);
+BEGIN
+    IF v_now - v_last < min_interval_ms AND v_now >= v_last THEN
+        RETURN;
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(hashtext('triggers._fold_metrics')) THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('triggers.folded_at_ms', v_now::text, false);
+    WITH d AS (DELETE FROM triggers.metric_deltas RETURNING *)
+    INSERT INTO triggers.metric_totals AS t (tenant, pending, delivered, failed, last_processed_at)
+    SELECT d.tenant, sum(d.pending), sum(d.delivered), sum(d.failed), max(d.last_processed_at)
+      FROM d GROUP BY d.tenant
+    ON CONFLICT (tenant) DO UPDATE
+       SET pending = t.pending + EXCLUDED.pending, delivered = t.delivered + EXCLUDED.delivered,
+           failed = t.failed + EXCLUDED.failed,
+           last_processed_at = greatest(t.last_processed_at, EXCLUDED.last_processed_at);
+    WITH d AS (DELETE FROM triggers.latency_deltas RETURNING *)
+    INSERT INTO triggers.latency_minutes AS l (tenant, minute, bucket, n)
+    SELECT d.tenant, d.minute, d.bucket, sum(d.n) FROM d GROUP BY 1, 2, 3
+    ON CONFLICT (tenant, minute, bucket) DO UPDATE SET n = l.n + EXCLUDED.n;
+END $$;
+COMMENT ON FUNCTION triggers._fold_metrics IS 'Internal: folds metric deltas into the totals, one session at a time.';
+
+CREATE TRIGGER events_count_insert AFTER INSERT ON triggers.events
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION triggers._count_insert();
+CREATE TRIGGER events_count_update AFTER UPDATE ON triggers.events
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION triggers._count_update();
+CREATE TRIGGER events_count_delete AFTER DELETE ON triggers.events
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION triggers._count_delete();
+
+/*
+ * Metrics of one tenant, or of all when tenant is NULL: total, pending, delivered,
+ * failed (exact), queue_depth, dlq_count, last_processed_at, processing_rate_per_min
+ * (last 5 minutes), oldest_queued_age_s, and latency_ms p50/p95/p99 from created_at
+ * to processed_at over the last 5 minutes (from a log histogram, within about 10%).
+ */
+CREATE FUNCTION triggers.metrics(tenant text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_counts record;
+    v_queue record;
+    v_dlq bigint;
+    v_lat record;
+    v_since timestamptz := date_trunc('minute', now()) - interval '4 minutes';
+BEGIN
+    IF tenant IS NOT NULL THEN
+        PERFORM triggers._check_text('tenant', tenant);
+    END IF;
+    SELECT coalesce(sum(s.pending), 0) AS pending, coalesce(sum(s.delivered), 0) AS delivered,
+           coalesce(sum(s.failed), 0) AS failed, max(s.last_processed_at) AS last_processed_at
+      INTO v_counts
+      FROM (SELECT t.tenant, t.pending, t.delivered, t.failed, t.last_processed_at FROM triggers.metric_totals t
+            UNION ALL
+            SELECT d.tenant, d.pending, d.delivered, d.failed, d.last_processed_at FROM triggers.metric_deltas d) s
+     WHERE metrics.tenant IS NULL OR s.tenant = metrics.tenant;
+    SELECT count(*) AS depth, extract(epoch FROM now() - min(q.enqueued_at)) AS oldest
+      INTO v_queue
+      FROM pgmq.q_triggers_events q WHERE metrics.tenant IS NULL OR q.message->>'tenant' = metrics.tenant;
+    SELECT count(*) INTO v_dlq FROM pgmq.q_triggers_events_dlq d
+     WHERE metrics.tenant IS NULL OR d.message->>'tenant' = metrics.tenant;
+    WITH h AS (
+        SELECT l.bucket, sum(l.n) AS n
+          FROM (SELECT m.tenant, m.minute, m.bucket, m.n FROM triggers.latency_minutes m WHERE m.minute >= v_since
+                UNION ALL
+                SELECT d.tenant, d.minute, d.bucket, d.n FROM triggers.latency_deltas d WHERE d.minute >= v_since) l
+         WHERE metrics.tenant IS NULL OR l.tenant = metrics.tenant
+         GROUP BY l.bucket
+    ), c AS (
+        SELECT h.bucket, sum(h.n) OVER (ORDER BY h.bucket) AS cum, sum(h.n) OVER () AS total FROM h
+    )
+    SELECT max(c.total) AS total,
+           min(c.bucket) FILTER (WHERE c.cum >= 0.50 * c.total) AS p50,
+           min(c.bucket) FILTER (WHERE c.cum >= 0.95 * c.total) AS p95,
+           min(c.bucket) FILTER (WHERE c.cum >= 0.99 * c.total) AS p99
+      INTO v_lat FROM c;
+    RETURN jsonb_build_object(
+        'tenant', tenant,
+        'total', v_counts.pending + v_counts.delivered + v_counts.failed,
+        'pending', v_counts.pending,
+        'delivered', v_counts.delivered,
+        'failed', v_counts.failed,
+        'queue_depth', v_queue.depth,
+        'dlq_count', v_dlq,
+        'last_processed_at', v_counts.last_processed_at,
+        'processing_rate_per_min', round(coalesce(v_lat.total, 0) / 5.0, 1),
+        'oldest_queued_age_s', round(coalesce(v_queue.oldest, 0)::numeric, 3),
+        'latency_ms', jsonb_build_object(
+            'window_s', 300,
+            'p50', round((exp(v_lat.p50 / 10.0) - 1)::numeric, 1),
+            'p95', round((exp(v_lat.p95 / 10.0) - 1)::numeric, 1),
+            'p99', round((exp(v_lat.p99 / 10.0) - 1)::numeric, 1)));
+END $$;
+COMMENT ON FUNCTION triggers.metrics IS
+    'Exact counts by status, queue and DLQ depth, processing rate and latency percentiles, of one tenant or all.';

@@ -1,0 +1,303 @@
+-- triggers: the workflow (SPEC §4.1). process_batch claims queued messages and, for
+-- each, validates -> stores -> counts (metrics.sql's triggers) -> removes it; failures
+-- retry with exponential backoff, then go to the dead-letter queue (dlq.sql reads it).
+-- Where retry backoff is decided: process_batch, with _backoff_ms (triggers-core).
+
+-- Why a message cannot be processed at all (goes straight to the DLQ), or NULL.
+CREATE FUNCTION triggers._malformed(message jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN message IS NULL OR jsonb_typeof(message) <> 'object' THEN 'message is not a JSON object'
+        WHEN NOT coalesce(message->>'event_id' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', false)
+            THEN 'message has no valid event_id'
+        WHEN coalesce(message->>'tenant', '') = '' THEN 'message has no tenant'
+        WHEN jsonb_typeof(message->'payload') IS DISTINCT FROM 'object' THEN 'payload is not a JSON object'
+        WHEN jsonb_typeof(message->'metadata') NOT IN ('object', 'null') THEN 'metadata is not a JSON object'
+        WHEN (message->>'stream' IS NULL) <> (message->>'seq' IS NULL)
+          OR (message->>'seq' IS NOT NULL AND NOT coalesce(message->>'seq' ~ '^[1-9][0-9]{0,17}$', false))
+            THEN 'stream and seq must come together, seq a positive integer'
+        WHEN message->>'debug' = 'dlq_routing' THEN 'routed to the dead-letter queue (debug flag dlq_routing)'
+    END
+$$;
+COMMENT ON FUNCTION triggers._malformed IS 'Internal: why a message cannot be processed at all, or NULL.';
+
+-- Where the DLQ move is: moves one message to the dead-letter queue and records the
+-- event as failed.
+CREATE FUNCTION triggers._dead_letter(msg_id bigint, message jsonb, read_ct int, error text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := triggers._now();
+BEGIN
+    INSERT INTO pgmq.q_triggers_events_dlq (vt, message, read_ct)
+    VALUES (v_now, message || jsonb_build_object('error', error, 'failed_at', v_now, 'attempts', read_ct), 0);
+    DELETE FROM pgmq.q_triggers_events q WHERE q.msg_id = _dead_letter.msg_id;
+    -- An event row is written only for a message well-formed enough to describe one.
+    IF triggers._malformed(message - 'debug') IS NULL THEN
+        INSERT INTO triggers.events AS ev (event_id, tenant, stream, seq, payload, metadata, status,
+                                          created_at, updated_at, retry_count, error_message, idempotency_key)
+        VALUES ((message->>'event_id')::uuid, message->>'tenant', message->>'stream', (message->>'seq')::bigint,
+                message->'payload', nullif(message->'metadata', 'null'), 'failed',
+                coalesce((message->>'created_at')::timestamptz, v_now), v_now,
+                greatest(read_ct - 1, 0), error,
+                message->>'idempotency_key')
+        ON CONFLICT ON CONSTRAINT events_pkey DO UPDATE
+           SET status = 'failed', updated_at = v_now, error_message = EXCLUDED.error_message,
+               retry_count = ev.retry_count + greatest(read_ct - 1, 0)
+         WHERE ev.status <> 'delivered';
+    END IF;
+END $$;
+COMMENT ON FUNCTION triggers._dead_letter IS 'Internal: moves a message to the dead-letter queue and records its event as failed.';
+
+-- Stores the given messages as pending events, with one insert. A stored row that had
+-- failed becomes pending again (a retry or a redrive succeeded); one already pending or
+-- delivered is left alone, so a message processed twice changes nothing.
+CREATE FUNCTION triggers._store(messages jsonb[], read_cts int[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := triggers._now();
+    v_inserted bigint;
+BEGIN
+    INSERT INTO triggers.events AS ev (event_id, tenant, stream, seq, payload, metadata, status, created_at,
+                                      updated_at, processed_at, retry_count, idempotency_key)
+    SELECT (m->>'event_id')::uuid, m->>'tenant', m->>'stream', (m->>'seq')::bigint, m->'payload',
+           nullif(m->'metadata', 'null'), 'pending',
+           coalesce((m->>'created_at')::timestamptz, v_now), v_now, v_now,
+           greatest(rc - 1, 0), m->>'idempotency_key'
+      FROM unnest(messages, read_cts) AS t(m, rc)
+     ORDER BY 1
+    ON CONFLICT ON CONSTRAINT events_pkey DO NOTHING;
+    GET DIAGNOSTICS v_inserted = ROW_COUNT;
+    -- Rows that existed already: only a failed one changes. A separate statement, run
+    -- only when needed, because an UPDATE (or INSERT ... DO UPDATE) fires the metrics
+    -- trigger for updates even when it changes nothing.
+    IF v_inserted < cardinality(messages) THEN
+        UPDATE triggers.events ev
+           SET status = 'pending', processed_at = v_now, updated_at = v_now, error_message = NULL,
+               retry_count = ev.retry_count + greatest(t.rc - 1, 0)
+          FROM unnest(messages, read_cts) AS t(m, rc)
+         WHERE ev.event_id = (t.m->>'event_id')::uuid AND ev.status = 'failed';
+    END IF;
+END $$;
+COMMENT ON FUNCTION triggers._store IS 'Internal: stores messages as pending events; a failed event becomes pending again.';
+
+/*
+ * Whether the transaction that last locked a queue row (the row's raw xmax) ended
+ * without committing: a claim that never finished because its backend died, its
+ * statement was cancelled (statement_timeout) or it was rolled back. A claim that
+ * commits deletes or rewrites every message it processed, so a live message whose
+ * xmax is set was either left alone by a committed claim (not counted) or held by one
+ * that aborted (counted). Costs nothing when xmax is 0, the case of every message that
+ * no claim has touched since it was queued or re-timed.
+ */
+CREATE FUNCTION triggers._claim_died(locker xid) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    -- pg_xact_status takes a 64-bit xid8: widen the 32-bit xid by its distance (mod
+    -- 2^32, signed) from a 64-bit xid of now (this transaction's, else the next one's).
+    SELECT CASE WHEN locker = '0'::xid THEN false
+                ELSE coalesce(pg_xact_status((r - CASE WHEN d >= 2147483648 THEN d - 4294967296
+                                                       WHEN d < -2147483648 THEN d + 4294967296
+                                                       ELSE d END)::text::xid8) = 'aborted', false)
+           END
+      FROM (SELECT r, (r & 4294967295) - locker::text::bigint AS d
+              FROM (SELECT coalesce(pg_current_xact_id_if_assigned(),
+                                    pg_snapshot_xmax(pg_current_snapshot()))::text::bigint AS r) n) s
+$$;
+COMMENT ON FUNCTION triggers._claim_died IS
+    'Internal: whether the last claim of a queue row (its xmax) aborted: backend died, statement cancelled, rolled back.';
+
+/*
+ * The workflow: claims up to batch_size visible messages, and for each: validate ->
+ * store -> metrics -> remove.
+ * One transaction; a failing message never aborts the others: the batch is stored in
+ * one subtransaction and, if that fails, each message in its own. A retryable failure
+ * backs off (min(cap, base * 2^(attempt-1))) through the message's visibility time;
+ * past max_retries, and at once for malformed messages or debug=dlq_routing, the message
+ * moves to triggers_events_dlq and the event is recorded as failed.
+ * A claim that never finished (its backend died, or statement_timeout cancelled it,
+ * which no exception handler sees) is counted by the next claim of its messages: each
+ * gets one attempt more, is hidden for visibility_timeout seconds, and is from then on
+ * claimed alone, one per call, so the message that kills its batch fails by itself and
+ * reaches the dead-letter queue after max_retries while the others are stored.
+ * NULL arguments take their values from triggers.config.
+ */
+CREATE FUNCTION triggers.process_batch(batch_size int DEFAULT NULL, visibility_timeout int DEFAULT NULL)
+RETURNS TABLE(read int, stored int, retried int, dead_lettered int)
+LANGUAGE plpgsql AS $$
+DECLARE
+    cfg triggers.config;
+    v_now timestamptz := triggers._now();
+    v_alone record;
+    v_ids bigint[];
+    v_msgs jsonb[];
+    v_read_cts int[];
+    v_died boolean[];
+    v_ok_ids bigint[] := '{}';
+    v_ok_msgs jsonb[] := '{}';
+    v_ok_rcs int[] := '{}';
+    v_done_ids bigint[] := '{}';
+    v_fail_ids bigint[] := '{}';
+    v_fail_errors text[] := '{}';
+    v_dlq_ids bigint[] := '{}';
+    v_dlq_whys text[] := '{}';
+    v_n int;
+    i int;
+    k int;
+BEGIN
+    SELECT * INTO cfg FROM triggers.config;
+    batch_size := coalesce(batch_size, cfg.batch_size);
+    visibility_timeout := coalesce(visibility_timeout, cfg.visibility_timeout_s);
+    IF batch_size < 1 OR batch_size > 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('batch_size must be 1 to 10000, got %s', batch_size);
+    END IF;
+    IF visibility_timeout < 1 OR visibility_timeout > 86400 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004',
+            MESSAGE = format('visibility_timeout must be 1 to 86400 seconds, got %s', visibility_timeout);
+    END IF;
+    read := 0; stored := 0; retried := 0; dead_lettered := 0;
+
+    -- First, a message that was held by a claim that died (headers set, see below), if
+    -- one is visible: it is claimed alone, so if it kills this claim too, no other
+    -- message is charged an attempt. The partial index makes this free when none is.
+    SELECT q.msg_id AS id, q.read_ct + 1 AS rc, q.message AS m, q.xmax AS locker INTO v_alone
+      FROM pgmq.q_triggers_events q
+     WHERE q.headers IS NOT NULL AND q.vt <= v_now
+     ORDER BY q.msg_id
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        v_ids := ARRAY[v_alone.id];
+        v_msgs := ARRAY[v_alone.m];
+        v_read_cts := ARRAY[v_alone.rc];
+        v_died := ARRAY[v_alone.locker <> '0'::xid AND triggers._claim_died(v_alone.locker)];
+        IF triggers._malformed(v_alone.m) IS NOT NULL THEN
+            v_dlq_ids := v_ids; v_dlq_whys := ARRAY[triggers._malformed(v_alone.m)];
+        ELSIF coalesce(v_alone.m->>'debug' = 'processing_error', false) THEN
+            v_fail_ids := v_ids; v_fail_errors := ARRAY['processing failed (debug flag processing_error)'];
+        ELSE
+            v_ok_ids := v_ids; v_ok_msgs := v_msgs; v_ok_rcs := v_read_cts;
+        END IF;
+    ELSE
+        -- Claim and validate, as one static statement: malformed or dlq_routing -> DLQ
+        -- now; processing_error -> a retryable failure; the rest -> store. Claimed
+        -- messages are row-locked until this transaction ends (other workers skip them),
+        -- which is what pgmq.read's vt update buys, without writing a new version of
+        -- every message: a committed batch deletes or re-times each message it claimed;
+        -- an aborted one leaves them as they were, to be counted by the next claim.
+        WITH claimed AS (
+            SELECT q.msg_id AS id, q.read_ct + 1 AS rc, q.message AS m, q.xmax AS locker
+              FROM pgmq.q_triggers_events q
+             WHERE q.vt <= v_now AND q.headers IS NULL
+             ORDER BY q.msg_id
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED
+        ), x AS MATERIALIZED (
+            -- Materialized: inlined, _malformed would run once per FILTER below, not once.
+            SELECT c.id, c.m, c.rc, triggers._malformed(c.m) AS why,
+                   coalesce(c.m->>'debug' = 'processing_error', false) AS fail,
+                   CASE WHEN c.locker = '0'::xid THEN false ELSE triggers._claim_died(c.locker) END AS died
+              FROM claimed c
+        )
+        -- One Aggregate node feeds every array the same rows in the same order, so the
+        -- arrays line up without sorting each of them.
+        SELECT array_agg(x.id), array_agg(x.m), array_agg(x.rc), array_agg(x.died),
+               coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
+               coalesce(array_agg(x.m) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
+               coalesce(array_agg(x.rc) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
+               coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
+               coalesce(array_agg('processing failed (debug flag processing_error)'::text)
+                        FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
+               coalesce(array_agg(x.id) FILTER (WHERE x.why IS NOT NULL), '{}'),
+               coalesce(array_agg(x.why) FILTER (WHERE x.why IS NOT NULL), '{}')
+          INTO v_ids, v_msgs, v_read_cts, v_died, v_ok_ids, v_ok_msgs, v_ok_rcs,
+               v_fail_ids, v_fail_errors, v_dlq_ids, v_dlq_whys
+          FROM x;
+    END IF;
+    v_n := coalesce(array_length(v_ids, 1), 0);
+    IF v_n = 0 THEN
+        PERFORM triggers._fold_metrics();
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    IF true = ANY(v_died) THEN
+        -- The last claim of these messages died with its transaction, so nothing of that
+        -- attempt was written: count it now, in this transaction, which commits before
+        -- any of them is tried again, and mark them to be claimed alone from now on.
+        -- Messages claimed here whose last claim did not die are left as they are.
+        FOR i IN 1..v_n LOOP
+            CONTINUE WHEN NOT v_died[i];
+            read := read + 1;
+            IF v_read_cts[i] > cfg.max_retries THEN
+                PERFORM triggers._dead_letter(v_ids[i], v_msgs[i], v_read_cts[i],
+                    format('processing did not finish in %s attempts (the backend died or the statement was cancelled, e.g. by statement_timeout)',
+                           v_read_cts[i]));
+                dead_lettered := dead_lettered + 1;
+            ELSE
+                UPDATE pgmq.q_triggers_events q
+                   SET vt = v_now + make_interval(secs => visibility_timeout), read_ct = v_read_cts[i],
+                       last_read_at = v_now, headers = '{"alone": true}',
+                       message = q.message || jsonb_build_object('last_error',
+                           'processing did not finish (the backend died or the statement was cancelled)')
+                 WHERE q.msg_id = v_ids[i];
+                retried := retried + 1;
+            END IF;
+        END LOOP;
+        PERFORM triggers._fold_metrics(1000);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    read := v_n;
+
+    FOR i IN 1..coalesce(array_length(v_dlq_ids, 1), 0) LOOP
+        k := array_position(v_ids, v_dlq_ids[i]);
+        PERFORM triggers._dead_letter(v_ids[k], v_msgs[k], v_read_cts[k], v_dlq_whys[i]);
+        dead_lettered := dead_lettered + 1;
+    END LOOP;
+
+    -- Store: the whole batch in one subtransaction; if anything in it fails, each
+    -- message alone, so only the failing ones fail.
+    IF coalesce(array_length(v_ok_ids, 1), 0) > 0 THEN
+        BEGIN
+            PERFORM triggers._store(v_ok_msgs, v_ok_rcs);
+            v_done_ids := v_ok_ids;
+        EXCEPTION WHEN OTHERS THEN
+            FOR i IN 1..array_length(v_ok_ids, 1) LOOP
+                BEGIN
+                    PERFORM triggers._store(ARRAY[v_ok_msgs[i]], ARRAY[v_ok_rcs[i]]);
+                    v_done_ids := v_done_ids || v_ok_ids[i];
+                EXCEPTION WHEN OTHERS THEN
+                    v_fail_ids := v_fail_ids || v_ok_ids[i];
+                    v_fail_errors := v_fail_errors || (SQLSTATE || ': ' || SQLERRM);
+                END;
+            END LOOP;
+        END;
+        -- Remove what was stored. Deliberately here, in the top-level transaction that
+        -- holds the row locks: a delete from inside a subtransaction would leave a
+        -- MultiXact as the rows' xmax, which index scans can never mark as surely dead,
+        -- so every later claim would walk past all of them until vacuum.
+        DELETE FROM pgmq.q_triggers_events q WHERE q.msg_id = ANY(v_done_ids);
+        stored := coalesce(array_length(v_done_ids, 1), 0);
+    END IF;
+
+    -- Retryable failures: back off, or dead-letter once attempts exceed max_retries.
+    FOR i IN 1..coalesce(array_length(v_fail_ids, 1), 0) LOOP
+        k := array_position(v_ids, v_fail_ids[i]);
+        IF v_read_cts[k] > cfg.max_retries THEN
+            PERFORM triggers._dead_letter(v_ids[k], v_msgs[k], v_read_cts[k], v_fail_errors[i]);
+            dead_lettered := dead_lettered + 1;
+        ELSE
+            UPDATE pgmq.q_triggers_events q
+               SET vt = v_now
+                        + make_interval(secs => triggers._backoff_ms(v_read_cts[k], cfg.backoff_base_ms, cfg.backoff_cap_ms) / 1000.0),
+                   read_ct = v_read_cts[k], last_read_at = v_now,
+                   message = q.message || jsonb_build_object('last_error', v_fail_errors[i])
+             WHERE q.msg_id = v_ids[k];
+            retried := retried + 1;
+        END IF;
+    END LOOP;
+    -- Under load, fold at most once a second per session; an idle worker folds at once.
+    PERFORM triggers._fold_metrics(1000);
+    RETURN NEXT;
+END $$;
+COMMENT ON FUNCTION triggers.process_batch IS
+    'The workflow: claims up to batch_size messages and for each validates, stores, counts and removes it, with retries, backoff and the dead-letter queue. One transaction; visibility_timeout hides the messages of a claim that never finished.';
