@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p triggers-benches --bin triggers-load [-- --seconds 5]
 //! ```
+//! (Long: one measurement per table row, each with its baseline beside it.)
 
 #[path = "common.rs"]
 mod common;
@@ -21,22 +22,27 @@ async fn connect(config: &Config) -> Client {
 }
 
 /// Runs `sql` (one statement, one transaction) on `conns` connections for `secs`;
-/// returns statements per second.
+/// returns statements per second. The clock starts once every connection is open.
 async fn rate(config: &Config, conns: usize, secs: f64, sql: &'static str) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let tasks = (0..conns).map(|_| {
-        let config = config.clone();
-        tokio::spawn(async move {
-            let client = connect(&config).await;
-            let statement = client.prepare(sql).await.expect("prepare");
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                client.execute(&statement, &[]).await.expect("execute");
-                n += 1;
-            }
-            n
+    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(conns + 1));
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let (config, ready) = (config.clone(), ready.clone());
+            tokio::spawn(async move {
+                let client = connect(&config).await;
+                let statement = client.prepare(sql).await.expect("prepare");
+                ready.wait().await;
+                let deadline = Instant::now() + Duration::from_secs_f64(secs);
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    client.execute(&statement, &[]).await.expect("execute");
+                    n += 1;
+                }
+                n
+            })
         })
-    });
+        .collect();
+    ready.wait().await;
     let started = Instant::now();
     let total: u64 = join_all(tasks)
         .await
@@ -214,6 +220,22 @@ async fn main() {
     let latency = enqueue_to_stored(&config, 1000).await;
     println!("\n1,000 events, enqueue_batch commit → all stored by a LISTENing worker: {latency:.1} ms (target < 100 ms)");
 
+    // An enqueue's wake-up, through triggers-client's Listener: from the call to the
+    // listener woken, vs a bare pg_notify on the same channel (what a wake-up costs
+    // beyond the notification itself).
+    reset(&admin).await;
+    let (ours, raw) = wake_latency(&config, 200).await;
+    println!(
+        "\ncall → triggers-client Listener woken, 200 each, alternating: \
+         enqueue p50 {:.2} ms, p99 {:.2} ms; pg_notify p50 {:.2} ms, p99 {:.2} ms; \
+         p50 ratio {:.2} (target: p99 < 50 ms)",
+        ours.0,
+        ours.1,
+        raw.0,
+        raw.1,
+        ours.0 / raw.0
+    );
+
     drop(admin);
     cluster.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -342,4 +364,52 @@ async fn enqueue_to_stored(config: &Config, n: i64) -> f64 {
     };
     let done = worker_task.await.unwrap();
     done.saturating_duration_since(committed).as_secs_f64() * 1000.0
+}
+
+/// (p50, p99) in milliseconds from the start of an `enqueue` (a session that notifies on
+/// every commit) to a woken `triggers_client::Listener`, and the same for a bare
+/// `pg_notify('triggers_events', '')`; `n` samples each, the two alternating.
+async fn wake_latency(config: &Config, n: usize) -> ((f64, f64), (f64, f64)) {
+    let listener = triggers_client::Listener::connect(config)
+        .await
+        .expect("listen");
+    let producer = connect(config).await;
+    producer
+        .batch_execute("SET triggers.notify_throttle_ms = 0")
+        .await
+        .unwrap();
+    let enqueue = producer
+        .prepare("SELECT triggers.enqueue(payload => '{}'::jsonb)")
+        .await
+        .unwrap();
+    let notify = producer
+        .prepare("SELECT pg_notify('triggers_events', '')")
+        .await
+        .unwrap();
+    let (mut ours, mut raw) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..2 * n {
+        let (statement, samples) = if i % 2 == 0 {
+            (&enqueue, &mut ours)
+        } else {
+            (&notify, &mut raw)
+        };
+        let started = Instant::now();
+        producer.execute(statement, &[]).await.expect("notify");
+        assert!(
+            listener
+                .wait_for_events(Duration::from_secs(10))
+                .await
+                .expect("listening"),
+            "no wake-up within 10 s"
+        );
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    (percentiles(&mut ours), percentiles(&mut raw))
+}
+
+/// (p50, p99) of `samples`.
+fn percentiles(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
 }

@@ -18,9 +18,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tenant = std::env::var("TRIGGERS_TENANT").unwrap_or_else(|_| "default".into());
     let client = Client::connect(&url)?;
     let listener = client.listener().await?;
-    // A producer session sends at most one NOTIFY per notify_throttle_ms (100 ms by
-    // default), so an idle consumer looks once more after that long before sleeping.
-    let linger = Duration::from_millis(100);
+    // A producer session sends at most one NOTIFY per notify_throttle_ms (triggers.config),
+    // so an idle consumer looks once more after that long before sleeping.
+    let throttle_ms = client.settings().await?.notify_throttle_ms;
+    let linger = Duration::from_millis(u64::try_from(throttle_ms).unwrap_or(0));
     let mut lingered = false;
     let mut acked = 0;
     while acked < want {

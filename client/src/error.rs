@@ -1,3 +1,5 @@
+//! [`Error`], the one error type of every call.
+
 use deadpool_postgres::PoolError;
 use triggers_core::ErrorCode;
 

@@ -1,13 +1,15 @@
-//! Inbox queries: a typed builder, pages, and a stream that follows cursors.
+//! Inbox queries: a typed builder and the pages it reads. The stream that follows
+//! cursors page after page, [`InboxQuery::stream_on`], is in client.rs beside the
+//! [`crate::Client`] it reads through.
 
 use chrono::{DateTime, Utc};
-use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use crate::ops::{event_from_row, Exec, EVENT_COLUMNS};
+use crate::error::Error;
+use crate::exec::Exec;
+use crate::rows::{event_from_row, EVENT_COLUMNS};
 use crate::storable;
 use crate::types::{Event, Status};
-use crate::{Client, Error};
 
 /// Oldest first or newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -202,22 +204,5 @@ impl InboxQuery {
             events,
             next_cursor,
         })
-    }
-
-    /// Every matching event, page after page, following cursors until the end.
-    pub fn stream_on(self, client: &Client) -> impl Stream<Item = Result<Event, Error>> + '_ {
-        futures_util::stream::try_unfold(Some(self), move |state| async move {
-            let Some(query) = state else {
-                return Ok::<_, Error>(None);
-            };
-            let page = client.inbox(&query).await?;
-            let next = page.next_cursor.clone().map(|c| query.clone().after(c));
-            Ok(Some((
-                futures_util::stream::iter(page.events.into_iter().map(Ok)),
-                next,
-            )))
-        })
-        .try_flatten()
-        .boxed()
     }
 }

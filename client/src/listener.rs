@@ -50,12 +50,33 @@ impl Listener {
 
     /// Waits until events were enqueued (true) or `timeout` passed (false).
     pub async fn wait_for_events(&self, timeout: Duration) -> Result<bool, Error> {
-        let woken = tokio::time::timeout(timeout, self.woken.notified())
-            .await
-            .is_ok();
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable("the listening connection closed".into()));
+        match tokio::time::timeout(timeout, self.notified()).await {
+            Ok(result) => result.map(|()| true),
+            Err(_) if self.is_closed() => Err(closed()),
+            Err(_) => Ok(false),
         }
-        Ok(woken)
     }
+
+    /// Waits, with no timeout of its own, until events were enqueued; an error once
+    /// the listening connection closed. For a caller that races it against its own
+    /// timer (`select!`).
+    pub async fn notified(&self) -> Result<(), Error> {
+        // A closed connection left one wake-up behind, which an earlier wait may have
+        // taken: look before waiting.
+        if !self.is_closed() {
+            self.woken.notified().await;
+        }
+        if self.is_closed() {
+            return Err(closed());
+        }
+        Ok(())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+fn closed() -> Error {
+    Error::Unavailable("the listening connection closed".into())
 }

@@ -1,129 +1,24 @@
-//! Every call of the SQL API on any `tokio_postgres::GenericClient`: a pooled
-//! connection, or the caller's own transaction (so an event can be enqueued atomically
-//! with the caller's writes: the transactional outbox).
+//! Every call of the SQL API, as a method of [`On`]: over a pooled connection (what
+//! [`crate::Client`] uses) or the caller's own connection or transaction through
+//! [`crate::on`] (so an event can be enqueued atomically with the caller's writes: the
+//! transactional outbox).
 
-use std::future::Future;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row};
 
+use crate::error::Error;
+use crate::exec::{Exec, On};
 use crate::inbox::{InboxQuery, Page};
-use crate::types::{
-    BatchArray, BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, NewEvent, Settings,
-};
-use crate::{storable, Error};
-
-/// The columns of an event, in the order [`event_from_row`] reads them.
-pub(crate) const EVENT_COLUMNS: &str =
-    "event_id, status, payload, metadata, stream, seq, created_at, \
-     updated_at, processed_at, delivered_at, retry_count, error_message, idempotency_key";
-
-pub(crate) fn event_from_row(row: &Row) -> Result<Event, Error> {
-    let decode = |e: tokio_postgres::Error| Error::Decode(e.to_string());
-    let status: String = row.try_get("status").map_err(decode)?;
-    Ok(Event {
-        event_id: EventId(row.try_get("event_id").map_err(decode)?),
-        status: status
-            .parse()
-            .map_err(|e: crate::types::UnknownStatus| Error::Decode(e.to_string()))?,
-        payload: row.try_get("payload").map_err(decode)?,
-        metadata: row.try_get("metadata").map_err(decode)?,
-        stream: row.try_get("stream").map_err(decode)?,
-        seq: row.try_get("seq").map_err(decode)?,
-        created_at: row.try_get("created_at").map_err(decode)?,
-        updated_at: row.try_get("updated_at").map_err(decode)?,
-        processed_at: row.try_get("processed_at").map_err(decode)?,
-        delivered_at: row.try_get("delivered_at").map_err(decode)?,
-        retry_count: row.try_get("retry_count").map_err(decode)?,
-        error_message: row.try_get("error_message").map_err(decode)?,
-        idempotency_key: row.try_get("idempotency_key").map_err(decode)?,
-    })
-}
-
-type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
-
-/// Refuses text arguments Postgres cannot store (a NUL character), naming the argument:
-/// [`Error::InvalidParameter`] "`field` contains a NUL character (\u0000), which Postgres
-/// cannot store". Every call checks its own arguments; a caller that passes text on
-/// (the server's query parameters) checks it the same way.
-pub fn check_texts(fields: &[(&str, &str)]) -> Result<(), Error> {
-    storable::texts(
-        "",
-        fields.iter().map(|&(field, value)| (field, Some(value))),
-    )
-    .map_err(Error::InvalidParameter)
-}
-
-/// How calls reach the database: [`Plain`] prepares each statement per call (any
-/// connection or transaction of the caller's); a pooled connection of [`crate::Client`]
-/// prepares each statement once per connection and reuses it.
-pub trait Exec: Sync {
-    /// Runs `sql`, expecting exactly one row.
-    fn one<'a>(
-        &'a self,
-        sql: &'a str,
-        params: Params<'a>,
-    ) -> impl Future<Output = Result<Row, Error>> + Send + 'a;
-    /// Runs `sql`, returning every row.
-    fn all<'a>(
-        &'a self,
-        sql: &'a str,
-        params: Params<'a>,
-    ) -> impl Future<Output = Result<Vec<Row>, Error>> + Send + 'a;
-}
-
-/// A caller's connection or transaction, as an [`Exec`].
-pub struct Plain<'c, C>(&'c C);
-
-impl<C: GenericClient + Sync> Exec for Plain<'_, C> {
-    async fn one<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<Row, Error> {
-        Ok(self.0.query_one(sql, params).await?)
-    }
-    async fn all<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<Vec<Row>, Error> {
-        Ok(self.0.query(sql, params).await?)
-    }
-}
-
-impl Exec for deadpool_postgres::Object {
-    async fn one<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<Row, Error> {
-        let statement = self.prepare_cached(sql).await?;
-        Ok(self.query_one(&statement, params).await?)
-    }
-    async fn all<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<Vec<Row>, Error> {
-        let statement = self.prepare_cached(sql).await?;
-        Ok(self.query(&statement, params).await?)
-    }
-}
-
-/// The SQL API over an [`Exec`]. Get one with [`on`] for your own connection or
-/// transaction; [`crate::Client`]'s methods use one over a pooled connection.
-pub struct On<E> {
-    pub(crate) conn: E,
-}
-
-/// The SQL API on `conn`: a `tokio_postgres::Client` or `Transaction`. Calls run in
-/// whatever transaction `conn` is in.
-///
-/// ```no_run
-/// # async fn outbox(db: &mut tokio_postgres::Client) -> Result<(), triggers_client::Error> {
-/// use triggers_client::{on, NewEvent};
-/// let tx = db.transaction().await?;
-/// tx.execute("UPDATE orders SET state = 'paid' WHERE id = 42", &[]).await?;
-/// on(&tx).enqueue(&NewEvent::new(serde_json::json!({"order": 42, "state": "paid"}))).await?;
-/// tx.commit().await?; // both or neither
-/// # Ok(())
-/// # }
-/// ```
-pub fn on<C: GenericClient + Sync>(conn: &C) -> On<Plain<'_, C>> {
-    On { conn: Plain(conn) }
-}
+use crate::new_event::{BatchArray, NewEvent};
+use crate::rows::{dead_letter_from_row, event_from_row, DEAD_LETTER_COLUMNS, EVENT_COLUMNS};
+use crate::storable::check_texts;
+use crate::types::{BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, Settings};
 
 impl<E: Exec> On<E> {
     /// Queues one event. See [`NewEvent`] for its fields.
     pub async fn enqueue(&self, event: &NewEvent) -> Result<Enqueued, Error> {
-        event.check()?;
+        event.check_storable("")?;
         let debug = event.debug.map(|d| d.as_str());
         let row = self
             .conn
@@ -164,8 +59,8 @@ impl<E: Exec> On<E> {
             )));
         }
         for (i, event) in events.iter().enumerate() {
-            if event.check().is_err() {
-                event.check_as(&format!("events[{i}]."))?;
+            if event.check_storable("").is_err() {
+                event.check_storable(&format!("events[{i}]."))?;
             }
         }
         let array = tokio_postgres::types::Json(BatchArray(events));
@@ -225,7 +120,7 @@ impl<E: Exec> On<E> {
         event_from_row(&self.conn.one(&sql, &[&id.0, &tenant]).await?)
     }
 
-    /// Re-queues a failed event; returns the manual attempt number (1 to 3).
+    /// Re-queues a failed event; returns the manual attempt number (1 to `max_manual_retries`, 3 by default).
     pub async fn retry(&self, tenant: &str, id: EventId) -> Result<i32, Error> {
         check_texts(&[("tenant", tenant)])?;
         Ok(self
@@ -238,24 +133,9 @@ impl<E: Exec> On<E> {
     /// The tenant's dead letters, oldest first.
     pub async fn dead_letters(&self, tenant: &str, limit: i32) -> Result<Vec<DeadLetter>, Error> {
         check_texts(&[("tenant", tenant)])?;
-        let rows = self
-            .conn
-            .all(
-                "SELECT msg_id, event_id, error, attempts, failed_at, message FROM triggers.dead_letters($1, $2)",
-                &[&tenant, &limit],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| DeadLetter {
-                msg_id: r.get(0),
-                event_id: r.get::<_, Option<uuid::Uuid>>(1).map(EventId),
-                error: r.get(2),
-                attempts: r.get(3),
-                failed_at: r.get(4),
-                message: r.get(5),
-            })
-            .collect())
+        let sql = format!("SELECT {DEAD_LETTER_COLUMNS} FROM triggers.dead_letters($1, $2)");
+        let rows = self.conn.all(&sql, &[&tenant, &limit]).await?;
+        Ok(rows.iter().map(dead_letter_from_row).collect())
     }
 
     /// Moves up to `limit` of the tenant's dead letters back to the queue.
@@ -274,7 +154,8 @@ impl<E: Exec> On<E> {
             .conn
             .one(
                 "SELECT max_retries, backoff_base_ms, backoff_cap_ms, max_payload_bytes, batch_size, \
-                        visibility_timeout_s, notify_throttle_ms FROM triggers.config",
+                        visibility_timeout_s, notify_throttle_ms, queue_delay_ms, max_manual_retries \
+                   FROM triggers.config",
                 &[],
             )
             .await?;
@@ -286,6 +167,8 @@ impl<E: Exec> On<E> {
             batch_size: row.get(4),
             visibility_timeout_s: row.get(5),
             notify_throttle_ms: row.get(6),
+            queue_delay_ms: row.get(7),
+            max_manual_retries: row.get(8),
         })
     }
 

@@ -9,6 +9,8 @@
 
 use serde_json::Value;
 
+use crate::error::Error;
+
 /// Digits `numeric` holds before the decimal point (weight ≤ 32767 groups of 4).
 const MAX_INTEGER_DIGITS: i64 = 131_072;
 /// Digits `numeric` holds after the decimal point (`NUMERIC_DSCALE_MAX`).
@@ -19,6 +21,18 @@ const MAX_EXPONENT: i64 = (i32::MAX / 2) as i64;
 /// Why `field` cannot be stored.
 pub(crate) fn nul_message(field: &str) -> String {
     format!("{field} contains a NUL character (\\u0000), which Postgres cannot store")
+}
+
+/// Refuses text arguments Postgres cannot store (a NUL character), naming the argument:
+/// [`Error::InvalidParameter`] "`field` contains a NUL character (\u0000), which Postgres
+/// cannot store". Every call checks its own arguments; a caller that passes text on
+/// (the server's query parameters) checks it the same way.
+pub fn check_texts(fields: &[(&str, &str)]) -> Result<(), Error> {
+    texts(
+        "",
+        fields.iter().map(|&(field, value)| (field, Some(value))),
+    )
+    .map_err(Error::InvalidParameter)
 }
 
 /// `Err(message)` naming the first of `fields` (absent ones pass) that holds a NUL

@@ -1,4 +1,5 @@
-//! The values the API deals in.
+//! The values the API returns: events, their ids and statuses, and what the calls
+//! report (enqueue results, batch results, settings, dead letters, metrics).
 
 use std::fmt;
 use std::str::FromStr;
@@ -103,162 +104,6 @@ pub struct Event {
     pub idempotency_key: Option<String>,
 }
 
-/// A debug flag that makes an event misbehave on purpose, for testing consumers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DebugFlag {
-    /// Enqueue rejects the event as an invalid payload.
-    ValidationError,
-    /// Processing fails every attempt: retries, then the dead-letter queue.
-    ProcessingError,
-    /// The event becomes visible to processing only after a delay.
-    QueueDelay,
-    /// Processing sends the event straight to the dead-letter queue.
-    DlqRouting,
-}
-
-impl DebugFlag {
-    /// The flag as the SQL API spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DebugFlag::ValidationError => "validation_error",
-            DebugFlag::ProcessingError => "processing_error",
-            DebugFlag::QueueDelay => "queue_delay",
-            DebugFlag::DlqRouting => "dlq_routing",
-        }
-    }
-}
-
-/// An event to enqueue, built up field by field.
-///
-/// ```
-/// use triggers_client::NewEvent;
-/// let event = NewEvent::new(serde_json::json!({"order": 42}))
-///     .tenant("acme")
-///     .metadata(serde_json::json!({"source": "shop"}))
-///     .idempotency_key("order-42");
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
-    pub(crate) payload: Value,
-    pub(crate) metadata: Option<Value>,
-    pub(crate) tenant: String,
-    pub(crate) idempotency_key: Option<String>,
-    pub(crate) stream: Option<String>,
-    pub(crate) debug: Option<DebugFlag>,
-}
-
-impl NewEvent {
-    /// An event with this payload (a JSON object) for tenant `default`.
-    pub fn new(payload: Value) -> Self {
-        NewEvent {
-            payload,
-            metadata: None,
-            tenant: "default".to_string(),
-            idempotency_key: None,
-            stream: None,
-            debug: None,
-        }
-    }
-
-    /// Attaches metadata (a JSON object).
-    pub fn metadata(mut self, metadata: Value) -> Self {
-        self.metadata = Some(metadata);
-        self
-    }
-
-    /// The tenant the event belongs to.
-    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
-        self.tenant = tenant.into();
-        self
-    }
-
-    /// A key that makes enqueueing idempotent within the tenant.
-    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
-        self.idempotency_key = Some(key.into());
-        self
-    }
-
-    /// Puts the event on an ordered stream.
-    pub fn stream(mut self, stream: impl Into<String>) -> Self {
-        self.stream = Some(stream.into());
-        self
-    }
-
-    /// Sets a debug flag.
-    pub fn debug(mut self, flag: DebugFlag) -> Self {
-        self.debug = Some(flag);
-        self
-    }
-
-    /// The tenant the event belongs to.
-    pub fn tenant_name(&self) -> &str {
-        &self.tenant
-    }
-
-    /// Refuses, naming the field, what Postgres could not store: a NUL character in any
-    /// string or key, or a number beyond `numeric`'s range. The enqueue calls check
-    /// this themselves; call it to learn early.
-    pub fn check(&self) -> Result<(), crate::Error> {
-        self.check_as("")
-    }
-
-    /// [`NewEvent::check`] with `prefix` before each field name ("events[3].").
-    pub(crate) fn check_as(&self, prefix: &str) -> Result<(), crate::Error> {
-        use crate::storable;
-        let named = |field: &str| format!("{prefix}{field}");
-        if let Err(e) = storable::json(&named("payload"), &self.payload) {
-            return Err(crate::Error::InvalidPayload(e));
-        }
-        let texts = [
-            ("tenant", Some(self.tenant.as_str())),
-            ("idempotency_key", self.idempotency_key.as_deref()),
-            ("stream", self.stream.as_deref()),
-        ];
-        storable::texts(prefix, texts).map_err(crate::Error::InvalidParameter)?;
-        match &self.metadata {
-            Some(m) => {
-                storable::json(&named("metadata"), m).map_err(crate::Error::InvalidParameter)
-            }
-            None => Ok(()),
-        }
-    }
-}
-
-/// `enqueue_batch`'s array, written straight from the events: no copy of any payload.
-#[derive(Debug)]
-pub(crate) struct BatchArray<'a>(pub &'a [NewEvent]);
-
-impl serde::Serialize for BatchArray<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(BatchElement))
-    }
-}
-
-/// One element: `{payload, metadata?, idempotency_key?, stream?, debug?}`.
-struct BatchElement<'a>(&'a NewEvent);
-
-impl serde::Serialize for BatchElement<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let e = self.0;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("payload", &e.payload)?;
-        if let Some(m) = &e.metadata {
-            map.serialize_entry("metadata", m)?;
-        }
-        if let Some(k) = &e.idempotency_key {
-            map.serialize_entry("idempotency_key", k)?;
-        }
-        if let Some(s) = &e.stream {
-            map.serialize_entry("stream", s)?;
-        }
-        if let Some(d) = e.debug {
-            map.serialize_entry("debug", d.as_str())?;
-        }
-        map.end()
-    }
-}
-
 /// What `enqueue` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Enqueued {
@@ -298,6 +143,11 @@ pub struct Settings {
     pub visibility_timeout_s: i32,
     /// Least time between two wake-up notifications of one session.
     pub notify_throttle_ms: i32,
+    /// How long an event sent with the `queue_delay` debug flag waits before processing
+    /// can claim it.
+    pub queue_delay_ms: i32,
+    /// Manual retries (`retry`) a failed event may have.
+    pub max_manual_retries: i32,
 }
 
 /// A message in the dead-letter queue.

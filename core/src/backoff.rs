@@ -1,3 +1,5 @@
+//! The retry backoff schedule: exponential from a base, capped.
+
 /// The delay before processing attempt `attempt + 1`, after attempt `attempt` (1-based)
 /// failed: `min(cap, base * 2^(attempt-1))` milliseconds. Never overflows.
 pub fn backoff_ms(attempt: u32, base_ms: u64, cap_ms: u64) -> u64 {

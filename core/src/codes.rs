@@ -1,6 +1,9 @@
+//! The SQLSTATEs of the SQL API's errors (class `TG`).
+
 /// The stable errors of the SQL API, each with its own SQLSTATE (class `TG`). The
 /// extension raises them, the client maps them to its `Error` variants and the server
-/// to HTTP codes; all three go through this table, never through message text.
+/// to HTTP codes (`ErrorCode::from_sql` in server/src/http/error.rs, a `match` on these
+/// variants); all three go through this table, never through message text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// `payload` is NULL or not a JSON object (or the `validation_error` debug flag).
@@ -58,21 +61,6 @@ impl ErrorCode {
             .into_iter()
             .find(|c| c.sqlstate() == sqlstate)
     }
-
-    /// The error code of the HTTP API (SPEC §6) that this error becomes.
-    pub fn http_code(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidPayload => "INVALID_PAYLOAD",
-            ErrorCode::InvalidMetadata => "INVALID_METADATA_TYPE",
-            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            ErrorCode::InvalidParameter => "INVALID_PARAMETER",
-            ErrorCode::InvalidCursor => "INVALID_CURSOR",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::InvalidState => "INVALID_STATE",
-            ErrorCode::RetriesExhausted => "MAX_RETRIES_EXCEEDED",
-            ErrorCode::InvalidApiKey => "INVALID_TOKEN",
-        }
-    }
 }
 
 #[cfg(test)]
@@ -95,8 +83,12 @@ mod tests {
         let mut raised = std::collections::BTreeSet::new();
         for entry in std::fs::read_dir(sql_dir).unwrap() {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            // 'TG and three digits: a SQLSTATE, not a placeholder such as 'TGnnn.
             for (i, _) in text.match_indices("'TG") {
-                raised.insert(text[i + 1..i + 6].to_string());
+                let code = text.get(i + 1..i + 6);
+                if let Some(code) = code.filter(|c| c[2..].bytes().all(|b| b.is_ascii_digit())) {
+                    raised.insert(code.to_string());
+                }
             }
         }
         let known: std::collections::BTreeSet<String> = ErrorCode::ALL

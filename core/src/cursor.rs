@@ -1,3 +1,5 @@
+//! The inbox cursor: an opaque position in `(created_at, event_id)` order.
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 

@@ -1,3 +1,5 @@
+//! API keys: their prefix, and comparing secrets in constant time.
+
 /// Every API key starts with this, so secret scanners can recognise a leaked one.
 pub const KEY_PREFIX: &str = "trg_";
 

@@ -1,8 +1,11 @@
-//! Opening the database a command uses, and making sure it has the extensions.
+//! Opening the database a command uses: DATABASE_URL, or the embedded cluster (in
+//! place when another `triggers` runs it, else started here). Either way the database
+//! has the extension afterwards (schema.rs).
 
 use crate::cli::DbArgs;
 use crate::embedded::{Cluster, ClusterOptions};
 use crate::error::StartupError;
+use crate::schema;
 
 /// The database a command works on.
 pub struct Database {
@@ -73,7 +76,7 @@ async fn connect_url(url: &str) -> Result<triggers_client::Client, StartupError>
             where_(url)
         ))
     })?;
-    ensure_extension(&conn).await?;
+    schema::ensure_extension(&conn).await?;
     Ok(client)
 }
 
@@ -104,23 +107,4 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Creates pgmq and triggers in the connected database unless they exist. Serialised by
-/// an advisory lock so servers starting together do not race on `CREATE EXTENSION`.
-pub async fn ensure_extension(client: &tokio_postgres::Client) -> Result<(), StartupError> {
-    client
-        .batch_execute(
-            "BEGIN;
-             SELECT pg_advisory_xact_lock(hashtext('triggers: create extension'));
-             CREATE EXTENSION IF NOT EXISTS triggers CASCADE;
-             COMMIT;",
-        )
-        .await
-        .map_err(|e| {
-            let detail = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string());
-            StartupError::Database(format!(
-                "cannot create the triggers extension: {detail} (scripts/setup.sh installs it into the system Postgres)"
-            ))
-        })
 }

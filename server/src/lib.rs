@@ -15,5 +15,6 @@ pub mod db;
 pub mod embedded;
 pub mod error;
 pub mod http;
+pub mod schema;
 pub mod serve;
 pub mod worker;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use triggers_tests::{free_port, run, triggers, Server, TempDir};
+use triggers_tests::{free_port, run, triggers, Server, TempDir, PATIENCE};
 
 const EXIT: Duration = Duration::from_secs(60);
 
@@ -78,13 +78,15 @@ async fn first_start_prints_a_working_key_and_a_thousand_events_flow_end_to_end(
             .unwrap();
         assert_eq!(reply.status(), 200);
     }
-    // All 1,000 pending in the inbox within a second of the last POST.
-    let posted = Instant::now();
+    // All 1,000 reach the inbox as pending: the workers process them unprompted. (How
+    // soon after the POST is a benchmark: triggers-http-load's "POST → visible".)
+    let deadline = Instant::now() + PATIENCE;
     let mut pending = Vec::new();
     while pending.len() < 1000 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(
-            posted.elapsed() < Duration::from_secs(1),
-            "only {} pending after 1 s",
+            Instant::now() < deadline,
+            "only {} pending after {PATIENCE:?}",
             pending.len()
         );
         pending.clear();
@@ -168,7 +170,7 @@ async fn first_start_prints_a_working_key_and_a_thousand_events_flow_end_to_end(
     );
     let sent: Value = serde_json::from_slice(&sent.stdout).unwrap();
     let id = sent["event_id"].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let reply = http
             .get(format!("{}/events/{id}", server.url))
@@ -268,7 +270,27 @@ async fn debug_logs_carry_the_correlation_id_and_never_an_api_key() {
         .await
         .unwrap();
     assert_eq!(reply.status(), 200);
-    std::thread::sleep(Duration::from_millis(300));
+    // Stop once the request's last line is written and a worker has processed the
+    // event (its statements, parameters included, are logged at debug level too).
+    let logged = |logs: &[String]| {
+        let done = logs
+            .iter()
+            .any(|l| l.contains("log-check-1") && l.contains("request done"));
+        let processed = logs.iter().any(|l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["fields"]["message"] == "batch" && v["fields"]["stored"] == 1)
+        });
+        done && processed
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while !logged(&server.logs()) {
+        assert!(
+            Instant::now() < deadline,
+            "no 'request done' and 'batch' lines after {PATIENCE:?}: {:#?}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.stop_with(libc::SIGTERM, Duration::from_secs(60));
 
     let logs = server.logs();

@@ -1,5 +1,7 @@
 //! The HTTP API through `app()` and `oneshot`, against a real database: every route,
 //! auth and tenant isolation, and malformed input of every kind answered with its 4xx.
+//! (Long: one test per route and error, each a few lines; splitting it would split the
+//! shared `Api` setup of each test binary's database for no reader's gain.)
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

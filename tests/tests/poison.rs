@@ -10,7 +10,7 @@
 //! here waits on the wall clock.
 
 use tokio_postgres::Client;
-use triggers_tests::{connect, test_database};
+use triggers_tests::{connect, scalar, test_database};
 
 /// A trigger that makes the processing of `{"poison": "kill"}` terminate its own
 /// backend, and of `{"poison": "slow"}` outlast any statement_timeout. Only for the
@@ -29,14 +29,6 @@ const POISON: &str = "
     CREATE TRIGGER poison BEFORE INSERT ON triggers.events
         FOR EACH ROW EXECUTE FUNCTION public.poison();
     UPDATE triggers.config SET max_retries = 2, visibility_timeout_s = 60;";
-
-async fn scalar(client: &Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
 
 /// Enqueues two healthy events, the poison one, and two more, in one batch's reach;
 /// returns the poison event's id.
@@ -107,9 +99,14 @@ async fn assert_poison_dead_lettered_and_the_rest_stored(admin: &Client, poison_
         (row.get(0), row.get(1), row.get(2))
     };
     assert_eq!(poison.0, "failed");
-    assert_eq!(poison.1, 2, "three attempts: the first and max_retries = 2 more");
+    assert_eq!(
+        poison.1, 2,
+        "three attempts: the first and max_retries = 2 more"
+    );
     assert!(
-        poison.2.starts_with("processing did not finish in 3 attempts"),
+        poison
+            .2
+            .starts_with("processing did not finish in 3 attempts"),
         "{}",
         poison.2
     );
@@ -153,6 +150,9 @@ async fn a_message_that_trips_statement_timeout_reaches_the_dlq_after_max_retrie
     let poison_id = enqueue_around(&admin, "slow").await;
     let failed =
         drain_in_fresh_sessions(&config, &admin, "SET statement_timeout = '1s';", 30).await;
-    assert_eq!(failed, 3, "statement_timeout cancelled each of the three attempts");
+    assert_eq!(
+        failed, 3,
+        "statement_timeout cancelled each of the three attempts"
+    );
     assert_poison_dead_lettered_and_the_rest_stored(&admin, &poison_id).await;
 }

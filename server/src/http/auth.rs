@@ -1,27 +1,30 @@
-//! `Authorization: Bearer <key>` → the key's tenant, for every API route.
+//! Where the API key is checked: `Authorization: Bearer <key>` → the key's tenant, for
+//! every API route, with a short-lived cache of keys that passed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
+use triggers_client::Client;
 
-use super::AppState;
-use crate::error::{AppError, ErrorCode};
+use super::error::{AppError, ErrorCode};
 
 /// The tenant the request's API key belongs to. Every handler that touches data takes
 /// one, so no route can reach another tenant's events.
 #[derive(Debug, Clone)]
 pub struct Tenant(pub String);
 
-impl FromRequestParts<AppState> for Tenant {
+impl<S> FromRequestParts<S> for Tenant
+where
+    S: Send + Sync,
+    Client: FromRef<S>,
+    KeyCache: FromRef<S>,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -45,11 +48,12 @@ impl FromRequestParts<AppState> for Tenant {
             ));
         }
         let token = token.trim();
-        if let Some(tenant) = state.keys.get(token) {
+        let keys = KeyCache::from_ref(state);
+        if let Some(tenant) = keys.get(token) {
             return Ok(Tenant(tenant));
         }
-        let tenant = state.client.authenticate(token).await?;
-        state.keys.put(token, &tenant);
+        let tenant = Client::from_ref(state).authenticate(token).await?;
+        keys.put(token, &tenant);
         Ok(Tenant(tenant))
     }
 }

@@ -1,6 +1,7 @@
 //! `X-Correlation-ID`: echoed when the request carries a sane one, generated otherwise,
 //! set on every response, in every log line of the request (the span of [`trace_layer`])
-//! and in error envelopes.
+//! and in error envelopes. The trace layer also logs each 5xx once, with its
+//! [`ErrorDetail`].
 
 use std::time::Duration;
 
@@ -11,8 +12,6 @@ use axum::response::Response;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnRequest, TraceLayer};
 use tracing::Span;
-
-use crate::error::ErrorDetail;
 
 /// The header carrying the id.
 pub static HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -48,6 +47,11 @@ pub async fn correlation_id(request: Request, next: Next) -> Response {
     }
     response
 }
+
+/// The inside story of a 5xx, carried on the response (by `AppError`) for
+/// [`on_response`] to log; the client never sees it.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
 
 /// Runs inside [`correlation_id`]'s scope, so the id is the task-local one.
 fn span_for(request: &Request) -> Span {

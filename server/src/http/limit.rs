@@ -13,9 +13,12 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
+use triggers_client::KEY_PREFIX;
 
-use super::AppState;
-use crate::error::{AppError, ErrorCode};
+use super::error::{AppError, ErrorCode};
+
+/// The default per-key rate limit, requests per minute.
+pub const DEFAULT_RATE_LIMIT: u32 = 1000;
 
 type Keyed = RateLimiter<
     String,
@@ -45,7 +48,8 @@ impl Limiter {
     }
 }
 
-/// The key's public id (`trg_<id>_…`), or the whole token when it has none.
+/// The key's public id (what follows [`KEY_PREFIX`] up to the next `_`), or the whole
+/// token when it has none.
 fn key_id(request: &Request) -> Option<String> {
     let value = request
         .headers()
@@ -54,7 +58,7 @@ fn key_id(request: &Request) -> Option<String> {
         .ok()?;
     let token = value.split_once(' ')?.1.trim();
     let id = token
-        .strip_prefix("trg_")
+        .strip_prefix(KEY_PREFIX)
         .and_then(|rest| rest.split('_').next())
         .unwrap_or(token);
     Some(id.chars().take(64).collect())
@@ -66,8 +70,12 @@ fn header(name: &'static str, value: u64) -> (HeaderName, HeaderValue) {
 
 /// Middleware: 429 RATE_LIMIT_EXCEEDED with Retry-After when a key is over its limit;
 /// X-RateLimit-Limit/Remaining/Reset on every keyed response.
-pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let (Some(limiter), Some(key)) = (state.limiter.as_ref(), key_id(&request)) else {
+pub async fn rate_limit(
+    State(limiter): State<Option<Limiter>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (Some(limiter), Some(key)) = (limiter.as_ref(), key_id(&request)) else {
         return next.run(request).await;
     };
     let limit = u64::from(limiter.per_minute);

@@ -1,0 +1,235 @@
+//! [`Client`]: a connection pool and every call of the SQL API on a pooled connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+use crate::error::Error;
+use crate::exec::On;
+use crate::inbox::{InboxQuery, Page};
+use crate::listener::Listener;
+use crate::new_event::NewEvent;
+use crate::types::{BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, Settings};
+
+/// How long a call waits for a pooled connection, or for a new one to open, before it
+/// gives up with [`Error::Unavailable`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handle to a database with the `triggers` extension. Cheap to clone; clones share
+/// one connection pool.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pool: Pool,
+    // Shared, so cloning a client (once per HTTP request in the server) stays cheap.
+    config: Option<Arc<tokio_postgres::Config>>,
+}
+
+impl Client {
+    /// A client with its own pool for the database at `url` (a `postgres://` URL or a
+    /// `key=value` connection string). No connection is opened until the first call.
+    pub fn connect(url: &str) -> Result<Self, Error> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| Error::InvalidUrl(e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_TIMEOUT);
+        }
+        Self::from_config(config, 16)
+    }
+
+    /// A client with its own pool of at most `max_size` connections for `config`.
+    pub fn from_config(config: tokio_postgres::Config, max_size: usize) -> Result<Self, Error> {
+        let manager = Manager::from_config(
+            config.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(DEFAULT_TIMEOUT),
+                create: Some(DEFAULT_TIMEOUT),
+                recycle: Some(DEFAULT_TIMEOUT),
+            })
+            .build()
+            .map_err(|e| Error::InvalidUrl(e.to_string()))?;
+        Ok(Self {
+            pool,
+            config: Some(Arc::new(config)),
+        })
+    }
+
+    /// A client over a pool the caller already has. [`Client::listener`] needs the
+    /// connection settings too: pass them, or use [`Listener::connect`].
+    pub fn from_pool(pool: Pool, config: Option<tokio_postgres::Config>) -> Self {
+        Self {
+            pool,
+            config: config.map(Arc::new),
+        }
+    }
+
+    /// The connection settings, when the client was built from a URL or a config.
+    pub fn config(&self) -> Option<&tokio_postgres::Config> {
+        self.config.as_deref()
+    }
+
+    /// The pool this client draws connections from.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The SQL API on a pooled connection (statements prepared once per connection).
+    async fn pooled(&self) -> Result<On<deadpool_postgres::Object>, Error> {
+        Ok(On {
+            conn: self.pool.get().await?,
+        })
+    }
+
+    /// Checks that the database answers and has the `triggers` extension.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'triggers'",
+                &[],
+            )
+            .await?;
+        row.map(|_| ()).ok_or(Error::ExtensionMissing)
+    }
+
+    /// The version of the `triggers` extension installed in the database.
+    pub async fn version(&self) -> Result<String, Error> {
+        let conn = self.pool.get().await?;
+        Ok(conn
+            .query_one("SELECT triggers.version()", &[])
+            .await?
+            .get(0))
+    }
+
+    /// A dedicated connection that wakes on every enqueue.
+    pub async fn listener(&self) -> Result<Listener, Error> {
+        let config = self.config.as_ref().ok_or_else(|| {
+            Error::InvalidParameter(
+                "this client was built from a pool without settings; use Listener::connect".into(),
+            )
+        })?;
+        Listener::connect(config).await
+    }
+
+    /// Queues one event.
+    pub async fn enqueue(&self, event: &NewEvent) -> Result<Enqueued, Error> {
+        self.pooled().await?.enqueue(event).await
+    }
+
+    /// Queues events of one tenant, all or nothing; returns their ids in order.
+    pub async fn enqueue_batch(&self, events: &[NewEvent]) -> Result<Vec<EventId>, Error> {
+        self.pooled().await?.enqueue_batch(events).await
+    }
+
+    /// Queues events of one tenant, all or nothing; for each, its id and whether it
+    /// repeated an idempotency key.
+    pub async fn enqueue_batch_ex(&self, events: &[NewEvent]) -> Result<Vec<Enqueued>, Error> {
+        self.pooled().await?.enqueue_batch_ex(events).await
+    }
+
+    /// Runs the processing workflow once (`None`s take the configured values).
+    pub async fn process_batch(
+        &self,
+        batch_size: Option<i32>,
+        visibility_timeout_s: Option<i32>,
+    ) -> Result<BatchResult, Error> {
+        self.pooled()
+            .await?
+            .process_batch(batch_size, visibility_timeout_s)
+            .await
+    }
+
+    /// One page of an inbox query.
+    pub async fn inbox(&self, query: &InboxQuery) -> Result<Page, Error> {
+        self.pooled().await?.inbox(query).await
+    }
+
+    /// Every event an inbox query matches, following cursors page after page.
+    pub fn inbox_stream(&self, query: InboxQuery) -> impl Stream<Item = Result<Event, Error>> + '_ {
+        query.stream_on(self)
+    }
+
+    /// One event of the tenant.
+    pub async fn get_event(&self, tenant: &str, id: EventId) -> Result<Event, Error> {
+        self.pooled().await?.get_event(tenant, id).await
+    }
+
+    /// Marks a pending event delivered (idempotent).
+    pub async fn ack(&self, tenant: &str, id: EventId) -> Result<Event, Error> {
+        self.pooled().await?.ack(tenant, id).await
+    }
+
+    /// Re-queues a failed event; returns the manual attempt number (1 to `max_manual_retries`, 3 by default).
+    pub async fn retry(&self, tenant: &str, id: EventId) -> Result<i32, Error> {
+        self.pooled().await?.retry(tenant, id).await
+    }
+
+    /// The tenant's dead letters, oldest first.
+    pub async fn dead_letters(&self, tenant: &str, limit: i32) -> Result<Vec<DeadLetter>, Error> {
+        self.pooled().await?.dead_letters(tenant, limit).await
+    }
+
+    /// Moves up to `limit` of the tenant's dead letters back to the queue.
+    pub async fn redrive(&self, tenant: &str, limit: i32) -> Result<i32, Error> {
+        self.pooled().await?.redrive(tenant, limit).await
+    }
+
+    /// The processing settings (`triggers.config`).
+    pub async fn settings(&self) -> Result<Settings, Error> {
+        self.pooled().await?.settings().await
+    }
+
+    /// Metrics of one tenant, or of all with `None`.
+    pub async fn metrics(&self, tenant: Option<&str>) -> Result<Metrics, Error> {
+        self.pooled().await?.metrics(tenant).await
+    }
+
+    /// Deletes delivered and failed events unchanged for `older_than`; returns how many.
+    pub async fn purge(&self, older_than: Duration) -> Result<i64, Error> {
+        self.pooled().await?.purge(older_than).await
+    }
+
+    /// Creates an API key for the tenant; the plaintext is returned this once.
+    pub async fn create_api_key(&self, tenant: &str, name: &str) -> Result<String, Error> {
+        self.pooled().await?.create_api_key(tenant, name).await
+    }
+
+    /// Revokes one of the tenant's keys; true if it was active.
+    pub async fn revoke_api_key(&self, tenant: &str, key: &str) -> Result<bool, Error> {
+        self.pooled().await?.revoke_api_key(tenant, key).await
+    }
+
+    /// The tenant a key belongs to; [`Error::Unauthorized`] for a bad key.
+    pub async fn authenticate(&self, token: &str) -> Result<String, Error> {
+        self.pooled().await?.authenticate(token).await
+    }
+}
+
+impl InboxQuery {
+    /// Every matching event, page after page, following cursors until the end.
+    pub fn stream_on(self, client: &Client) -> impl Stream<Item = Result<Event, Error>> + '_ {
+        futures_util::stream::try_unfold(Some(self), move |state| async move {
+            let Some(query) = state else {
+                return Ok::<_, Error>(None);
+            };
+            let page = client.inbox(&query).await?;
+            let next = page.next_cursor.clone().map(|c| query.clone().after(c));
+            Ok(Some((
+                futures_util::stream::iter(page.events.into_iter().map(Ok)),
+                next,
+            )))
+        })
+        .try_flatten()
+        .boxed()
+    }
+}

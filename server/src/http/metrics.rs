@@ -1,0 +1,106 @@
+//! `GET /metrics` (JSON) and `GET /metrics/prometheus` (Prometheus text): the tenant's
+//! counts by status, queue and dead-letter depth, rate and latency.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::auth::Tenant;
+use super::error::{AppError, ErrorCode};
+use super::render::{timestamp_now, ts};
+use super::shapes::MetricsOut;
+use super::state::AppState;
+
+/// `GET /metrics`, `GET /metrics/prometheus`.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/metrics/prometheus", get(prometheus))
+}
+
+/// GET /metrics
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "The tenant's metrics", body = MetricsOut)))]
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+) -> Result<Response, AppError> {
+    let m = state.client.metrics(Some(&tenant)).await?;
+    let mut data = serde_json::to_value(&m).map_err(|e| {
+        AppError::new(ErrorCode::InternalError, "internal error").with_detail(e.to_string())
+    })?;
+    data["last_processed_at"] = json!(m.last_processed_at.as_ref().map(ts));
+    Ok(Json(json!({"data": data, "timestamp": timestamp_now()})).into_response())
+}
+
+/// GET /metrics/prometheus
+#[utoipa::path(get, path = "/metrics/prometheus", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
+pub(super) async fn prometheus(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+) -> Result<Response, AppError> {
+    let m = state.client.metrics(Some(&tenant)).await?;
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            text.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    };
+    let t = format!(
+        "tenant=\"{}\"",
+        tenant.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    metric(
+        "triggers_events",
+        "gauge",
+        "Stored events by status.",
+        &[
+            (&format!("{t},status=\"pending\""), m.pending as f64),
+            (&format!("{t},status=\"delivered\""), m.delivered as f64),
+            (&format!("{t},status=\"failed\""), m.failed as f64),
+        ],
+    );
+    metric(
+        "triggers_queue_depth",
+        "gauge",
+        "Messages waiting in the queue.",
+        &[(&t, m.queue_depth as f64)],
+    );
+    metric(
+        "triggers_dlq_count",
+        "gauge",
+        "Messages in the dead-letter queue.",
+        &[(&t, m.dlq_count as f64)],
+    );
+    metric(
+        "triggers_oldest_queued_age_seconds",
+        "gauge",
+        "Age of the oldest queued message.",
+        &[(&t, m.oldest_queued_age_s)],
+    );
+    metric(
+        "triggers_processing_rate_per_minute",
+        "gauge",
+        "Events stored per minute, last 5 minutes.",
+        &[(&t, m.processing_rate_per_min)],
+    );
+    let latency: Vec<(String, f64)> = [
+        ("0.5", m.latency_ms.p50),
+        ("0.95", m.latency_ms.p95),
+        ("0.99", m.latency_ms.p99),
+    ]
+    .into_iter()
+    .filter_map(|(q, v)| v.map(|v| (format!("{t},quantile=\"{q}\""), v / 1000.0)))
+    .collect();
+    let latency: Vec<(&str, f64)> = latency.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        "triggers_latency_seconds",
+        "gauge",
+        "Enqueue-to-stored latency quantiles, last 5 minutes.",
+        &latency,
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

@@ -1,0 +1,260 @@
+//! The shapes of request bodies and answers as `/openapi.json` describes them (utoipa
+//! `ToSchema` types). Handlers build their JSON with `json!`; these types exist for the
+//! document only, so they are never constructed (hence `dead_code`). String patterns
+//! are literals (utoipa takes no constants): a test holds each copy to
+//! `openapi::TEXT_PATTERN` / `HEADER_PATTERN`.
+
+use utoipa::ToSchema;
+
+/// An event to enqueue. Unknown fields are refused (400 INVALID_PARAMETER). No string or
+/// key may hold a NUL character (`\u0000`, which Postgres cannot store) and numbers keep
+/// their exact digits, up to Postgres's `numeric` (131,072 digits before the point,
+/// 16,383 after); the payload's stored size is at most `max_payload_bytes` (1 MiB).
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct EventIn {
+    /// Any JSON object.
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    /// A JSON object, or null.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+    /// Makes enqueueing idempotent within the tenant (or send the Idempotency-Key header).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F]*$"
+    )]
+    idempotency_key: Option<String>,
+    /// An ordering stream.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F]*$"
+    )]
+    stream: Option<String>,
+}
+
+/// 1 to 1,000 events, all or nothing.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BatchIn {
+    #[schema(min_items = 1, max_items = 1000)]
+    events: Vec<EventIn>,
+}
+
+/// A stored event.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventOut {
+    event_id: uuid::Uuid,
+    status: StatusName,
+    /// The producer's object, numbers and strings exactly as sent.
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+    stream: Option<String>,
+    seq: Option<i64>,
+    /// RFC 3339, UTC, milliseconds.
+    created_at: String,
+    updated_at: String,
+    processed_at: Option<String>,
+    delivered_at: Option<String>,
+    retry_count: i32,
+    error_message: Option<String>,
+}
+
+/// An event's status.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StatusName {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+/// `POST /events`: accepted (committed).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Accepted {
+    data: AcceptedData,
+    timestamp: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AcceptedData {
+    event_id: uuid::Uuid,
+    /// Always "accepted".
+    #[schema(pattern = "^accepted$")]
+    status: String,
+    timestamp: String,
+    /// Present (true) when the idempotency key was seen before: event_id is the first event's.
+    duplicate: Option<bool>,
+}
+
+/// `POST /events/batch`: all accepted (committed), ids in order.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchAccepted {
+    data: BatchAcceptedData,
+    timestamp: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchAcceptedData {
+    event_ids: Vec<uuid::Uuid>,
+    count: i64,
+    #[schema(pattern = "^accepted$")]
+    status: String,
+    timestamp: String,
+}
+
+/// `GET /events/{id}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventEnvelope {
+    data: EventOut,
+}
+
+/// `GET /inbox`: one page.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct InboxPage {
+    data: Vec<EventOut>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+    limit: i32,
+}
+
+/// `POST /inbox/{id}/ack`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Acked {
+    data: AckedData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AckedData {
+    event_id: uuid::Uuid,
+    #[schema(pattern = "^delivered$")]
+    status: String,
+    timestamp: String,
+}
+
+/// `POST /inbox/{id}/retry`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Retrying {
+    data: RetryingData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RetryingData {
+    event_id: uuid::Uuid,
+    #[schema(pattern = "^retrying$")]
+    status: String,
+    /// The manual attempt, 1 to `triggers.config.max_manual_retries` (3 by default).
+    #[schema(minimum = 1, maximum = 100)]
+    new_attempt: i32,
+}
+
+/// `GET /dlq`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeadLetters {
+    data: Vec<DeadLetterOut>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeadLetterOut {
+    msg_id: i64,
+    event_id: Option<uuid::Uuid>,
+    error: Option<String>,
+    attempts: Option<i32>,
+    failed_at: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    payload: Option<serde_json::Value>,
+}
+
+/// `POST /dlq/redrive`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Redriven {
+    data: RedrivenData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RedrivenData {
+    redriven: i32,
+    timestamp: String,
+}
+
+/// `GET /metrics` (SPEC §5).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MetricsOut {
+    data: MetricsData,
+    timestamp: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MetricsData {
+    tenant: Option<String>,
+    total: i64,
+    pending: i64,
+    delivered: i64,
+    failed: i64,
+    queue_depth: i64,
+    dlq_count: i64,
+    last_processed_at: Option<String>,
+    processing_rate_per_min: f64,
+    oldest_queued_age_s: f64,
+    latency_ms: LatencyData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LatencyData {
+    window_s: i64,
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// `GET /health`, `GET /ready`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HealthOut {
+    #[schema(pattern = "^ok$")]
+    status: String,
+}
+
+/// Every error: `{"error": {...}}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+/// The error itself.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// One of the stable codes (the enum is filled in from the server's table).
+    code: String,
+    /// For people; names the field at fault.
+    message: String,
+    timestamp: String,
+    correlation_id: String,
+}

@@ -1,0 +1,55 @@
+//! [`AppState`]: what every handler can reach (the database client, the rate limiter,
+//! group commit, the key cache).
+
+use axum::extract::FromRef;
+use triggers_client::Client;
+
+use super::auth::KeyCache;
+use super::group::GroupCommit;
+use super::limit::{Limiter, DEFAULT_RATE_LIMIT};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database, through the client crate.
+    pub client: Client,
+    /// The per-key rate limit, if any.
+    pub limiter: Option<Limiter>,
+    /// Group commit for POST /events.
+    pub group: GroupCommit,
+    /// Recently authenticated keys.
+    pub keys: KeyCache,
+}
+
+impl AppState {
+    /// State over `client` with the default rate limit and two group committers.
+    /// Needs a Tokio runtime (the committers are tasks).
+    pub fn new(client: Client) -> AppState {
+        let group = GroupCommit::start(client.clone(), 2);
+        AppState {
+            client,
+            limiter: Some(Limiter::per_minute(DEFAULT_RATE_LIMIT)),
+            group,
+            keys: KeyCache::default(),
+        }
+    }
+
+    /// The same with `per_minute` requests per key (0: no limit).
+    pub fn with_rate_limit(mut self, per_minute: u32) -> AppState {
+        self.limiter = (per_minute > 0).then(|| Limiter::per_minute(per_minute));
+        self
+    }
+}
+
+// The parts the key check needs (auth.rs asks for them, not for the whole state).
+impl FromRef<AppState> for Client {
+    fn from_ref(state: &AppState) -> Client {
+        state.client.clone()
+    }
+}
+
+impl FromRef<AppState> for KeyCache {
+    fn from_ref(state: &AppState) -> KeyCache {
+        state.keys.clone()
+    }
+}

@@ -1,0 +1,23 @@
+//! The database's schema: the `triggers` extension (and pgmq, which it requires),
+//! created where missing, for the embedded cluster and for DATABASE_URL alike.
+
+use crate::error::StartupError;
+
+/// Creates pgmq and triggers in the connected database unless they exist. Serialised by
+/// an advisory lock so servers starting together do not race on `CREATE EXTENSION`.
+pub async fn ensure_extension(client: &tokio_postgres::Client) -> Result<(), StartupError> {
+    client
+        .batch_execute(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(hashtext('triggers: create extension'));
+             CREATE EXTENSION IF NOT EXISTS triggers CASCADE;
+             COMMIT;",
+        )
+        .await
+        .map_err(|e| {
+            let detail = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string());
+            StartupError::Database(format!(
+                "cannot create the triggers extension: {detail} (scripts/setup.sh installs it into the system Postgres)"
+            ))
+        })
+}

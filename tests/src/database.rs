@@ -1,0 +1,118 @@
+//! Databases for tests: one shared embedded cluster per test binary (started by the
+//! same code as `triggers serve`'s default), a fresh database with the extension per test.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use crate::process::postgres_processes_of;
+
+/// A database of its own, with the extension, in a cluster shared by the tests of one
+/// test binary (started once, by the same code as the embedded default).
+pub async fn test_database(name: &str) -> tokio_postgres::Config {
+    let mut config = shared_cluster().clone();
+    let admin = connect(&config).await;
+    let db = format!("t_{name}");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .expect("create test database");
+    }
+    config.dbname(&db);
+    connect(&config)
+        .await
+        .batch_execute("CREATE EXTENSION triggers CASCADE")
+        .await
+        .expect("create extension");
+    config
+}
+
+/// A `postgres://` URL for `config` (a database of [`test_database`]), for a process
+/// that takes DATABASE_URL.
+pub fn database_url(config: &tokio_postgres::Config) -> String {
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let user = config.get_user().unwrap_or("postgres");
+    let port = config.get_ports()[0];
+    let db = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}:{password}@127.0.0.1:{port}/{db}")
+}
+
+/// A connection whose driver runs on the current runtime.
+pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+fn shared_cluster() -> &'static tokio_postgres::Config {
+    static CONFIG: std::sync::OnceLock<tokio_postgres::Config> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        // Postgres is stopped when the thread that started it exits (parent-death
+        // signal), so it is started from a thread that lives as long as the process.
+        std::thread::spawn(move || {
+            remove_stale_clusters();
+            let dir =
+                std::env::temp_dir().join(format!("triggers-test-cluster-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let options = triggers_server::embedded::ClusterOptions {
+                data_dir: dir,
+                pg_config: None,
+            };
+            let cluster = runtime
+                .block_on(triggers_server::embedded::Cluster::start(&options))
+                .expect("start the shared test cluster");
+            let mut config = cluster.config();
+            config.dbname("postgres");
+            tx.send(config).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("shared cluster config")
+    })
+}
+
+/// Removes shared clusters left behind by test processes that have exited.
+fn remove_stale_clusters() {
+    for entry in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("triggers-test-cluster-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            && postgres_processes_of(&entry.path()).is_empty()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The single bigint `sql` returns.
+pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
