@@ -1,4 +1,4 @@
-//! What both harnesses need: the `--seconds` argument and a private cluster.
+//! What the harnesses share: their arguments, a private cluster, connections.
 
 use std::path::PathBuf;
 
@@ -34,4 +34,28 @@ pub async fn private_cluster(name: &str) -> (Cluster, PathBuf) {
         .await
         .expect("start a private cluster");
     (cluster, dir)
+}
+
+/// A connection whose driver runs on the current runtime.
+#[allow(dead_code)] // triggers-http-load connects through the client crate
+pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// A private cluster (see [`private_cluster`]) with the raw pgmq queue `bench_raw`, the
+/// baseline's; returns a connection to it too.
+#[allow(dead_code)] // triggers-http-load measures raw pgmq.send on its own queue
+pub async fn cluster_with_raw_queue(name: &str) -> (Cluster, PathBuf, tokio_postgres::Client) {
+    let (cluster, dir) = private_cluster(name).await;
+    let admin = connect(&cluster.config()).await;
+    admin
+        .batch_execute("SELECT pgmq.create('bench_raw')")
+        .await
+        .expect("raw queue");
+    (cluster, dir, admin)
 }

@@ -12,14 +12,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::connect;
 use futures_util::future::join_all;
 use tokio_postgres::{Client, Config, NoTls};
-
-async fn connect(config: &Config) -> Client {
-    let (client, connection) = config.connect(NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
-}
 
 /// Runs `sql` (one statement, one transaction) on `conns` connections for `secs`;
 /// returns statements per second. The clock starts once every connection is open.
@@ -85,13 +80,8 @@ fn row(name: &str, ours: f64, baseline: f64, unit: &str, target: &str) {
 #[tokio::main]
 async fn main() {
     let secs = common::seconds_arg(5.0);
-    let (mut cluster, dir) = common::private_cluster("triggers-load").await;
+    let (mut cluster, dir, admin) = common::cluster_with_raw_queue("triggers-load").await;
     let config = cluster.config();
-    let admin = connect(&config).await;
-    admin
-        .batch_execute("SELECT pgmq.create('bench_raw')")
-        .await
-        .expect("raw queue");
     let sc: String = admin
         .query_one("SHOW synchronous_commit", &[])
         .await

@@ -14,13 +14,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, Config, NoTls};
-
-async fn connect(config: &Config) -> Client {
-    let (client, connection) = config.connect(NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
-}
+use common::connect;
+use tokio_postgres::Config;
 
 /// One side of the comparison: how it produces 100 events, drains up to 500 (returns
 /// how many it finished), and which table is its queue.
@@ -143,13 +138,8 @@ async fn soak(config: &Config, side: &Side, run_for: Duration) -> Soak {
 #[tokio::main]
 async fn main() {
     let run_for = Duration::from_secs_f64(common::seconds_arg(20.0));
-    let (mut cluster, dir) = common::private_cluster("triggers-soak").await;
+    let (mut cluster, dir, admin) = common::cluster_with_raw_queue("triggers-soak").await;
     let config = cluster.config();
-    let admin = connect(&config).await;
-    admin
-        .batch_execute("SELECT pgmq.create('bench_raw')")
-        .await
-        .expect("raw queue");
     println!(
         "10,000 events/s offered for {run_for:?} per side, one consumer, autovacuum_naptime = 1s\n"
     );
