@@ -13,7 +13,7 @@ DECLARE
 BEGIN
     PERFORM triggers._check_text('tenant', tenant);
     PERFORM triggers._check_text('name', name);
-    v_token := 'trg_' || v_key_id || '_' || triggers._random_token(32);
+    v_token := triggers._key_prefix() || v_key_id || '_' || triggers._random_token(32);
     INSERT INTO triggers.api_keys (key_id, tenant, name, key_hash)
     VALUES (v_key_id, create_api_key.tenant, create_api_key.name, sha256(convert_to(v_token, 'UTF8')));
     RETURN v_token;
@@ -31,7 +31,7 @@ BEGIN
     IF api_key IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'api_key must not be NULL';
     END IF;
-    v_key_id := coalesce(substring(api_key FROM '^trg_([A-Za-z0-9]+)_'), api_key);
+    v_key_id := coalesce(substring(api_key FROM '^' || triggers._key_prefix() || '([A-Za-z0-9]+)_'), api_key);
     UPDATE triggers.api_keys k SET revoked_at = triggers._now()
      WHERE k.key_id = v_key_id AND k.tenant = revoke_api_key.tenant AND k.revoked_at IS NULL;
     RETURN FOUND;
@@ -44,10 +44,11 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v triggers.api_keys;
 BEGIN
-    IF token IS NULL OR token !~ '^trg_[A-Za-z0-9]+_[A-Za-z0-9]+$' OR length(token) > 200 THEN
+    IF token IS NULL OR token !~ ('^' || triggers._key_prefix() || '[A-Za-z0-9]+_[A-Za-z0-9]+$') OR length(token) > 200 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG009', MESSAGE = 'API key is malformed';
     END IF;
-    SELECT * INTO v FROM triggers.api_keys k WHERE k.key_id = substring(token FROM '^trg_([A-Za-z0-9]+)_');
+    SELECT * INTO v FROM triggers.api_keys k
+     WHERE k.key_id = substring(token FROM '^' || triggers._key_prefix() || '([A-Za-z0-9]+)_');
     IF NOT FOUND OR NOT triggers._bytes_equal(v.key_hash, sha256(convert_to(token, 'UTF8'))) THEN
         RAISE EXCEPTION USING ERRCODE = 'TG009', MESSAGE = 'API key is not valid';
     END IF;
