@@ -22,6 +22,9 @@ CREATE TABLE triggers.config (
     queue_delay_ms         integer NOT NULL DEFAULT 5000    CHECK (queue_delay_ms BETWEEN 0 AND 3600000),
     -- How many times triggers.retry may queue a failed event again.
     max_manual_retries     integer NOT NULL DEFAULT 3       CHECK (max_manual_retries BETWEEN 0 AND 100),
+    -- What a stream does when its head is dead-lettered: go on with the next event
+    -- ('continue'), or stop until the head is retried, redriven or skipped ('halt').
+    stream_failure_policy  text    NOT NULL DEFAULT 'continue' CHECK (stream_failure_policy IN ('continue', 'halt')),
     CHECK (backoff_base_ms <= backoff_cap_ms)
 );
 INSERT INTO triggers.config DEFAULT VALUES;
@@ -88,6 +91,20 @@ CREATE TABLE triggers.streams (
     PRIMARY KEY (tenant, stream)
 );
 
+-- How far processing has come on each stream (sql/streams.sql). Producers lock
+-- `streams`, workers lock this: one never waits on the other. A worker holds a stream's
+-- row for its whole batch, which is what keeps two workers off one stream.
+CREATE TABLE triggers.stream_progress (
+    tenant        text        NOT NULL,
+    stream        text        NOT NULL,
+    -- Every seq up to here is finished (stored, or dead-lettered and passed).
+    done_seq      bigint      NOT NULL DEFAULT 0 CHECK (done_seq >= 0),
+    -- Set while the stream is halted on this dead-lettered head (policy 'halt').
+    halted_event  uuid        NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, stream)
+) WITH (fillfactor = 70);
+
 -- Exact counts of events by status, maintained by statement triggers on events.
 -- Writers only append deltas (no row is updated, so writers never wait on each other or
 -- deadlock); one worker at a time folds them into metric_totals. Reads sum both.
@@ -141,15 +158,23 @@ SELECT pgmq.create('triggers_events_dlq');
 -- Every read updates vt and read_ct: leave room for HOT updates and vacuum early.
 ALTER TABLE pgmq.q_triggers_events SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02,
     autovacuum_vacuum_insert_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
--- Messages held by a claim that died carry headers (process.sql) and are processed one
--- at a time; this index finds them, and is empty the rest of the time.
-CREATE INDEX q_triggers_events_alone_idx ON pgmq.q_triggers_events (msg_id) WHERE headers IS NOT NULL;
+-- pgmq's `headers` column is ours on this queue: NULL for an event on no stream,
+-- {"tenant", "stream", "seq"} for one on a stream, and "alone": true on a message held
+-- by a claim that died (process.sql). Messages held by a claim that died are claimed
+-- one at a time; this index finds those on no stream, and is empty the rest of the time.
+CREATE INDEX q_triggers_events_alone_idx ON pgmq.q_triggers_events (msg_id)
+    WHERE headers ? 'alone' AND NOT headers ? 'seq';
+-- Stream messages by (tenant, stream, seq): the stream claim walks it (streams.sql).
+CREATE INDEX q_triggers_events_stream_idx ON pgmq.q_triggers_events
+    ((headers->>'tenant'), (headers->>'stream'), ((headers->>'seq')::bigint))
+    WHERE headers ? 'seq';
 
 -- Tables created by an extension script belong to the extension, and pg_dump skips the
 -- data of extension tables unless told otherwise: keep events and queued messages.
 SELECT pg_catalog.pg_extension_config_dump('triggers.events', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.idempotency_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.streams', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.stream_progress', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.metric_deltas', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.metric_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.latency_deltas', '');

@@ -37,12 +37,23 @@ BEGIN
          WHERE d.msg_id IN (SELECT x.msg_id FROM pgmq.q_triggers_events_dlq x
                              WHERE x.message->>'tenant' = redrive.tenant
                              ORDER BY x.msg_id LIMIT lim FOR UPDATE SKIP LOCKED)
-        RETURNING d.msg_id, d.message
+        RETURNING d.msg_id, d.message - 'error' - 'failed_at' - 'attempts' - 'last_error' - 'debug' AS m
+    ), queued AS (
+        INSERT INTO pgmq.q_triggers_events (vt, message, headers)
+        SELECT triggers._now(), mv.m,
+               CASE WHEN triggers._malformed(mv.m) IS NULL
+                    THEN triggers._stream_headers(mv.m->>'tenant', mv.m->>'stream', (mv.m->>'seq')::bigint) END
+          FROM moved mv ORDER BY mv.msg_id
+        RETURNING message
+    ), unhalted AS (
+        -- A stream halted on a redriven event takes it back at its head.
+        UPDATE triggers.stream_progress p SET halted_event = NULL, updated_at = triggers._now()
+          FROM queued qd
+         WHERE p.tenant = qd.message->>'tenant' AND p.stream = qd.message->>'stream'
+           AND p.halted_event = CASE WHEN triggers._malformed(qd.message) IS NULL
+                                     THEN (qd.message->>'event_id')::uuid END
     )
-    INSERT INTO pgmq.q_triggers_events (vt, message)
-    SELECT triggers._now(), m.message - 'error' - 'failed_at' - 'attempts' - 'last_error' - 'debug'
-      FROM moved m ORDER BY m.msg_id;
-    GET DIAGNOSTICS v_n = ROW_COUNT;
+    SELECT count(*) INTO v_n FROM queued;
     IF v_n > 0 THEN
         PERFORM triggers._wake();
     END IF;

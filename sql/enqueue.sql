@@ -33,6 +33,29 @@ LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION triggers._next_seq IS 'Internal: the next gapless position on a stream.';
 
+-- The queue headers of an event on a stream (NULL for one on no stream): what the
+-- stream claim finds it by (streams.sql).
+CREATE FUNCTION triggers._stream_headers(tenant text, stream text, seq bigint) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN seq IS NOT NULL THEN jsonb_build_object('tenant', tenant, 'stream', stream, 'seq', seq) END
+$$;
+COMMENT ON FUNCTION triggers._stream_headers IS 'Internal: the queue headers of an event on a stream, or NULL.';
+
+-- The next position on a stream, and for its first event the stream's progress row
+-- (created here, by the producer, so that no two workers race to create it).
+CREATE FUNCTION triggers._stream_seq(tenant text, stream text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq bigint := triggers._next_seq(tenant, stream);
+BEGIN
+    IF v_seq = 1 THEN
+        INSERT INTO triggers.stream_progress AS p (tenant, stream) VALUES (_stream_seq.tenant, _stream_seq.stream)
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN v_seq;
+END $$;
+COMMENT ON FUNCTION triggers._stream_seq IS 'Internal: the next position on a stream; the first creates its progress row.';
+
 -- How long an event waits before it can be processed: config.queue_delay_ms for
 -- debug = queue_delay, else not at all.
 CREATE FUNCTION triggers._debug_delay(debug text, delay_ms int) RETURNS interval
@@ -85,6 +108,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := triggers._now();
     v_error text;
+    v_seq bigint;
     cfg triggers.config;
 BEGIN
     SELECT * INTO cfg FROM triggers.config;
@@ -109,13 +133,15 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    INSERT INTO pgmq.q_triggers_events (vt, message)
+    IF enqueue_ex.stream IS NOT NULL THEN
+        v_seq := triggers._stream_seq(enqueue_ex.tenant, enqueue_ex.stream);
+    END IF;
+    INSERT INTO pgmq.q_triggers_events (vt, message, headers)
     VALUES (v_now + triggers._debug_delay(enqueue_ex.debug, cfg.queue_delay_ms),
             triggers._message(enqueue_ex.event_id, enqueue_ex.tenant, enqueue_ex.payload,
                               enqueue_ex.metadata, enqueue_ex.idempotency_key, enqueue_ex.stream,
-                              CASE WHEN enqueue_ex.stream IS NOT NULL
-                                   THEN triggers._next_seq(enqueue_ex.tenant, enqueue_ex.stream) END,
-                              enqueue_ex.debug, v_now));
+                              v_seq, enqueue_ex.debug, v_now),
+            triggers._stream_headers(enqueue_ex.tenant, enqueue_ex.stream, v_seq));
     PERFORM triggers._wake(cfg.notify_throttle_ms);
 END $$;
 COMMENT ON FUNCTION triggers.enqueue_ex IS
@@ -226,7 +252,7 @@ BEGIN
                                WHERE k.tenant = enqueue_batch_ex.tenant
                                  AND k.idempotency_key = e->>'idempotency_key'
                                  AND k.event_id <> v_ids[ord])
-                          THEN triggers._next_seq(enqueue_batch_ex.tenant, e->>'stream') END ORDER BY ord)
+                          THEN triggers._stream_seq(enqueue_batch_ex.tenant, e->>'stream') END ORDER BY ord)
       INTO v_seqs
       FROM (SELECT e, ord FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord) ORDER BY ord) x;
 
@@ -238,10 +264,11 @@ BEGIN
                             AND k.idempotency_key = e->>'idempotency_key'), v_ids[ord]) AS id
           FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord)
     ), queued AS (
-        INSERT INTO pgmq.q_triggers_events (vt, message)
+        INSERT INTO pgmq.q_triggers_events (vt, message, headers)
         SELECT v_now + triggers._debug_delay(e->>'debug', cfg.queue_delay_ms),
                triggers._message(id, enqueue_batch_ex.tenant, e->'payload', nullif(e->'metadata', 'null'),
-                                 e->>'idempotency_key', e->>'stream', v_seqs[ord], e->>'debug', v_now)
+                                 e->>'idempotency_key', e->>'stream', v_seqs[ord], e->>'debug', v_now),
+               triggers._stream_headers(enqueue_batch_ex.tenant, e->>'stream', v_seqs[ord])
           FROM items WHERE id = fresh_id
          ORDER BY ord
     )

@@ -171,10 +171,16 @@ BEGIN
     -- Its dead letter, if any, is superseded by the new attempt.
     DELETE FROM pgmq.q_triggers_events_dlq d
      WHERE d.message->>'event_id' = v.event_id::text AND d.message->>'tenant' = v.tenant;
-    INSERT INTO pgmq.q_triggers_events (vt, message)
+    INSERT INTO pgmq.q_triggers_events (vt, message, headers)
     VALUES (v_now,
             triggers._message(v.event_id, v.tenant, v.payload, v.metadata, v.idempotency_key, v.stream,
-                              v.seq, NULL, v.created_at));
+                              v.seq, NULL, v.created_at),
+            triggers._stream_headers(v.tenant, v.stream, v.seq));
+    -- On a stream halted on this event, the event takes its place again at the head.
+    IF v.stream IS NOT NULL THEN
+        UPDATE triggers.stream_progress p SET halted_event = NULL, updated_at = v_now
+         WHERE p.tenant = v.tenant AND p.stream = v.stream AND p.halted_event = v.event_id;
+    END IF;
     PERFORM triggers._wake();
     RETURN v.manual_retries + 1;
 END $$;

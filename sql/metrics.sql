@@ -93,8 +93,8 @@ CREATE TRIGGER events_count_delete AFTER DELETE ON triggers.events
 
 /*
  * Metrics of one tenant, or of all when tenant is NULL: total, pending, delivered,
- * failed (exact), queue_depth, dlq_count, last_processed_at, processing_rate_per_min
- * (last 5 minutes), oldest_queued_age_s, and latency_ms p50/p95/p99 from created_at
+ * failed (exact), queue_depth, dlq_count, streams_waiting, streams_halted,
+ * last_processed_at, processing_rate_per_min (last 5 minutes), oldest_queued_age_s, and latency_ms p50/p95/p99 from created_at
  * to processed_at over the last 5 minutes (from a log histogram, within about 10%).
  */
 CREATE FUNCTION triggers.metrics(tenant text DEFAULT NULL) RETURNS jsonb
@@ -103,6 +103,7 @@ DECLARE
     v_counts record;
     v_queue record;
     v_dlq bigint;
+    v_streams record;
     v_lat record;
     v_since timestamptz := date_trunc('minute', now()) - interval '4 minutes';
 BEGIN
@@ -121,6 +122,15 @@ BEGIN
       FROM pgmq.q_triggers_events q WHERE metrics.tenant IS NULL OR q.message->>'tenant' = metrics.tenant;
     SELECT count(*) INTO v_dlq FROM pgmq.q_triggers_events_dlq d
      WHERE metrics.tenant IS NULL OR d.message->>'tenant' = metrics.tenant;
+    -- Streams held back: halted on a dead head, or waiting on a head that backs off.
+    SELECT count(*) FILTER (WHERE p.halted_event IS NOT NULL) AS halted,
+           count(*) FILTER (WHERE p.halted_event IS NULL AND EXISTS (
+               SELECT 1 FROM pgmq.q_triggers_events q
+                WHERE q.headers ? 'seq' AND q.headers->>'tenant' = p.tenant AND q.headers->>'stream' = p.stream
+                  AND (q.headers->>'seq')::bigint = p.done_seq + 1 AND q.vt > now())) AS waiting
+      INTO v_streams
+      FROM triggers.stream_progress p
+     WHERE metrics.tenant IS NULL OR p.tenant = metrics.tenant;
     WITH h AS (
         SELECT l.bucket, sum(l.n) AS n
           FROM (SELECT m.tenant, m.minute, m.bucket, m.n FROM triggers.latency_minutes m WHERE m.minute >= v_since
@@ -144,6 +154,8 @@ BEGIN
         'failed', v_counts.failed,
         'queue_depth', v_queue.depth,
         'dlq_count', v_dlq,
+        'streams_waiting', v_streams.waiting,
+        'streams_halted', v_streams.halted,
         'last_processed_at', v_counts.last_processed_at,
         'processing_rate_per_min', round(coalesce(v_lat.total, 0) / 5.0, 1),
         'oldest_queued_age_s', round(coalesce(v_queue.oldest, 0)::numeric, 3),

@@ -64,7 +64,8 @@ BEGIN
            coalesce((m->>'created_at')::timestamptz, v_now), v_now, v_now,
            greatest(rc - 1, 0), m->>'idempotency_key'
       FROM unnest(messages, read_cts) AS t(m, rc)
-     ORDER BY 1
+     -- Events of a stream in seq order (stored in order, not only committed together).
+     ORDER BY m->>'stream', (m->>'seq')::bigint, 1
     ON CONFLICT ON CONSTRAINT events_pkey DO NOTHING;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
     -- Rows that existed already: only a failed one changes. A separate statement, run
@@ -113,6 +114,10 @@ COMMENT ON FUNCTION triggers._claim_died IS
  * backs off (min(cap, base * 2^(attempt-1))) through the message's visibility time;
  * past max_retries, and at once for malformed messages or debug=dlq_routing, the message
  * moves to triggers_events_dlq and the event is recorded as failed.
+ * Events on a stream are claimed as runs in seq order (streams.sql) and stored in that
+ * order; a run stops at the first event that cannot finish now, so nothing overtakes it.
+ * Calls alternate between taking streams first and events on no stream first, each
+ * side filling what the other leaves.
  * A claim that never finished (its backend died, or statement_timeout cancelled it,
  * which no exception handler sees) is counted by the next claim of its messages: each
  * gets one attempt more, is hidden for visibility_timeout seconds, and is from then on
@@ -127,18 +132,46 @@ DECLARE
     cfg triggers.config;
     v_now timestamptz := triggers._now();
     v_alone record;
-    v_ids bigint[];
-    v_msgs jsonb[];
-    v_read_cts int[];
-    v_died boolean[];
+    v_streams_first boolean;
+    -- Every claimed message, in claim order; the stream ones also in s_* (run order).
+    v_ids bigint[] := '{}';
+    v_msgs jsonb[] := '{}';
+    v_read_cts int[] := '{}';
+    v_died boolean[] := '{}';
+    s_ids bigint[] := '{}';
+    s_msgs jsonb[] := '{}';
+    s_rcs int[] := '{}';
+    s_lockers xid[] := '{}';
+    s_keys text[] := '{}';
+    s_seqs bigint[] := '{}';
+    s_dones bigint[] := '{}';
+    -- What to store, with each one's stream key, seq and the stream's done_seq (NULL
+    -- off streams), so the per-message fallback can keep a stream's order.
     v_ok_ids bigint[] := '{}';
     v_ok_msgs jsonb[] := '{}';
     v_ok_rcs int[] := '{}';
+    v_ok_keys text[] := '{}';
+    v_ok_seqs bigint[] := '{}';
+    v_ok_dones bigint[] := '{}';
+    v_broken text[] := '{}';
+    v_broken_seqs bigint[] := '{}';
+    s_plans text[] := '{}';
+    s_whys text[] := '{}';
     v_done_ids bigint[] := '{}';
     v_fail_ids bigint[] := '{}';
     v_fail_errors text[] := '{}';
     v_dlq_ids bigint[] := '{}';
     v_dlq_whys text[] := '{}';
+    v_dead_ids bigint[] := '{}';
+    v_cut boolean;
+    v_why text;
+    v_key text;
+    v_done bigint;
+    v_halted uuid;
+    v_stop boolean;
+    p_keys text[] := '{}';
+    p_dones bigint[] := '{}';
+    p_halted uuid[] := '{}';
     v_n int;
     i int;
     k int;
@@ -155,12 +188,12 @@ BEGIN
     END IF;
     read := 0; stored := 0; retried := 0; dead_lettered := 0;
 
-    -- First, a message that was held by a claim that died (headers set, see below), if
-    -- one is visible: it is claimed alone, so if it kills this claim too, no other
-    -- message is charged an attempt. The partial index makes this free when none is.
+    -- First, a message on no stream that was held by a claim that died, if one is
+    -- visible: it is claimed alone, so if it kills this claim too, no other message is
+    -- charged an attempt. The partial index makes this free when there is none.
     SELECT q.msg_id AS id, q.read_ct + 1 AS rc, q.message AS m, q.xmax AS locker INTO v_alone
       FROM pgmq.q_triggers_events q
-     WHERE q.headers IS NOT NULL AND q.vt <= v_now
+     WHERE q.headers ? 'alone' AND NOT q.headers ? 'seq' AND q.vt <= v_now
      ORDER BY q.msg_id
      LIMIT 1
        FOR UPDATE SKIP LOCKED;
@@ -175,44 +208,75 @@ BEGIN
             v_fail_ids := v_ids; v_fail_errors := ARRAY['processing failed (debug flag processing_error)'];
         ELSE
             v_ok_ids := v_ids; v_ok_msgs := v_msgs; v_ok_rcs := v_read_cts;
+            v_ok_keys := ARRAY[NULL::text]; v_ok_seqs := ARRAY[NULL::bigint]; v_ok_dones := ARRAY[NULL::bigint];
         END IF;
     ELSE
-        -- Claim and validate, as one static statement: malformed or dlq_routing -> DLQ
-        -- now; processing_error -> a retryable failure; the rest -> store. Claimed
-        -- messages are row-locked until this transaction ends (other workers skip them),
-        -- which is what pgmq.read's vt update buys, without writing a new version of
-        -- every message: a committed batch deletes or re-times each message it claimed;
-        -- an aborted one leaves them as they were, to be counted by the next claim.
-        WITH claimed AS (
-            SELECT q.msg_id AS id, q.read_ct + 1 AS rc, q.message AS m, q.xmax AS locker
-              FROM pgmq.q_triggers_events q
-             WHERE q.vt <= v_now AND q.headers IS NULL
-             ORDER BY q.msg_id
-             LIMIT batch_size
-               FOR UPDATE SKIP LOCKED
-        ), x AS MATERIALIZED (
-            -- Materialized: inlined, _malformed would run once per FILTER below, not once.
-            SELECT c.id, c.m, c.rc, triggers._malformed(c.m) AS why,
-                   coalesce(c.m->>'debug' = 'processing_error', false) AS fail,
-                   CASE WHEN c.locker = '0'::xid THEN false ELSE triggers._claim_died(c.locker) END AS died
-              FROM claimed c
-        )
-        -- One Aggregate node feeds every array the same rows in the same order, so the
-        -- arrays line up without sorting each of them.
-        SELECT array_agg(x.id), array_agg(x.m), array_agg(x.rc), array_agg(x.died),
-               coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
-               coalesce(array_agg(x.m) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
-               coalesce(array_agg(x.rc) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
-               coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
-               coalesce(array_agg('processing failed (debug flag processing_error)'::text)
-                        FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
-               coalesce(array_agg(x.id) FILTER (WHERE x.why IS NOT NULL), '{}'),
-               coalesce(array_agg(x.why) FILTER (WHERE x.why IS NOT NULL), '{}')
-          INTO v_ids, v_msgs, v_read_cts, v_died, v_ok_ids, v_ok_msgs, v_ok_rcs,
-               v_fail_ids, v_fail_errors, v_dlq_ids, v_dlq_whys
-          FROM x;
+        v_streams_first := coalesce(current_setting('triggers.claim_turn', true), '') <> 'plain';
+        PERFORM set_config('triggers.claim_turn', CASE WHEN v_streams_first THEN 'plain' ELSE 'streams' END, false);
+        IF v_streams_first THEN
+            SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.m), '{}'), coalesce(array_agg(c.rc), '{}'),
+                   coalesce(array_agg(c.locker), '{}'), coalesce(array_agg(c.tenant || E'\x1f' || c.stream), '{}'),
+                   coalesce(array_agg(c.seq), '{}'), coalesce(array_agg(c.done_seq), '{}')
+              INTO s_ids, s_msgs, s_rcs, s_lockers, s_keys, s_seqs, s_dones
+              FROM triggers._claim_streams(v_now, batch_size) c;
+        END IF;
+        IF cardinality(s_ids) < batch_size THEN
+            -- Claim and validate, as one static statement: malformed or dlq_routing -> DLQ
+            -- now; processing_error -> a retryable failure; the rest -> store. Claimed
+            -- messages are row-locked until this transaction ends (other workers skip
+            -- them), which is what pgmq.read's vt update buys, without writing a new
+            -- version of every message: a committed batch deletes or re-times each
+            -- message it claimed; an aborted one leaves them as they were, to be counted
+            -- by the next claim.
+            WITH claimed AS (
+                SELECT q.msg_id AS id, q.read_ct + 1 AS rc, q.message AS m, q.xmax AS locker
+                  FROM pgmq.q_triggers_events q
+                 WHERE q.vt <= v_now AND q.headers IS NULL
+                 ORDER BY q.msg_id
+                 LIMIT batch_size - cardinality(s_ids)
+                   FOR UPDATE SKIP LOCKED
+            ), x AS MATERIALIZED (
+                -- Materialized: inlined, _malformed would run once per FILTER below.
+                SELECT c.id, c.m, c.rc, triggers._malformed(c.m) AS why,
+                       coalesce(c.m->>'debug' = 'processing_error', false) AS fail,
+                       CASE WHEN c.locker = '0'::xid THEN false ELSE triggers._claim_died(c.locker) END AS died
+                  FROM claimed c
+            )
+            -- One Aggregate node feeds every array the same rows in the same order, so
+            -- the arrays line up without sorting each of them.
+            SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.m), '{}'),
+                   coalesce(array_agg(x.rc), '{}'), coalesce(array_agg(x.died), '{}'),
+                   coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
+                   coalesce(array_agg(x.m) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
+                   coalesce(array_agg(x.rc) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
+                   coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
+                   coalesce(array_agg('processing failed (debug flag processing_error)'::text)
+                            FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
+                   coalesce(array_agg(x.id) FILTER (WHERE x.why IS NOT NULL), '{}'),
+                   coalesce(array_agg(x.why) FILTER (WHERE x.why IS NOT NULL), '{}')
+              INTO v_ids, v_msgs, v_read_cts, v_died, v_ok_ids, v_ok_msgs, v_ok_rcs,
+                   v_fail_ids, v_fail_errors, v_dlq_ids, v_dlq_whys
+              FROM x;
+            v_ok_keys := array_fill(NULL::text, ARRAY[cardinality(v_ok_ids)]);
+            v_ok_seqs := array_fill(NULL::bigint, ARRAY[cardinality(v_ok_ids)]);
+            v_ok_dones := v_ok_seqs;
+        END IF;
+        IF NOT v_streams_first AND cardinality(v_ids) < batch_size THEN
+            SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.m), '{}'), coalesce(array_agg(c.rc), '{}'),
+                   coalesce(array_agg(c.locker), '{}'), coalesce(array_agg(c.tenant || E'\x1f' || c.stream), '{}'),
+                   coalesce(array_agg(c.seq), '{}'), coalesce(array_agg(c.done_seq), '{}')
+              INTO s_ids, s_msgs, s_rcs, s_lockers, s_keys, s_seqs, s_dones
+              FROM triggers._claim_streams(v_now, batch_size - cardinality(v_ids)) c;
+        END IF;
+        -- The stream messages join the others, in run order.
+        FOR i IN 1..cardinality(s_ids) LOOP
+            v_ids := v_ids || s_ids[i];
+            v_msgs := v_msgs || s_msgs[i];
+            v_read_cts := v_read_cts || s_rcs[i];
+            v_died := v_died || (s_lockers[i] <> '0'::xid AND triggers._claim_died(s_lockers[i]));
+        END LOOP;
     END IF;
-    v_n := coalesce(array_length(v_ids, 1), 0);
+    v_n := cardinality(v_ids);
     IF v_n = 0 THEN
         PERFORM triggers._fold_metrics();
         RETURN NEXT;
@@ -232,72 +296,168 @@ BEGIN
                     format('processing did not finish in %s attempts (the backend died or the statement was cancelled, e.g. by statement_timeout)',
                            v_read_cts[i]));
                 dead_lettered := dead_lettered + 1;
+                v_dead_ids := v_dead_ids || v_ids[i];
             ELSE
                 UPDATE pgmq.q_triggers_events q
                    SET vt = v_now + make_interval(secs => visibility_timeout), read_ct = v_read_cts[i],
-                       last_read_at = v_now, headers = '{"alone": true}',
+                       last_read_at = v_now, headers = coalesce(q.headers, '{}') || '{"alone": true}',
                        message = q.message || jsonb_build_object('last_error',
                            'processing did not finish (the backend died or the statement was cancelled)')
                  WHERE q.msg_id = v_ids[i];
                 retried := retried + 1;
             END IF;
         END LOOP;
-        PERFORM triggers._fold_metrics(1000);
-        RETURN NEXT;
-        RETURN;
-    END IF;
-    read := v_n;
+        -- Stream messages only counted here: their streams stay where they were, except
+        -- that one whose head was dead-lettered moves past it, or halts on it.
+        v_ok_ids := '{}'; v_done_ids := '{}';
+    ELSE
+        read := v_n;
+        -- Sort the stream messages: a run stops (the rest of it is left as it is) after
+        -- a message that fails now, and after a dead letter on a stream that halts.
+        -- Their failures and dead letters wait until the store below has shown that
+        -- nothing before them on their stream failed.
+        v_cut := false;
+        FOR i IN 1..cardinality(s_ids) LOOP
+            IF i = 1 OR s_keys[i] <> s_keys[i - 1] THEN
+                v_cut := false;
+            END IF;
+            v_why := NULL;
+            IF v_cut AND s_seqs[i] > s_dones[i] THEN
+                s_plans := s_plans || 'leave'::text;
+            ELSE
+                v_why := triggers._malformed(s_msgs[i]);
+                s_plans := s_plans || CASE
+                    WHEN v_why IS NOT NULL THEN 'dlq'
+                    WHEN coalesce(s_msgs[i]->>'debug' = 'processing_error', false) THEN 'fail'
+                    ELSE 'store' END;
+            END IF;
+            s_whys := s_whys || v_why;
+            IF s_plans[i] = 'dlq' THEN
+                v_cut := v_cut OR (cfg.stream_failure_policy = 'halt' AND s_seqs[i] > s_dones[i]);
+            ELSIF s_plans[i] = 'fail' THEN
+                v_cut := v_cut OR s_seqs[i] > s_dones[i];
+            ELSIF s_plans[i] = 'store' THEN
+                v_ok_ids := v_ok_ids || s_ids[i];
+                v_ok_msgs := v_ok_msgs || s_msgs[i];
+                v_ok_rcs := v_ok_rcs || s_rcs[i];
+                v_ok_keys := v_ok_keys || s_keys[i];
+                v_ok_seqs := v_ok_seqs || s_seqs[i];
+                v_ok_dones := v_ok_dones || s_dones[i];
+            END IF;
+        END LOOP;
 
-    FOR i IN 1..coalesce(array_length(v_dlq_ids, 1), 0) LOOP
-        k := array_position(v_ids, v_dlq_ids[i]);
-        PERFORM triggers._dead_letter(v_ids[k], v_msgs[k], v_read_cts[k], v_dlq_whys[i]);
-        dead_lettered := dead_lettered + 1;
-    END LOOP;
-
-    -- Store: the whole batch in one subtransaction; if anything in it fails, each
-    -- message alone, so only the failing ones fail.
-    IF coalesce(array_length(v_ok_ids, 1), 0) > 0 THEN
-        BEGIN
-            PERFORM triggers._store(v_ok_msgs, v_ok_rcs);
-            v_done_ids := v_ok_ids;
-        EXCEPTION WHEN OTHERS THEN
-            FOR i IN 1..array_length(v_ok_ids, 1) LOOP
-                BEGIN
-                    PERFORM triggers._store(ARRAY[v_ok_msgs[i]], ARRAY[v_ok_rcs[i]]);
-                    v_done_ids := v_done_ids || v_ok_ids[i];
-                EXCEPTION WHEN OTHERS THEN
-                    v_fail_ids := v_fail_ids || v_ok_ids[i];
-                    v_fail_errors := v_fail_errors || (SQLSTATE || ': ' || SQLERRM);
-                END;
-            END LOOP;
-        END;
-        -- Remove what was stored. Deliberately here, in the top-level transaction that
-        -- holds the row locks: a delete from inside a subtransaction would leave a
-        -- MultiXact as the rows' xmax, which index scans can never mark as surely dead,
-        -- so every later claim would walk past all of them until vacuum.
-        DELETE FROM pgmq.q_triggers_events q WHERE q.msg_id = ANY(v_done_ids);
-        stored := coalesce(array_length(v_done_ids, 1), 0);
-    END IF;
-
-    -- Retryable failures: back off, or dead-letter once attempts exceed max_retries.
-    FOR i IN 1..coalesce(array_length(v_fail_ids, 1), 0) LOOP
-        k := array_position(v_ids, v_fail_ids[i]);
-        IF v_read_cts[k] > cfg.max_retries THEN
-            PERFORM triggers._dead_letter(v_ids[k], v_msgs[k], v_read_cts[k], v_fail_errors[i]);
+        FOR i IN 1..cardinality(v_dlq_ids) LOOP
+            k := array_position(v_ids, v_dlq_ids[i]);
+            PERFORM triggers._dead_letter(v_ids[k], v_msgs[k], v_read_cts[k], v_dlq_whys[i]);
             dead_lettered := dead_lettered + 1;
-        ELSE
-            UPDATE pgmq.q_triggers_events q
-               SET vt = v_now
-                        + make_interval(secs => triggers._backoff_ms(v_read_cts[k], cfg.backoff_base_ms, cfg.backoff_cap_ms) / 1000.0),
-                   read_ct = v_read_cts[k], last_read_at = v_now,
-                   message = q.message || jsonb_build_object('last_error', v_fail_errors[i])
-             WHERE q.msg_id = v_ids[k];
-            retried := retried + 1;
+            v_dead_ids := v_dead_ids || v_ids[k];
+        END LOOP;
+
+        -- Store: the whole batch in one subtransaction; if anything in it fails, each
+        -- message alone, so only the failing ones fail, and on a stream, nothing after
+        -- a failure is stored (it waits for the next batch, behind the failure).
+        IF cardinality(v_ok_ids) > 0 THEN
+            BEGIN
+                PERFORM triggers._store(v_ok_msgs, v_ok_rcs);
+                v_done_ids := v_ok_ids;
+            EXCEPTION WHEN OTHERS THEN
+                FOR i IN 1..cardinality(v_ok_ids) LOOP
+                    CONTINUE WHEN v_ok_keys[i] = ANY(v_broken) AND v_ok_seqs[i] > v_ok_dones[i];
+                    BEGIN
+                        PERFORM triggers._store(ARRAY[v_ok_msgs[i]], ARRAY[v_ok_rcs[i]]);
+                        v_done_ids := v_done_ids || v_ok_ids[i];
+                    EXCEPTION WHEN OTHERS THEN
+                        v_fail_ids := v_fail_ids || v_ok_ids[i];
+                        v_fail_errors := v_fail_errors || (SQLSTATE || ': ' || SQLERRM);
+                        IF v_ok_seqs[i] > v_ok_dones[i] THEN
+                            v_broken := v_broken || v_ok_keys[i];
+                            v_broken_seqs := v_broken_seqs || v_ok_seqs[i];
+                        END IF;
+                    END;
+                END LOOP;
+            END;
+            -- Remove what was stored. Deliberately here, in the top-level transaction that
+            -- holds the row locks: a delete from inside a subtransaction would leave a
+            -- MultiXact as the rows' xmax, which index scans can never mark as surely
+            -- dead, so every later claim would walk past all of them until vacuum.
+            DELETE FROM pgmq.q_triggers_events q WHERE q.msg_id = ANY(v_done_ids);
+            stored := cardinality(v_done_ids);
+        END IF;
+
+        -- The stream messages' own outcomes, now that the store has run: a message
+        -- behind a failed store on its stream is left as it was (it waits behind it);
+        -- the others' dead letters and failures go ahead.
+        FOR i IN 1..cardinality(s_ids) LOOP
+            k := array_position(v_broken, s_keys[i]);
+            IF s_plans[i] = 'leave'
+               OR (k IS NOT NULL AND s_seqs[i] > v_broken_seqs[k] AND NOT s_ids[i] = ANY(v_done_ids)
+                   AND NOT s_ids[i] = ANY(v_fail_ids)) THEN
+                read := read - 1;  -- claimed, then left as it was: not read
+                s_plans[i] := 'leave';
+            ELSIF s_plans[i] = 'dlq' THEN
+                PERFORM triggers._dead_letter(s_ids[i], s_msgs[i], s_rcs[i], s_whys[i]);
+                dead_lettered := dead_lettered + 1;
+                v_dead_ids := v_dead_ids || s_ids[i];
+            ELSIF s_plans[i] = 'fail' THEN
+                v_fail_ids := v_fail_ids || s_ids[i];
+                v_fail_errors := v_fail_errors || 'processing failed (debug flag processing_error)'::text;
+            END IF;
+        END LOOP;
+
+        -- Retryable failures: back off, or dead-letter once attempts exceed max_retries.
+        FOR i IN 1..cardinality(v_fail_ids) LOOP
+            k := array_position(v_ids, v_fail_ids[i]);
+            IF v_read_cts[k] > cfg.max_retries THEN
+                PERFORM triggers._dead_letter(v_ids[k], v_msgs[k], v_read_cts[k], v_fail_errors[i]);
+                dead_lettered := dead_lettered + 1;
+                v_dead_ids := v_dead_ids || v_ids[k];
+            ELSE
+                UPDATE pgmq.q_triggers_events q
+                   SET vt = v_now
+                            + make_interval(secs => triggers._backoff_ms(v_read_cts[k], cfg.backoff_base_ms, cfg.backoff_cap_ms) / 1000.0),
+                       read_ct = v_read_cts[k], last_read_at = v_now,
+                       message = q.message || jsonb_build_object('last_error', v_fail_errors[i])
+                 WHERE q.msg_id = v_ids[k];
+                retried := retried + 1;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- Where each stream of the batch now stands: done_seq moves over the finished
+    -- prefix of its run (stored, or dead-lettered when the stream continues past dead
+    -- letters); a dead letter on a stream that halts stops it there.
+    FOR i IN 1..cardinality(s_ids) LOOP
+        IF i = 1 OR s_keys[i] <> s_keys[i - 1] THEN
+            v_key := s_keys[i]; v_done := s_dones[i]; v_halted := NULL; v_stop := false;
+        END IF;
+        IF NOT v_stop AND s_seqs[i] > s_dones[i] THEN
+            IF s_ids[i] = ANY(v_done_ids) THEN
+                v_done := s_seqs[i];
+            ELSIF s_ids[i] = ANY(v_dead_ids) AND cfg.stream_failure_policy = 'continue' THEN
+                v_done := s_seqs[i];
+            ELSIF s_ids[i] = ANY(v_dead_ids) THEN
+                v_halted := (s_msgs[i]->>'event_id')::uuid;
+                v_stop := true;
+            ELSE
+                v_stop := true;
+            END IF;
+        END IF;
+        IF (i = cardinality(s_ids) OR s_keys[i + 1] <> s_keys[i])
+           AND (v_done <> s_dones[i] OR v_halted IS NOT NULL) THEN
+            p_keys := p_keys || v_key;
+            p_dones := p_dones || v_done;
+            p_halted := p_halted || v_halted;
         END IF;
     END LOOP;
+    IF cardinality(p_keys) > 0 THEN
+        UPDATE triggers.stream_progress p
+           SET done_seq = t.done, halted_event = t.halted, updated_at = v_now
+          FROM unnest(p_keys, p_dones, p_halted) AS t(key, done, halted)
+         WHERE p.tenant = split_part(t.key, E'\x1f', 1) AND p.stream = split_part(t.key, E'\x1f', 2);
+    END IF;
     -- Under load, fold at most once a second per session; an idle worker folds at once.
     PERFORM triggers._fold_metrics(1000);
     RETURN NEXT;
 END $$;
 COMMENT ON FUNCTION triggers.process_batch IS
-    'The workflow: claims up to batch_size messages and for each validates, stores, counts and removes it, with retries, backoff and the dead-letter queue. One transaction; visibility_timeout hides the messages of a claim that never finished.';
+    'The workflow: claims up to batch_size messages (runs of streams in seq order) and for each validates, stores, counts and removes it, with retries, backoff and the dead-letter queue. One transaction; visibility_timeout hides the messages of a claim that never finished.';

@@ -197,6 +197,12 @@ pub struct Metrics {
     pub queue_depth: i64,
     /// Messages in the dead-letter queue.
     pub dlq_count: i64,
+    /// Streams whose head backs off after a failure, the rest of the stream waiting.
+    #[serde(default)]
+    pub streams_waiting: i64,
+    /// Streams halted on a dead-lettered head (`stream_failure_policy = 'halt'`).
+    #[serde(default)]
+    pub streams_halted: i64,
     /// When processing last stored an event.
     pub last_processed_at: Option<DateTime<Utc>>,
     /// Events stored per minute over the last five minutes.

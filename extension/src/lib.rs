@@ -13,6 +13,7 @@
 //! | `sql/validate.sql` | what a valid event is: every rule once |
 //! | `sql/enqueue.sql` | `enqueue`, `enqueue_batch`, the wake-up NOTIFY |
 //! | `sql/metrics.sql` | exact counters (statement triggers), `metrics()` |
+//! | `sql/streams.sql` | ordered streams: the run claim, `streams()`, `resume_stream` |
 //! | `sql/process.sql` | `process_batch`: claim, store, retry backoff, the DLQ move |
 //! | `sql/inbox.sql` | `inbox`, `get_event`, `ack`, `retry` |
 //! | `sql/dlq.sql` | `dead_letters`, `redrive` |
@@ -31,8 +32,8 @@ pub mod api;
 
 // The tables, the settings row and the pgmq queues exist before any function.
 pgrx::extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-// Each file after the ones whose SQL-language functions it calls (plpgsql bodies are
-// resolved when they run, so only those need an order).
+// Each file after everything its functions call, SQL or Rust, so that a function is
+// defined before any function that calls it.
 pgrx::extension_sql_file!("../../sql/clock.sql", name = "clock");
 pgrx::extension_sql_file!(
     "../../sql/validate.sql",
@@ -42,7 +43,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../../sql/enqueue.sql",
     name = "enqueue",
-    requires = ["validate"]
+    requires = ["validate", api::ids::_uuid_v7]
 );
 pgrx::extension_sql_file!(
     "../../sql/metrics.sql",
@@ -50,14 +51,24 @@ pgrx::extension_sql_file!(
     requires = ["clock"]
 );
 pgrx::extension_sql_file!(
+    "../../sql/streams.sql",
+    name = "streams",
+    requires = ["enqueue"]
+);
+pgrx::extension_sql_file!(
     "../../sql/process.sql",
     name = "process",
-    requires = ["enqueue", "metrics"]
+    requires = ["enqueue", "metrics", "streams", api::ids::_backoff_ms]
 );
 pgrx::extension_sql_file!(
     "../../sql/inbox.sql",
     name = "inbox",
-    requires = ["process"]
+    requires = [
+        "process",
+        api::cursor::_cursor,
+        api::cursor::_cursor_created_at,
+        api::cursor::_cursor_event_id
+    ]
 );
 pgrx::extension_sql_file!("../../sql/dlq.sql", name = "dlq", requires = ["process"]);
 pgrx::extension_sql_file!(
@@ -65,7 +76,16 @@ pgrx::extension_sql_file!(
     name = "retention",
     requires = ["metrics"]
 );
-pgrx::extension_sql_file!("../../sql/keys.sql", name = "keys", requires = ["validate"]);
+pgrx::extension_sql_file!(
+    "../../sql/keys.sql",
+    name = "keys",
+    requires = [
+        "validate",
+        api::ids::_random_token,
+        api::keys::_bytes_equal,
+        api::keys::_key_prefix
+    ]
+);
 // Last, once every SQL and Rust function exists.
 pgrx::extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 

@@ -12,4 +12,5 @@ mod metrics;
 mod process;
 mod retention;
 mod schema;
+mod streams;
 mod validate;

@@ -218,8 +218,11 @@ manual_retries integer NO 0";
         assert_eq!(
             indexes,
             "CREATE INDEX q_triggers_events_alone_idx ON pgmq.q_triggers_events USING btree (msg_id) \
-             WHERE (headers IS NOT NULL); \
+             WHERE ((headers ? 'alone'::text) AND (NOT (headers ? 'seq'::text))); \
              CREATE UNIQUE INDEX q_triggers_events_pkey ON pgmq.q_triggers_events USING btree (msg_id); \
+             CREATE INDEX q_triggers_events_stream_idx ON pgmq.q_triggers_events USING btree \
+             (((headers ->> 'tenant'::text)), ((headers ->> 'stream'::text)), \
+             (((headers ->> 'seq'::text))::bigint)) WHERE (headers ? 'seq'::text); \
              CREATE INDEX q_triggers_events_vt_idx ON pgmq.q_triggers_events USING btree (vt)"
         );
         let am: String = one(

@@ -76,6 +76,15 @@ pub(super) async fn prometheus(
         &[(&t, m.dlq_count as f64)],
     );
     metric(
+        "triggers_streams",
+        "gauge",
+        "Streams held back: waiting on a backing-off head, or halted on a dead one.",
+        &[
+            (&format!("{t},state=\"waiting\""), m.streams_waiting as f64),
+            (&format!("{t},state=\"halted\""), m.streams_halted as f64),
+        ],
+    );
+    metric(
         "triggers_oldest_queued_age_seconds",
         "gauge",
         "Age of the oldest queued message.",

@@ -217,6 +217,8 @@ pub struct MetricsData {
     failed: i64,
     queue_depth: i64,
     dlq_count: i64,
+    streams_waiting: i64,
+    streams_halted: i64,
     last_processed_at: Option<String>,
     processing_rate_per_min: f64,
     oldest_queued_age_s: f64,
