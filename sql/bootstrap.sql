@@ -89,7 +89,8 @@ CREATE TABLE triggers.streams (
     stream   text   NOT NULL,
     last_seq bigint NOT NULL,
     PRIMARY KEY (tenant, stream)
-);
+-- Every enqueue on a stream updates its row: leave room for HOT updates.
+) WITH (fillfactor = 50);
 
 -- How far processing has come on each stream (sql/streams.sql). Producers lock
 -- `streams`, workers lock this: one never waits on the other. A worker holds a stream's
@@ -164,6 +165,9 @@ ALTER TABLE pgmq.q_triggers_events SET (fillfactor = 70, autovacuum_vacuum_scale
 -- one at a time; this index finds those on no stream, and is empty the rest of the time.
 CREATE INDEX q_triggers_events_alone_idx ON pgmq.q_triggers_events (msg_id)
     WHERE headers ? 'alone' AND NOT headers ? 'seq';
+-- Messages on no stream, by msg_id: the plain claim walks this, so that queued stream
+-- messages (which it leaves to the stream claim) are never in its way.
+CREATE INDEX q_triggers_events_plain_idx ON pgmq.q_triggers_events (msg_id) WHERE headers IS NULL;
 -- Stream messages by (tenant, stream, seq): the stream claim walks it (streams.sql).
 CREATE INDEX q_triggers_events_stream_idx ON pgmq.q_triggers_events
     ((headers->>'tenant'), (headers->>'stream'), ((headers->>'seq')::bigint))

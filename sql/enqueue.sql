@@ -134,7 +134,13 @@ BEGIN
         END IF;
     END IF;
     IF enqueue_ex.stream IS NOT NULL THEN
-        v_seq := triggers._stream_seq(enqueue_ex.tenant, enqueue_ex.stream);
+        -- A stream that exists: one UPDATE. Its first event: the upsert and its progress row.
+        UPDATE triggers.streams s SET last_seq = s.last_seq + 1
+         WHERE s.tenant = enqueue_ex.tenant AND s.stream = enqueue_ex.stream
+        RETURNING s.last_seq INTO v_seq;
+        IF NOT FOUND THEN
+            v_seq := triggers._stream_seq(enqueue_ex.tenant, enqueue_ex.stream);
+        END IF;
     END IF;
     INSERT INTO pgmq.q_triggers_events (vt, message, headers)
     VALUES (v_now + triggers._debug_delay(enqueue_ex.debug, cfg.queue_delay_ms),

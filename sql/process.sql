@@ -2,6 +2,7 @@
 -- each, validates -> stores -> counts (metrics.sql's triggers) -> removes it; failures
 -- retry with exponential backoff, then go to the dead-letter queue (dlq.sql reads it).
 -- Where retry backoff is decided: process_batch, with _backoff_ms (triggers-core).
+-- (Long: process_batch is one transaction whose steps are easiest to follow in one place.)
 
 -- Why a message cannot be processed at all (goes straight to the DLQ), or NULL.
 CREATE FUNCTION triggers._malformed(message jsonb) RETURNS text
@@ -164,6 +165,7 @@ DECLARE
     v_dlq_whys text[] := '{}';
     v_dead_ids bigint[] := '{}';
     v_cut boolean;
+    v_plain boolean := false;
     v_why text;
     v_key text;
     v_done bigint;
@@ -269,12 +271,13 @@ BEGIN
               FROM triggers._claim_streams(v_now, batch_size - cardinality(v_ids)) c;
         END IF;
         -- The stream messages join the others, in run order.
-        FOR i IN 1..cardinality(s_ids) LOOP
-            v_ids := v_ids || s_ids[i];
-            v_msgs := v_msgs || s_msgs[i];
-            v_read_cts := v_read_cts || s_rcs[i];
-            v_died := v_died || (s_lockers[i] <> '0'::xid AND triggers._claim_died(s_lockers[i]));
-        END LOOP;
+        IF cardinality(s_ids) > 0 THEN
+            v_ids := v_ids || s_ids;
+            v_msgs := v_msgs || s_msgs;
+            v_read_cts := v_read_cts || s_rcs;
+            v_died := v_died || ARRAY(SELECT CASE WHEN u.l = '0'::xid THEN false ELSE triggers._claim_died(u.l) END
+                                        FROM unnest(s_lockers) WITH ORDINALITY AS u(l, o) ORDER BY u.o);
+        END IF;
     END IF;
     v_n := cardinality(v_ids);
     IF v_n = 0 THEN
@@ -316,8 +319,20 @@ BEGIN
         -- a message that fails now, and after a dead letter on a stream that halts.
         -- Their failures and dead letters wait until the store below has shown that
         -- nothing before them on their stream failed.
+        -- As a rule none fails, and they all go to the store as they are.
+        v_plain := NOT EXISTS (SELECT 1 FROM unnest(s_msgs) AS u(m)
+                                WHERE triggers._malformed(u.m) IS NOT NULL OR u.m->>'debug' = 'processing_error');
+        IF v_plain THEN
+            s_plans := array_fill('store'::text, ARRAY[cardinality(s_ids)]);
+            v_ok_ids := v_ok_ids || s_ids;
+            v_ok_msgs := v_ok_msgs || s_msgs;
+            v_ok_rcs := v_ok_rcs || s_rcs;
+            v_ok_keys := v_ok_keys || s_keys;
+            v_ok_seqs := v_ok_seqs || s_seqs;
+            v_ok_dones := v_ok_dones || s_dones;
+        END IF;
         v_cut := false;
-        FOR i IN 1..cardinality(s_ids) LOOP
+        FOR i IN 1..CASE WHEN v_plain THEN 0 ELSE cardinality(s_ids) END LOOP
             IF i = 1 OR s_keys[i] <> s_keys[i - 1] THEN
                 v_cut := false;
             END IF;
@@ -387,7 +402,7 @@ BEGIN
         -- The stream messages' own outcomes, now that the store has run: a message
         -- behind a failed store on its stream is left as it was (it waits behind it);
         -- the others' dead letters and failures go ahead.
-        FOR i IN 1..cardinality(s_ids) LOOP
+        FOR i IN 1..CASE WHEN v_plain AND cardinality(v_broken) = 0 THEN 0 ELSE cardinality(s_ids) END LOOP
             k := array_position(v_broken, s_keys[i]);
             IF s_plans[i] = 'leave'
                OR (k IS NOT NULL AND s_seqs[i] > v_broken_seqs[k] AND NOT s_ids[i] = ANY(v_done_ids)
@@ -426,7 +441,18 @@ BEGIN
     -- Where each stream of the batch now stands: done_seq moves over the finished
     -- prefix of its run (stored, or dead-lettered when the stream continues past dead
     -- letters); a dead letter on a stream that halts stops it there.
-    FOR i IN 1..cardinality(s_ids) LOOP
+    IF v_plain AND cardinality(v_broken) = 0 AND cardinality(s_ids) > 0 THEN
+        -- Every stream message of the batch was stored: each stream is done up to its
+        -- run's last seq (runs come in seq order, one after another).
+        FOR i IN 1..cardinality(s_ids) LOOP
+            IF (i = cardinality(s_ids) OR s_keys[i + 1] <> s_keys[i]) AND s_seqs[i] > s_dones[i] THEN
+                p_keys := p_keys || s_keys[i];
+                p_dones := p_dones || s_seqs[i];
+                p_halted := p_halted || NULL::uuid;
+            END IF;
+        END LOOP;
+    END IF;
+    FOR i IN 1..CASE WHEN v_plain AND cardinality(v_broken) = 0 THEN 0 ELSE cardinality(s_ids) END LOOP
         IF i = 1 OR s_keys[i] <> s_keys[i - 1] THEN
             v_key := s_keys[i]; v_done := s_dones[i]; v_halted := NULL; v_stop := false;
         END IF;
@@ -449,12 +475,12 @@ BEGIN
             p_halted := p_halted || v_halted;
         END IF;
     END LOOP;
-    IF cardinality(p_keys) > 0 THEN
+    -- One primary-key update per stream of the batch (a handful, as a rule).
+    FOR i IN 1..cardinality(p_keys) LOOP
         UPDATE triggers.stream_progress p
-           SET done_seq = t.done, halted_event = t.halted, updated_at = v_now
-          FROM unnest(p_keys, p_dones, p_halted) AS t(key, done, halted)
-         WHERE p.tenant = split_part(t.key, E'\x1f', 1) AND p.stream = split_part(t.key, E'\x1f', 2);
-    END IF;
+           SET done_seq = p_dones[i], halted_event = p_halted[i], updated_at = v_now
+         WHERE p.tenant = split_part(p_keys[i], E'\x1f', 1) AND p.stream = split_part(p_keys[i], E'\x1f', 2);
+    END LOOP;
     -- Under load, fold at most once a second per session; an idle worker folds at once.
     PERFORM triggers._fold_metrics(1000);
     RETURN NEXT;

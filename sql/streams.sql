@@ -13,9 +13,10 @@
 
 /*
  * Claims up to `cap` messages on streams: for each stream visited, its run — messages
- * done_seq+1, done_seq+2, ... while visible and contiguous — in seq order, plus any
- * visible re-run (a retried or redriven event the stream has already passed). Locks
- * each stream's progress row and each message returned. Messages held by a claim that
+ * done_seq+1, done_seq+2, ... while visible and contiguous — in seq order. Locks each
+ * stream's progress row and each message returned. (A retried or redriven event that
+ * its stream has already passed is queued without stream headers, as an event on no
+ * stream: nothing waits for it and it waits for nothing.) Messages held by a claim that
  * died ("alone") come as runs of one.
  */
 CREATE FUNCTION triggers._claim_streams(v_now timestamptz, cap int)
@@ -32,8 +33,7 @@ DECLARE
     v_visits int := 0;
     v_n int := 0;
     v_done bigint;
-    v_expect bigint;
-    r record;
+    v_got int;
 BEGIN
     LOOP
         EXIT WHEN v_n >= cap OR v_visits >= 1000;
@@ -69,35 +69,29 @@ BEGIN
             CONTINUE WHEN NOT FOUND;
             v_done := 0;
         END IF;
-        v_expect := NULL;
-        FOR r IN
-            SELECT q.msg_id, q.read_ct + 1 AS rc, q.message, q.xmax AS locker, q.vt,
-                   (q.headers->>'seq')::bigint AS seq, q.headers ? 'alone' AS alone
-              FROM pgmq.q_triggers_events q
-             WHERE q.headers ? 'seq' AND q.headers->>'tenant' = v_t AND q.headers->>'stream' = v_s
-             ORDER BY (q.headers->>'seq')::bigint
-             LIMIT cap - v_n
-               FOR UPDATE SKIP LOCKED
-        LOOP
-            IF r.seq <= v_done THEN
-                -- A re-run: the stream is past it already; it goes when it is visible.
-                IF r.vt <= v_now THEN
-                    id := r.msg_id; rc := r.rc; m := r.message; locker := r.locker;
-                    tenant := v_t; stream := v_s; seq := r.seq; done_seq := v_done;
-                    RETURN NEXT;
-                    v_n := v_n + 1;
-                END IF;
-                CONTINUE;
-            END IF;
-            -- The run: contiguous, visible; a message held by a claim that died goes alone.
-            EXIT WHEN r.vt > v_now OR (v_expect IS NOT NULL AND (r.seq <> v_expect OR r.alone));
-            id := r.msg_id; rc := r.rc; m := r.message; locker := r.locker;
-            tenant := v_t; stream := v_s; seq := r.seq; done_seq := v_done;
-            RETURN NEXT;
-            v_n := v_n + 1;
-            v_expect := r.seq + 1;
-            EXIT WHEN r.alone;
-        END LOOP;
+        -- The run, in one statement: the messages after done_seq in seq order, kept
+        -- while they are visible and contiguous; one held by a claim that died only
+        -- first, and then alone.
+        RETURN QUERY
+        SELECT x.msg_id, x.rc, x.message, x.locker, v_t, v_s, x.seq, v_done
+          FROM (SELECT c.*, bool_and(c.vt <= v_now AND c.seq = c.first_seq + c.rn - 1
+                                     AND (c.rn = 1 OR NOT c.first_alone))
+                            OVER (ORDER BY c.rn) AS keep
+                  FROM (SELECT q.msg_id, q.read_ct + 1 AS rc, q.message, q.locker, q.vt,
+                               (q.headers->>'seq')::bigint AS seq,
+                               row_number() OVER (ORDER BY (q.headers->>'seq')::bigint) AS rn,
+                               first_value((q.headers->>'seq')::bigint) OVER (ORDER BY (q.headers->>'seq')::bigint) AS first_seq,
+                               first_value(q.headers ? 'alone') OVER (ORDER BY (q.headers->>'seq')::bigint) AS first_alone
+                          FROM (SELECT q.*, q.xmax AS locker FROM pgmq.q_triggers_events q
+                                 WHERE q.headers ? 'seq' AND q.headers->>'tenant' = v_t
+                                   AND q.headers->>'stream' = v_s AND (q.headers->>'seq')::bigint > v_done
+                                 ORDER BY (q.headers->>'seq')::bigint
+                                 LIMIT cap - v_n
+                                   FOR UPDATE SKIP LOCKED) q) c) x
+         WHERE x.keep
+         ORDER BY x.seq;
+        GET DIAGNOSTICS v_got = ROW_COUNT;
+        v_n := v_n + v_got;
     END LOOP;
     -- Next time, start after the last stream visited: round-robin across streams.
     PERFORM set_config('triggers.stream_cursor_tenant', v_t, false),
@@ -105,6 +99,34 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION triggers._claim_streams IS
     'Internal: claims runs of stream messages in seq order, one worker per stream, round-robin across streams.';
+
+-- The rows of streams() and stream(): a tenant's streams by name after `after_cursor`,
+-- or just the one named `one_stream`.
+CREATE FUNCTION triggers._stream_rows(tenant text, one_stream text, lim int, after_cursor text)
+RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid, cursor text)
+LANGUAGE sql STABLE AS $$
+    SELECT s.stream, s.last_seq, coalesce(p.done_seq, 0),
+           CASE WHEN p.halted_event IS NOT NULL THEN 'halted'
+                WHEN h.msg_id IS NULL THEN 'idle'
+                WHEN h.vt > triggers._now() THEN 'waiting'
+                ELSE 'active' END,
+           coalesce(p.halted_event, CASE WHEN h.vt > triggers._now() THEN (h.message->>'event_id')::uuid END),
+           s.stream
+      FROM triggers.streams s
+      LEFT JOIN triggers.stream_progress p ON p.tenant = s.tenant AND p.stream = s.stream
+      LEFT JOIN LATERAL (
+          SELECT q.msg_id, q.vt, q.message FROM pgmq.q_triggers_events q
+           WHERE q.headers ? 'seq' AND q.headers->>'tenant' = s.tenant AND q.headers->>'stream' = s.stream
+             AND (q.headers->>'seq')::bigint > coalesce(p.done_seq, 0)
+           ORDER BY (q.headers->>'seq')::bigint
+           LIMIT 1) h ON true
+     WHERE s.tenant = _stream_rows.tenant
+       AND (one_stream IS NULL OR s.stream = one_stream)
+       AND (after_cursor IS NULL OR s.stream > after_cursor)
+     ORDER BY s.stream
+     LIMIT lim
+$$;
+COMMENT ON FUNCTION triggers._stream_rows IS 'Internal: the rows of streams() and stream().';
 
 /*
  * A tenant's streams by name, after `after_cursor` (the `cursor` of the last row of a
@@ -121,31 +143,22 @@ BEGIN
     IF lim IS NULL OR lim < 1 OR lim > 1000 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 1000, got %s', coalesce(lim::text, 'NULL'));
     END IF;
-    IF after_cursor IS NOT NULL THEN
-        PERFORM triggers._raise(triggers._text_error('after_cursor', after_cursor, 200));
-    END IF;
-    RETURN QUERY
-    SELECT s.stream, s.last_seq, coalesce(p.done_seq, 0),
-           CASE WHEN p.halted_event IS NOT NULL THEN 'halted'
-                WHEN h.msg_id IS NULL THEN 'idle'
-                WHEN h.vt > triggers._now() THEN 'waiting'
-                ELSE 'active' END,
-           coalesce(p.halted_event, CASE WHEN h.vt > triggers._now() THEN (h.message->>'event_id')::uuid END),
-           s.stream
-      FROM triggers.streams s
-      LEFT JOIN triggers.stream_progress p ON p.tenant = s.tenant AND p.stream = s.stream
-      LEFT JOIN LATERAL (
-          SELECT q.msg_id, q.vt, q.message FROM pgmq.q_triggers_events q
-           WHERE q.headers ? 'seq' AND q.headers->>'tenant' = s.tenant AND q.headers->>'stream' = s.stream
-             AND (q.headers->>'seq')::bigint > coalesce(p.done_seq, 0)
-           ORDER BY (q.headers->>'seq')::bigint
-           LIMIT 1) h ON true
-     WHERE s.tenant = streams.tenant AND (after_cursor IS NULL OR s.stream > after_cursor)
-     ORDER BY s.stream
-     LIMIT lim;
+    PERFORM triggers._raise(triggers._text_error('after_cursor', after_cursor, 200));
+    RETURN QUERY SELECT * FROM triggers._stream_rows(streams.tenant, NULL, lim, after_cursor);
 END $$;
 COMMENT ON FUNCTION triggers.streams IS
     'A tenant''s streams: last_seq, done_seq, state (idle, active, waiting, halted) and the blocking event; page with the last row''s cursor.';
+
+/* One stream of the tenant, as streams() shows it; no row when there is none. */
+CREATE FUNCTION triggers.stream(tenant text, name text)
+RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid, cursor text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM triggers._check_text('tenant', stream.tenant);
+    PERFORM triggers._check_text('stream', stream.name);
+    RETURN QUERY SELECT * FROM triggers._stream_rows(stream.tenant, stream.name, 1, NULL);
+END $$;
+COMMENT ON FUNCTION triggers.stream IS 'One stream of the tenant, as streams() shows it; no row when there is none.';
 
 /*
  * Skips the dead-lettered head a stream is halted on (policy 'halt'), so the stream

@@ -16,7 +16,6 @@ pub fn seconds_arg(default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-#[allow(dead_code)] // triggers-load has no --only
 /// Whether the measurement `name` runs: all do, unless `--only a,b` names some.
 pub fn selected(name: &str) -> bool {
     arg("--only").is_none_or(|only| only.split(',').any(|o| o == name))

@@ -3,18 +3,24 @@
 //! raw pgmq operation it builds on, in the same run, and prints the ratios.
 //!
 //! ```text
-//! cargo run --release -p triggers-benches --bin triggers-load [-- --seconds 5]
+//! cargo run --release -p triggers-benches --bin triggers-load \
+//!     [-- --seconds 5] [--only enqueue,batch,drain,client,streams,latency]
 //! ```
-//! (Long: one measurement per table row, each with its baseline beside it.)
+//! (Long: one measurement per table row, each with its baseline beside it; the ordered
+//! streams' rows are in `streams.rs`.)
 
 #[path = "common.rs"]
 mod common;
+#[path = "streams.rs"]
+mod streams;
 
 use std::time::{Duration, Instant};
 
 use common::connect;
 use futures_util::future::join_all;
 use tokio_postgres::{Client, Config, NoTls};
+
+const ENQUEUE: &str = "SELECT triggers.enqueue(payload => '{\"n\": 1}'::jsonb)";
 
 /// Runs `sql` (one statement, one transaction) on `conns` connections for `secs`;
 /// returns statements per second. The clock starts once every connection is open.
@@ -53,7 +59,10 @@ async fn each(client: &Client, statements: &[&str]) {
         client
             .batch_execute(sql)
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            .unwrap_or_else(|e| match e.as_db_error() {
+                Some(db) => panic!("{sql}: {} {}", db.code().code(), db.message()),
+                None => panic!("{sql}: {e}"),
+            });
     }
 }
 
@@ -62,9 +71,11 @@ async fn reset(client: &Client) {
         client,
         &[
             "TRUNCATE pgmq.q_triggers_events, pgmq.q_triggers_events_dlq, pgmq.q_bench_raw,
-                      triggers.events, triggers.idempotency_keys, triggers.metric_deltas,
-                      triggers.metric_totals, triggers.latency_deltas, triggers.latency_minutes",
-            "VACUUM ANALYZE pgmq.q_triggers_events, pgmq.q_bench_raw, triggers.events",
+                      triggers.events, triggers.idempotency_keys, triggers.streams,
+                      triggers.stream_progress, triggers.metric_deltas, triggers.metric_totals,
+                      triggers.latency_deltas, triggers.latency_minutes",
+            "VACUUM ANALYZE pgmq.q_triggers_events, pgmq.q_bench_raw, triggers.events,
+                            triggers.streams, triggers.stream_progress",
         ],
     )
     .await;
@@ -88,37 +99,39 @@ async fn main() {
         .unwrap()
         .get(0);
     println!("synchronous_commit = {sc}; {secs} s per measurement\n");
-    println!("| measure | triggers | baseline (raw pgmq, or raw tokio-postgres for the client) | ratio | target |");
+    println!("| measure | triggers | baseline (raw pgmq; raw tokio-postgres for the client; no stream for the stream rows) | ratio | target |");
     println!("|---|---|---|---|---|");
 
     // Two rounds in alternating order (raw first, then ours first), so neither side
     // always runs on the warmer or the more bloated cluster.
-    const RAW_SEND: &str = "SELECT pgmq.send('bench_raw', '{\"n\": 1}'::jsonb)";
-    const ENQUEUE: &str = "SELECT triggers.enqueue(payload => '{\"n\": 1}'::jsonb)";
-    for conns in [1usize, 8, 32] {
-        let (mut raw, mut ours) = (0.0, 0.0);
-        for round in 0..2 {
-            for side in [round, 1 - round] {
-                reset(&admin).await;
-                if side == 0 {
-                    raw += rate(&config, conns, secs / 2.0, RAW_SEND).await / 2.0;
-                } else {
-                    ours += rate(&config, conns, secs / 2.0, ENQUEUE).await / 2.0;
+    if common::selected("enqueue") {
+        const RAW_SEND: &str = "SELECT pgmq.send('bench_raw', '{\"n\": 1}'::jsonb)";
+        for conns in [1usize, 8, 32] {
+            let (mut raw, mut ours) = (0.0, 0.0);
+            for round in 0..2 {
+                for side in [round, 1 - round] {
+                    reset(&admin).await;
+                    if side == 0 {
+                        raw += rate(&config, conns, secs / 2.0, RAW_SEND).await / 2.0;
+                    } else {
+                        ours += rate(&config, conns, secs / 2.0, ENQUEUE).await / 2.0;
+                    }
                 }
             }
+            row(
+                &format!("enqueue, {conns} conn"),
+                ours,
+                raw,
+                "tx/s",
+                "≥ 0.85",
+            );
         }
-        row(
-            &format!("enqueue, {conns} conn"),
-            ours,
-            raw,
-            "tx/s",
-            "≥ 0.85",
-        );
     }
 
     // enqueue_batch of 100 vs pgmq.send_batch of 100, events per second.
-    reset(&admin).await;
-    let raw = 100.0
+    if common::selected("batch") {
+        reset(&admin).await;
+        let raw = 100.0
         * rate(
             &config,
             2,
@@ -126,8 +139,8 @@ async fn main() {
             "SELECT pgmq.send_batch('bench_raw', (SELECT array_agg(jsonb_build_object('n', i)) FROM generate_series(1, 100) i))",
         )
         .await;
-    reset(&admin).await;
-    let ours = 100.0
+        reset(&admin).await;
+        let ours = 100.0
         * rate(
             &config,
             2,
@@ -135,96 +148,107 @@ async fn main() {
             "SELECT count(*) FROM triggers.enqueue_batch((SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', i))) FROM generate_series(1, 100) i))",
         )
         .await;
-    row(
-        "enqueue_batch(100), 2 conn",
-        ours,
-        raw,
-        "events/s",
-        "≥ 50,000 events/s",
-    );
+        row(
+            "enqueue_batch(100), 2 conn",
+            ours,
+            raw,
+            "events/s",
+            "≥ 50,000 events/s",
+        );
+    }
 
     // Draining 100,000 events: process_batch(100) vs pgmq read(100) + delete.
-    let n = 100_000;
-    reset(&admin).await;
-    let fill_raw = format!(
+    if common::selected("drain") {
+        let n = 100_000;
+        reset(&admin).await;
+        let fill_raw = format!(
         "SELECT pgmq.send_batch('bench_raw', (SELECT array_agg(jsonb_build_object('n', i)) FROM generate_series(1, {n}) i))"
     );
-    each(&admin, &[&fill_raw]).await;
-    for chunk in 0..n / 10_000 {
-        let fill_ours = format!(
+        each(&admin, &[&fill_raw]).await;
+        for chunk in 0..n / 10_000 {
+            let fill_ours = format!(
             "SELECT count(*) FROM triggers.enqueue_batch((SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', i))) FROM generate_series({}, {}) i))",
             chunk * 10_000 + 1,
             (chunk + 1) * 10_000
         );
-        each(&admin, &[&fill_ours]).await;
-    }
-    each(
-        &admin,
-        &["VACUUM ANALYZE pgmq.q_bench_raw, pgmq.q_triggers_events"],
-    )
-    .await;
-    let raw = drain_rate(
-        &config,
-        2,
-        "WITH r AS (SELECT msg_id FROM pgmq.read('bench_raw', 30, 100))
+            each(&admin, &[&fill_ours]).await;
+        }
+        each(
+            &admin,
+            &["VACUUM ANALYZE pgmq.q_bench_raw, pgmq.q_triggers_events"],
+        )
+        .await;
+        let raw = drain_rate(
+            &config,
+            2,
+            "WITH r AS (SELECT msg_id FROM pgmq.read('bench_raw', 30, 100))
          SELECT count(*)::int FROM r WHERE pgmq.delete('bench_raw', msg_id)",
-    )
-    .await;
-    let ours = drain_rate(&config, 2, "SELECT read FROM triggers.process_batch(100)").await;
-    let stored: i64 = admin
-        .query_one("SELECT count(*) FROM triggers.events", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, n, "every event stored");
-    row(
-        "drain 100k, process_batch(100) vs read+delete, 2 conn",
-        ours,
-        raw,
-        "events/s",
-        "≥ 30,000 events/s, ≥ 0.5",
-    );
+        )
+        .await;
+        let ours = drain_rate(&config, 2, "SELECT read FROM triggers.process_batch(100)").await;
+        let stored: i64 = admin
+            .query_one("SELECT count(*) FROM triggers.events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, n, "every event stored");
+        row(
+            "drain 100k, process_batch(100) vs read+delete, 2 conn",
+            ours,
+            raw,
+            "events/s",
+            "≥ 30,000 events/s, ≥ 0.5",
+        );
+    }
 
     // triggers-client's enqueue vs the same SQL through raw tokio-postgres.
-    let (mut raw, mut ours) = (0.0, 0.0);
-    for round in 0..2 {
-        for side in [round, 1 - round] {
-            reset(&admin).await;
-            if side == 0 {
-                raw += raw_enqueue_rate(&config, secs / 2.0).await / 2.0;
-            } else {
-                ours += client_enqueue_rate(&config, secs / 2.0).await / 2.0;
+    if common::selected("client") {
+        let (mut raw, mut ours) = (0.0, 0.0);
+        for round in 0..2 {
+            for side in [round, 1 - round] {
+                reset(&admin).await;
+                if side == 0 {
+                    raw += raw_enqueue_rate(&config, secs / 2.0).await / 2.0;
+                } else {
+                    ours += client_enqueue_rate(&config, secs / 2.0).await / 2.0;
+                }
             }
         }
+        row(
+            "triggers-client enqueue vs raw tokio-postgres, 1 conn",
+            ours,
+            raw,
+            "calls/s",
+            "≥ 0.95",
+        );
     }
-    row(
-        "triggers-client enqueue vs raw tokio-postgres, 1 conn",
-        ours,
-        raw,
-        "calls/s",
-        "≥ 0.95",
-    );
+
+    if common::selected("streams") {
+        streams::rows(&config, &admin, secs).await;
+    }
 
     // 1,000 events from enqueue to stored, with a worker woken by the notification.
-    reset(&admin).await;
-    let latency = enqueue_to_stored(&config, 1000).await;
-    println!("\n1,000 events, enqueue_batch commit → all stored by a LISTENing worker: {latency:.1} ms (target < 100 ms)");
+    if common::selected("latency") {
+        reset(&admin).await;
+        let latency = enqueue_to_stored(&config, 1000).await;
+        println!("\n1,000 events, enqueue_batch commit → all stored by a LISTENing worker: {latency:.1} ms (target < 100 ms)");
 
-    // An enqueue's wake-up, through triggers-client's Listener: from the call to the
-    // listener woken, vs a bare pg_notify on the same channel (what a wake-up costs
-    // beyond the notification itself).
-    reset(&admin).await;
-    let (ours, raw) = wake_latency(&config, 200).await;
-    println!(
-        "\ncall → triggers-client Listener woken, 200 each, alternating: \
+        // An enqueue's wake-up, through triggers-client's Listener: from the call to the
+        // listener woken, vs a bare pg_notify on the same channel (what a wake-up costs
+        // beyond the notification itself).
+        reset(&admin).await;
+        let (ours, raw) = wake_latency(&config, 200).await;
+        println!(
+            "\ncall → triggers-client Listener woken, 200 each, alternating: \
          enqueue p50 {:.2} ms, p99 {:.2} ms; pg_notify p50 {:.2} ms, p99 {:.2} ms; \
          p50 ratio {:.2} (target: p99 < 50 ms)",
-        ours.0,
-        ours.1,
-        raw.0,
-        raw.1,
-        ours.0 / raw.0
-    );
+            ours.0,
+            ours.1,
+            raw.0,
+            raw.1,
+            ours.0 / raw.0
+        );
+    }
 
     drop(admin);
     cluster.stop();

@@ -11,7 +11,9 @@ use crate::exec::On;
 use crate::inbox::{InboxQuery, Page};
 use crate::listener::Listener;
 use crate::new_event::NewEvent;
-use crate::types::{BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, Settings};
+use crate::types::{
+    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, Settings, StreamInfo, StreamPage,
+};
 
 /// How long a call waits for a pooled connection, or for a new one to open, before it
 /// gives up with [`Error::Unavailable`].
@@ -182,6 +184,27 @@ impl Client {
     /// Moves up to `limit` of the tenant's dead letters back to the queue.
     pub async fn redrive(&self, tenant: &str, limit: i32) -> Result<i32, Error> {
         self.pooled().await?.redrive(tenant, limit).await
+    }
+
+    /// One page of the tenant's ordered streams, by name: up to `limit` (1 to 1000)
+    /// after the stream whose `cursor` is `after` (`None`: from the first).
+    pub async fn streams(
+        &self,
+        tenant: &str,
+        limit: i32,
+        after: Option<&str>,
+    ) -> Result<StreamPage, Error> {
+        self.pooled().await?.streams(tenant, limit, after).await
+    }
+
+    /// One of the tenant's streams, `None` if it has none of that name.
+    pub async fn stream(&self, tenant: &str, name: &str) -> Result<Option<StreamInfo>, Error> {
+        self.pooled().await?.stream(tenant, name).await
+    }
+
+    /// Skips the dead-lettered head a halted stream waits on; returns the new `done_seq`.
+    pub async fn resume_stream(&self, tenant: &str, name: &str) -> Result<i64, Error> {
+        self.pooled().await?.resume_stream(tenant, name).await
     }
 
     /// The processing settings (`triggers.config`).

@@ -40,7 +40,8 @@
 // Layout: client.rs (the pooled Client), exec.rs (how calls reach a connection: Exec,
 // On, on), ops.rs (every SQL call, on On), inbox.rs (inbox queries), rows.rs (result
 // rows → types), new_event.rs (NewEvent, DebugFlag, checks before sending),
-// storable.rs (what Postgres cannot store), types.rs (returned values), error.rs.
+// storable.rs (what Postgres cannot store), types.rs (returned values: events, streams,
+// metrics), error.rs.
 mod client;
 mod error;
 mod exec;
@@ -62,5 +63,5 @@ pub use storable::check_texts;
 pub use triggers_core::{ErrorCode, KEY_PREFIX};
 pub use types::{
     BatchResult, DeadLetter, Enqueued, Event, EventId, Latency, Metrics, Settings, Status,
-    UnknownStatus,
+    StreamInfo, StreamPage, StreamState, UnknownStatus, UnknownStreamState,
 };

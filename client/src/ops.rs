@@ -11,9 +11,14 @@ use crate::error::Error;
 use crate::exec::{Exec, On};
 use crate::inbox::{InboxQuery, Page};
 use crate::new_event::{BatchArray, NewEvent};
-use crate::rows::{dead_letter_from_row, event_from_row, DEAD_LETTER_COLUMNS, EVENT_COLUMNS};
+use crate::rows::{
+    dead_letter_from_row, event_from_row, stream_from_row, DEAD_LETTER_COLUMNS, EVENT_COLUMNS,
+    STREAM_COLUMNS,
+};
 use crate::storable::check_texts;
-use crate::types::{BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, Settings};
+use crate::types::{
+    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, Settings, StreamInfo, StreamPage,
+};
 
 impl<E: Exec> On<E> {
     /// Queues one event. See [`NewEvent`] for its fields.
@@ -148,13 +153,64 @@ impl<E: Exec> On<E> {
             .get(0))
     }
 
+    /// One page of the tenant's ordered streams, by name: up to `limit` (1 to 1000)
+    /// after the stream whose `cursor` is `after` (`None`: from the first).
+    pub async fn streams(
+        &self,
+        tenant: &str,
+        limit: i32,
+        after: Option<&str>,
+    ) -> Result<StreamPage, Error> {
+        check_texts(&[
+            ("tenant", tenant),
+            ("after_cursor", after.unwrap_or_default()),
+        ])?;
+        let sql = format!("SELECT {STREAM_COLUMNS} FROM triggers.streams($1, $2, $3)");
+        let rows = self.conn.all(&sql, &[&tenant, &limit, &after]).await?;
+        let streams = rows
+            .iter()
+            .map(stream_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // A full page may have more after it; a short one is the last.
+        let next_cursor = if rows.len() == limit as usize {
+            streams.last().map(|s| s.cursor.clone())
+        } else {
+            None
+        };
+        Ok(StreamPage {
+            streams,
+            next_cursor,
+        })
+    }
+
+    /// One of the tenant's streams, `None` if it has none of that name.
+    pub async fn stream(&self, tenant: &str, name: &str) -> Result<Option<StreamInfo>, Error> {
+        check_texts(&[("tenant", tenant), ("stream", name)])?;
+        let sql = format!("SELECT {STREAM_COLUMNS} FROM triggers.stream($1, $2)");
+        let rows = self.conn.all(&sql, &[&tenant, &name]).await?;
+        rows.first().map(stream_from_row).transpose()
+    }
+
+    /// Skips the dead-lettered head a halted stream waits on, so the stream goes on
+    /// with its next event; returns the new `done_seq`. [`Error::NotFound`] for a
+    /// stream the tenant does not have, [`Error::InvalidState`] for one not halted.
+    pub async fn resume_stream(&self, tenant: &str, name: &str) -> Result<i64, Error> {
+        check_texts(&[("tenant", tenant), ("stream", name)])?;
+        Ok(self
+            .conn
+            .one("SELECT triggers.resume_stream($1, $2)", &[&tenant, &name])
+            .await?
+            .get(0))
+    }
+
     /// The processing settings (`triggers.config`).
     pub async fn settings(&self) -> Result<Settings, Error> {
         let row = self
             .conn
             .one(
                 "SELECT max_retries, backoff_base_ms, backoff_cap_ms, max_payload_bytes, batch_size, \
-                        visibility_timeout_s, notify_throttle_ms, queue_delay_ms, max_manual_retries \
+                        visibility_timeout_s, notify_throttle_ms, queue_delay_ms, max_manual_retries, \
+                        stream_failure_policy \
                    FROM triggers.config",
                 &[],
             )
@@ -169,6 +225,7 @@ impl<E: Exec> On<E> {
             notify_throttle_ms: row.get(6),
             queue_delay_ms: row.get(7),
             max_manual_retries: row.get(8),
+            stream_failure_policy: row.get(9),
         })
     }
 

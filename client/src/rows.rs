@@ -4,7 +4,7 @@
 use tokio_postgres::Row;
 
 use crate::error::Error;
-use crate::types::{DeadLetter, Event, EventId, UnknownStatus};
+use crate::types::{DeadLetter, Event, EventId, StreamInfo, UnknownStatus, UnknownStreamState};
 
 /// The columns of an event, in the order [`event_from_row`] reads them.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -48,4 +48,26 @@ pub(crate) fn dead_letter_from_row(r: &Row) -> DeadLetter {
         failed_at: r.get(4),
         message: r.get(5),
     }
+}
+
+/// The columns of a stream, in the order [`stream_from_row`] reads them.
+pub(crate) const STREAM_COLUMNS: &str = "stream, last_seq, done_seq, state, blocking_event, cursor";
+
+/// A row of `triggers.streams` (selected with [`STREAM_COLUMNS`]).
+pub(crate) fn stream_from_row(row: &Row) -> Result<StreamInfo, Error> {
+    let decode = |e: tokio_postgres::Error| Error::Decode(e.to_string());
+    let state: String = row.try_get("state").map_err(decode)?;
+    Ok(StreamInfo {
+        name: row.try_get("stream").map_err(decode)?,
+        last_seq: row.try_get("last_seq").map_err(decode)?,
+        done_seq: row.try_get("done_seq").map_err(decode)?,
+        state: state
+            .parse()
+            .map_err(|e: UnknownStreamState| Error::Decode(e.to_string()))?,
+        blocking_event: row
+            .try_get::<_, Option<uuid::Uuid>>("blocking_event")
+            .map_err(decode)?
+            .map(EventId),
+        cursor: row.try_get("cursor").map_err(decode)?,
+    })
 }

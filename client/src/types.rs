@@ -1,5 +1,5 @@
 //! The values the API returns: events, their ids and statuses, and what the calls
-//! report (enqueue results, batch results, settings, dead letters, metrics).
+//! report (enqueue results, batch results, settings, dead letters, streams, metrics).
 
 use std::fmt;
 use std::str::FromStr;
@@ -127,7 +127,7 @@ pub struct BatchResult {
 }
 
 /// The database's processing settings: the row of `triggers.config`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Attempts past the first before a failing message is dead-lettered.
     pub max_retries: i32,
@@ -148,6 +148,10 @@ pub struct Settings {
     pub queue_delay_ms: i32,
     /// Manual retries (`retry`) a failed event may have.
     pub max_manual_retries: i32,
+    /// What a stream does when its head is dead-lettered: `continue` with the next
+    /// event (the default), or `halt` until the head is retried, redriven or skipped
+    /// with `resume_stream`.
+    pub stream_failure_policy: String,
 }
 
 /// A message in the dead-letter queue.
@@ -165,6 +169,90 @@ pub struct DeadLetter {
     pub failed_at: Option<DateTime<Utc>>,
     /// The whole message.
     pub message: Value,
+}
+
+/// Where an ordered stream is (SPEC §4.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamState {
+    /// Nothing of it is queued.
+    Idle,
+    /// Its head is queued and ready, or being processed.
+    Active,
+    /// Its head failed and backs off; the rest of the stream waits behind it.
+    Waiting,
+    /// Its head was dead-lettered under `stream_failure_policy = 'halt'`: the stream
+    /// stops until the head is retried, redriven or skipped (`resume_stream`).
+    Halted,
+}
+
+impl StreamState {
+    /// Every state.
+    pub const ALL: [StreamState; 4] = [
+        StreamState::Idle,
+        StreamState::Active,
+        StreamState::Waiting,
+        StreamState::Halted,
+    ];
+
+    /// The state as the SQL API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamState::Idle => "idle",
+            StreamState::Active => "active",
+            StreamState::Waiting => "waiting",
+            StreamState::Halted => "halted",
+        }
+    }
+}
+
+impl fmt::Display for StreamState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stream state name that is not one of idle, active, waiting, halted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown stream state '{0}': expected idle, active, waiting or halted")]
+pub struct UnknownStreamState(pub String);
+
+impl FromStr for StreamState {
+    type Err = UnknownStreamState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StreamState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownStreamState(s.to_string()))
+    }
+}
+
+/// One ordered stream of a tenant: how far enqueue and processing have come on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Its name.
+    pub name: String,
+    /// The last seq handed out at enqueue.
+    pub last_seq: i64,
+    /// Every seq up to this one is finished (stored, or dead-lettered and passed).
+    pub done_seq: i64,
+    /// Where it is.
+    pub state: StreamState,
+    /// The event it waits on: the backing-off head when waiting, the dead-lettered head
+    /// when halted.
+    pub blocking_event: Option<EventId>,
+    /// Pass to the next `streams` call to read the page after this stream.
+    pub cursor: String,
+}
+
+/// One page of a tenant's streams, by name, and the cursor to the next (`None` on the
+/// last page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPage {
+    /// The streams, ordered by name.
+    pub streams: Vec<StreamInfo>,
+    /// Pass as `after` for the next page.
+    pub next_cursor: Option<String>,
 }
 
 /// Latency from enqueue to stored over the recent window, in milliseconds.
@@ -211,4 +299,25 @@ pub struct Metrics {
     pub oldest_queued_age_s: f64,
     /// Enqueue-to-stored latency.
     pub latency_ms: Latency,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every state reads back from the name the SQL API gives it; anything else is refused.
+    #[test]
+    fn stream_states_round_trip_their_sql_names() {
+        for state in StreamState::ALL {
+            assert_eq!(state.as_str().parse::<StreamState>(), Ok(state));
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::json!(state.as_str())
+            );
+        }
+        assert_eq!(
+            "stuck".parse::<StreamState>(),
+            Err(UnknownStreamState("stuck".into()))
+        );
+    }
 }

@@ -232,7 +232,7 @@ pub async fn run(
         let wait = match client.process_batch(None, None).await {
             Ok(batch) if batch.read > 0 => {
                 lingered = false;
-                if settings.is_some_and(|s| batch.read < s.batch_size) {
+                if settings.as_ref().is_some_and(|s| batch.read < s.batch_size) {
                     let rest = options.gather.saturating_sub(clock.now() - started);
                     if !rest.is_zero() {
                         tokio::select! {
@@ -253,7 +253,7 @@ pub async fn run(
                 lingered = true;
                 options
                     .linger
-                    .or(settings.map(|s| throttle(s.notify_throttle_ms)))
+                    .or(settings.as_ref().map(|s| throttle(s.notify_throttle_ms)))
                     .unwrap_or(DEFAULT_LINGER)
             }
             Ok(_) => options.fallback_poll,

@@ -26,6 +26,7 @@ async fn every_call_works_end_to_end() {
     assert_eq!(client.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
     let settings = client.settings().await.unwrap();
     assert_eq!((settings.batch_size, settings.max_retries), (100, 3));
+    assert_eq!(settings.stream_failure_policy, "continue");
 
     let first = client
         .enqueue(

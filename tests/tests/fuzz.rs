@@ -35,7 +35,9 @@ async fn the_server_keeps_to_its_openapi_document_under_fuzzing() {
     for i in 0..5 {
         client
             .enqueue(
-                &NewEvent::new(json!({"i": i, "big": 12345678901234567890u128})).tenant("fuzz"),
+                &NewEvent::new(json!({"i": i, "big": 12345678901234567890u128}))
+                    .tenant("fuzz")
+                    .stream(if i % 2 == 0 { "s" } else { "t" }),
             )
             .await
             .unwrap();
@@ -60,9 +62,11 @@ async fn the_server_keeps_to_its_openapi_document_under_fuzzing() {
         ])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", "300", "--seed", "20261124"])
+        // One worker: with two threads, CPython 3.11's ast module can fail inside
+        // Schemathesis ("AST constructor recursion depth mismatch", seen here once).
         .args([
             "--workers",
-            "2",
+            "1",
             "--no-color",
             "--suppress-health-check",
             "all",

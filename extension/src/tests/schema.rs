@@ -220,6 +220,8 @@ manual_retries integer NO 0";
             "CREATE INDEX q_triggers_events_alone_idx ON pgmq.q_triggers_events USING btree (msg_id) \
              WHERE ((headers ? 'alone'::text) AND (NOT (headers ? 'seq'::text))); \
              CREATE UNIQUE INDEX q_triggers_events_pkey ON pgmq.q_triggers_events USING btree (msg_id); \
+             CREATE INDEX q_triggers_events_plain_idx ON pgmq.q_triggers_events USING btree (msg_id) \
+             WHERE (headers IS NULL); \
              CREATE INDEX q_triggers_events_stream_idx ON pgmq.q_triggers_events USING btree \
              (((headers ->> 'tenant'::text)), ((headers ->> 'stream'::text)), \
              (((headers ->> 'seq'::text))::bigint)) WHERE (headers ? 'seq'::text); \

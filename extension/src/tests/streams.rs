@@ -195,4 +195,33 @@ mod tests {
             "tenant must not be NULL",
         );
     }
+
+    #[pg_test]
+    fn a_retried_head_of_a_stream_that_went_on_is_stored_without_moving_it_back() {
+        let head = enqueue_debug("a", "dlq_routing");
+        enqueue("a", "{\"n\": 2}");
+        // continue (the default): the dead head is passed, 2 is stored.
+        assert_eq!(stats(), "2 1 0 1");
+        assert_eq!(state("a"), "idle 2 -");
+        assert_eq!(
+            one::<i32>(&format!("SELECT triggers.retry('{head}', 't')")),
+            1
+        );
+        // The stream is past it: it is stored as it comes, and done_seq stays.
+        assert_eq!(stats(), "1 1 0 0");
+        assert_eq!(stored("a"), "1:pending 2:pending");
+        assert_eq!(state("a"), "idle 2 -");
+    }
+
+    #[pg_test]
+    fn streams_of_two_tenants_are_apart() {
+        enqueue("a", "{}");
+        run("SELECT triggers.enqueue('{}', tenant => 'u', stream => 'a')");
+        assert_eq!(stats(), "2 2 0 0");
+        assert_eq!(count("SELECT count(*) FROM triggers.streams('u')"), 1);
+        assert_eq!(
+            count("SELECT count(*) FROM triggers.stream_progress WHERE done_seq = 1"),
+            2
+        );
+    }
 }

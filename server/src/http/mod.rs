@@ -2,12 +2,13 @@
 //!
 //! One file per resource, each with its routes and handlers: events.rs (`POST /events`,
 //! `POST /events/batch`, `GET /events/{id}`), inbox.rs (`GET /inbox`, ack, retry),
-//! dlq.rs, metrics.rs (JSON and Prometheus), health.rs (`/health`, `/ready`),
-//! dashboard.rs (`GET /`), openapi.rs (`/openapi.json`). Beside them: auth.rs (the API
-//! key check), limit.rs (rate limit), correlation.rs (correlation id, request log),
-//! group.rs (group commit), parse.rs (reading paths, queries and bodies), render.rs
-//! (times and events in answers), error.rs (`AppError` and the error codes), shapes.rs
-//! (the document's schema types), state.rs (`AppState`).
+//! dlq.rs, streams.rs (`GET /streams`, `GET /streams/{name}`, resume), metrics.rs (JSON
+//! and Prometheus), health.rs (`/health`, `/ready`), dashboard.rs (`GET /`), openapi.rs
+//! (`/openapi.json`). Beside them: auth.rs (the API key check), limit.rs (rate limit),
+//! correlation.rs (correlation id, request log), group.rs (group commit), parse.rs
+//! (reading paths, queries and bodies), render.rs (times, events and streams in
+//! answers), error.rs (`AppError` and the error codes), shapes.rs (the document's schema
+//! types), state.rs (`AppState`).
 
 mod auth;
 pub mod correlation;
@@ -25,6 +26,7 @@ mod parse;
 mod render;
 mod shapes;
 mod state;
+mod streams;
 
 pub use auth::{KeyCache, Tenant};
 pub use limit::DEFAULT_RATE_LIMIT;
@@ -47,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .merge(events::routes())
         .merge(inbox::routes())
         .merge(dlq::routes())
+        .merge(streams::routes())
         .merge(metrics::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(middleware::from_fn_with_state(

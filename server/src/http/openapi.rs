@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
 use super::error::ErrorCode;
 use super::shapes::*;
 use super::state::AppState;
-use super::{dashboard, dlq, events, health, inbox, metrics};
+use super::{dashboard, dlq, events, health, inbox, metrics, streams};
 
 /// A tenant, stream or idempotency key: no ASCII control character (`_check_text`).
 /// utoipa takes patterns only as literals: each field repeats it, and a test
@@ -149,6 +149,9 @@ fn describe_debug(openapi: &mut utoipa::openapi::OpenApi) {
         inbox::retry,
         dlq::dlq,
         dlq::redrive,
+        streams::list_streams,
+        streams::get_stream,
+        streams::resume_stream,
         metrics::metrics,
         metrics::prometheus,
         dashboard::index,
@@ -157,8 +160,9 @@ fn describe_debug(openapi: &mut utoipa::openapi::OpenApi) {
     components(schemas(
         EventIn, BatchIn, EventOut, StatusName, Accepted, AcceptedData, BatchAccepted,
         BatchAcceptedData, EventEnvelope, InboxPage, Acked, AckedData, Retrying, RetryingData,
-        DeadLetters, DeadLetterOut, Redriven, RedrivenData, MetricsOut, MetricsData,
-        LatencyData, HealthOut, ErrorEnvelope, ErrorBody
+        DeadLetters, DeadLetterOut, Redriven, RedrivenData, StreamOut, StreamStateName,
+        StreamList, StreamListData, StreamEnvelope, Resumed, ResumedData, MetricsOut,
+        MetricsData, LatencyData, HealthOut, ErrorEnvelope, ErrorBody
     )),
     modifiers(&Common),
     security(("api_key" = []))
@@ -201,5 +205,32 @@ mod tests {
             pattern.starts_with("^(") && pattern.ends_with(")$"),
             "{pattern}"
         );
+    }
+
+    /// A stream name or cursor in a path or query follows the one text rule, with the
+    /// extension's lengths (server/tests/http.rs holds the other copies).
+    #[test]
+    fn stream_parameters_follow_the_text_rule() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for (path, method, name) in [
+            ("/streams", "get", "cursor"),
+            ("/streams/{name}", "get", "name"),
+            ("/streams/{name}/resume", "post", "name"),
+        ] {
+            let parameter = doc["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+                .clone();
+            let schema = &parameter["schema"];
+            assert_eq!(schema["pattern"], TEXT_PATTERN, "{method} {path} {name}");
+            assert_eq!(
+                (schema["minLength"].as_u64(), schema["maxLength"].as_u64()),
+                (Some(1), Some(200)),
+                "{method} {path} {name}"
+            );
+        }
     }
 }

@@ -78,6 +78,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// The `{name}` of a route, percent-decoded (a `/` in a name travels as `%2F`); a path
+/// that is not UTF-8 is 400 INVALID_PARAMETER. What the name may hold is the client's
+/// and the extension's to check.
+pub(super) struct NamePath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for NamePath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                AppError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("bad path: {}", e.body_text()),
+                )
+            })?;
+        Ok(NamePath(name))
+    }
+}
+
 /// The query string as a handler takes it: its pairs, or why axum could not read them.
 pub(super) type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 

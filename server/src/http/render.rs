@@ -1,9 +1,9 @@
-//! How answers show values: times as RFC 3339 in UTC with milliseconds, and an event as
-//! the API's JSON.
+//! How answers show values: times as RFC 3339 in UTC with milliseconds, and an event
+//! and a stream as the API's JSON.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
-use triggers_client::Event;
+use triggers_client::{Event, StreamInfo};
 
 /// RFC 3339 in UTC with milliseconds.
 pub(super) fn ts(at: &DateTime<Utc>) -> String {
@@ -30,5 +30,16 @@ pub(super) fn event_json(e: &Event) -> Value {
         "delivered_at": e.delivered_at.as_ref().map(ts),
         "retry_count": e.retry_count,
         "error_message": e.error_message,
+    })
+}
+
+/// A stream as the API shows it (its cursor is the page's `next_cursor`, not per row).
+pub(super) fn stream_json(s: &StreamInfo) -> Value {
+    json!({
+        "name": s.name,
+        "last_seq": s.last_seq,
+        "done_seq": s.done_seq,
+        "state": s.state,
+        "blocking_event": s.blocking_event,
     })
 }

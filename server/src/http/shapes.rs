@@ -199,6 +199,75 @@ pub struct RedrivenData {
     timestamp: String,
 }
 
+/// One ordered stream (SPEC §4.4).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StreamOut {
+    name: String,
+    /// The last seq handed out at enqueue.
+    last_seq: i64,
+    /// Every seq up to this one is finished (stored, or dead-lettered and passed).
+    done_seq: i64,
+    state: StreamStateName,
+    /// The event the stream waits on: its backing-off head (waiting) or its
+    /// dead-lettered head (halted); null otherwise.
+    blocking_event: Option<uuid::Uuid>,
+}
+
+/// Where a stream is: idle (nothing queued), active (its head is ready or being
+/// processed), waiting (its head backs off after a failure), halted (on a dead-lettered
+/// head, `stream_failure_policy = 'halt'`, until it is retried, redriven or resumed).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StreamStateName {
+    Idle,
+    Active,
+    Waiting,
+    Halted,
+}
+
+/// `GET /streams`: one page, by name.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StreamList {
+    data: StreamListData,
+    timestamp: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StreamListData {
+    streams: Vec<StreamOut>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+    limit: i32,
+}
+
+/// `GET /streams/{name}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEnvelope {
+    data: StreamOut,
+    timestamp: String,
+}
+
+/// `POST /streams/{name}/resume`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Resumed {
+    data: ResumedData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ResumedData {
+    name: String,
+    /// The stream's new done_seq: its dead-lettered head is passed.
+    done_seq: i64,
+    timestamp: String,
+}
+
 /// `GET /metrics` (SPEC §5).
 #[derive(ToSchema)]
 #[allow(dead_code)]
