@@ -116,3 +116,61 @@ pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
 }
+
+/// A worker that claims and processes a batch, then hangs before committing (the
+/// batch's locks held); [`HungWorker::kill`] terminates its backend.
+pub struct HungWorker {
+    pid: i32,
+    task: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+impl HungWorker {
+    /// Starts it on a connection of its own and waits (see [`crate::wait_until`]) until
+    /// it is asleep inside its transaction.
+    pub async fn start(
+        config: &tokio_postgres::Config,
+        admin: &tokio_postgres::Client,
+        batch: i32,
+    ) -> HungWorker {
+        let victim = connect(config).await;
+        let pid: i32 = victim
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("backend pid")
+            .get(0);
+        let task = tokio::spawn(async move {
+            victim
+                .batch_execute(&format!(
+                    "BEGIN; SELECT * FROM triggers.process_batch({batch}); SELECT pg_sleep(60); COMMIT;"
+                ))
+                .await
+        });
+        crate::wait_until("the hung worker holds its batch", || async {
+            scalar(
+                admin,
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND wait_event = 'PgSleep'"),
+            )
+            .await
+                == 1
+        })
+        .await;
+        HungWorker { pid, task }
+    }
+
+    /// Terminates its backend; panics unless its transaction died with it.
+    pub async fn kill(self, admin: &tokio_postgres::Client) {
+        let killed: bool = admin
+            .query_one("SELECT pg_terminate_backend($1)", &[&self.pid])
+            .await
+            .expect("terminate")
+            .get(0);
+        assert!(
+            killed,
+            "the hung worker's backend was not there to terminate"
+        );
+        assert!(
+            self.task.await.expect("the hung worker's task").is_err(),
+            "the hung worker's transaction died"
+        );
+    }
+}

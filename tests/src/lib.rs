@@ -10,7 +10,7 @@ mod database;
 mod process;
 mod wait;
 
-pub use database::{connect, database_url, scalar, test_database};
+pub use database::{connect, database_url, scalar, test_database, HungWorker};
 pub use process::{
     bin, free_port, get_json, is_root, postgres_processes_of, run, triggers, Server, TempDir,
     START_TIMEOUT,

@@ -10,7 +10,9 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
-use triggers_tests::{connect, scalar, test_database, wait_until, Notifications, PATIENCE};
+use triggers_tests::{
+    connect, scalar, test_database, wait_until, HungWorker, Notifications, PATIENCE,
+};
 
 async fn enqueue_many(client: &Client, n: usize, tenant: &str) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
@@ -109,47 +111,11 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let admin = connect(&config).await;
     enqueue_many(&admin, 300, "default").await;
 
-    let victim = connect(&config).await;
-    let pid: i32 = victim
-        .query_one("SELECT pg_backend_pid()", &[])
+    // A worker claims and stores a batch, then hangs before committing; it is killed.
+    HungWorker::start(&config, &admin, 100)
         .await
-        .unwrap()
-        .get(0);
-    // The victim claims and stores a batch, then hangs before committing.
-    let hung = tokio::spawn(async move {
-        victim
-            .batch_execute(
-                "BEGIN; SELECT * FROM triggers.process_batch(100); SELECT pg_sleep(60); COMMIT;",
-            )
-            .await
-    });
-    // Wait until its batch is claimed (read_ct set on 100 messages), then kill it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = scalar(
-            &admin,
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND query LIKE '%pg_sleep%' AND wait_event = 'PgSleep'"),
-        )
+        .kill(&admin)
         .await;
-        if waiting == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "victim never reached pg_sleep"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let killed: bool = admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(killed);
-    assert!(
-        hung.await.unwrap().is_err(),
-        "the victim's transaction died"
-    );
 
     // Its work rolled back, leaving its messages untouched: claimable again as soon as
     // the dying backend has released its row locks (which may come a moment after

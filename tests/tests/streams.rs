@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
-use triggers_tests::{connect, scalar, test_database};
+use triggers_tests::{connect, scalar, test_database, HungWorker};
 
 /// Every stream's finished seqs (stored or failed events) are exactly 1..k: describes
 /// the streams where they are not (empty when there is none).
@@ -231,28 +231,7 @@ async fn a_worker_killed_while_holding_a_stream_loses_and_reorders_nothing() {
         )
         .await
         .unwrap();
-    let victim = connect(&config).await;
-    let pid: i32 = victim
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let hung = tokio::spawn(async move {
-        victim
-            .batch_execute(
-                "BEGIN; SELECT * FROM triggers.process_batch(100); SELECT pg_sleep(60); COMMIT;",
-            )
-            .await
-    });
-    triggers_tests::wait_until("the victim holds its run", || async {
-        scalar(
-            &admin,
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND wait_event = 'PgSleep'"),
-        )
-        .await
-            == 1
-    })
-    .await;
+    let hung = HungWorker::start(&config, &admin, 100).await;
     // While it holds the stream, nobody else takes any of it.
     let read: i32 = admin
         .query_one("SELECT read FROM triggers.process_batch(100)", &[])
@@ -260,11 +239,7 @@ async fn a_worker_killed_while_holding_a_stream_loses_and_reorders_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(read, 0, "a second worker took a run of a held stream");
-    admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap();
-    assert!(hung.await.unwrap().is_err());
+    hung.kill(&admin).await;
     // The clock moves a minute per drain, past the visibility timeout of the claim
     // that died; the stream finishes, in order, each event once.
     let mut stored = 0i64;

@@ -61,14 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| {
-                AppError::new(
-                    ErrorCode::InvalidParameter,
-                    format!("bad path: {}", e.body_text()),
-                )
-            })?;
+        let NamePath(raw) = NamePath::from_request_parts(parts, state).await?;
         raw.parse().map(IdPath).map_err(|_| {
             AppError::new(
                 ErrorCode::InvalidParameter,
