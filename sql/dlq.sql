@@ -41,12 +41,8 @@ BEGIN
     ), queued AS (
         INSERT INTO pgmq.q_triggers_events (vt, message, headers)
         SELECT triggers._now(), mv.m,
-               -- Back to its place on its stream, unless the stream has passed it.
-               CASE WHEN triggers._malformed(mv.m) IS NOT NULL THEN NULL
-                    WHEN (mv.m->>'seq')::bigint > coalesce(
-                        (SELECT p.done_seq FROM triggers.stream_progress p
-                          WHERE p.tenant = mv.m->>'tenant' AND p.stream = mv.m->>'stream'), 0)
-                    THEN triggers._stream_headers(mv.m->>'tenant', mv.m->>'stream', (mv.m->>'seq')::bigint) END
+               CASE WHEN triggers._malformed(mv.m) IS NULL
+                    THEN triggers._requeue_headers(mv.m->>'tenant', mv.m->>'stream', (mv.m->>'seq')::bigint) END
           FROM moved mv ORDER BY mv.msg_id
         RETURNING message
     ), unhalted AS (

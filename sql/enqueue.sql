@@ -24,15 +24,6 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION triggers._message IS 'Internal: the queue message of an event.';
 
--- The next position on a stream (1, 2, 3, ...), taken in the caller's transaction.
-CREATE FUNCTION triggers._next_seq(tenant text, stream text) RETURNS bigint
-LANGUAGE sql AS $$
-    INSERT INTO triggers.streams AS s (tenant, stream, last_seq) VALUES (tenant, stream, 1)
-    ON CONFLICT (tenant, stream) DO UPDATE SET last_seq = s.last_seq + 1
-    RETURNING s.last_seq
-$$;
-COMMENT ON FUNCTION triggers._next_seq IS 'Internal: the next gapless position on a stream.';
-
 -- The queue headers of an event on a stream (NULL for one on no stream): what the
 -- stream claim finds it by (streams.sql).
 CREATE FUNCTION triggers._stream_headers(tenant text, stream text, seq bigint) RETURNS jsonb
@@ -41,13 +32,17 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION triggers._stream_headers IS 'Internal: the queue headers of an event on a stream, or NULL.';
 
--- The next position on a stream, and for its first event the stream's progress row
--- (created here, by the producer, so that no two workers race to create it).
+-- The next position on a stream (1, 2, 3, ...), taken in the caller's transaction, and
+-- for its first event the stream's progress row (created here, by the producer, so that
+-- no two workers race to create it).
 CREATE FUNCTION triggers._stream_seq(tenant text, stream text) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_seq bigint := triggers._next_seq(tenant, stream);
+    v_seq bigint;
 BEGIN
+    INSERT INTO triggers.streams AS s (tenant, stream, last_seq) VALUES (_stream_seq.tenant, _stream_seq.stream, 1)
+    ON CONFLICT ON CONSTRAINT streams_pkey DO UPDATE SET last_seq = s.last_seq + 1
+    RETURNING s.last_seq INTO v_seq;
     IF v_seq = 1 THEN
         INSERT INTO triggers.stream_progress AS p (tenant, stream) VALUES (_stream_seq.tenant, _stream_seq.stream)
         ON CONFLICT DO NOTHING;

@@ -175,11 +175,7 @@ BEGIN
     VALUES (v_now,
             triggers._message(v.event_id, v.tenant, v.payload, v.metadata, v.idempotency_key, v.stream,
                               v.seq, NULL, v.created_at),
-            -- On a stream, the event goes back to its place, unless the stream has
-            -- passed it (continue policy): then it goes as an event on no stream.
-            CASE WHEN v.seq > coalesce((SELECT p.done_seq FROM triggers.stream_progress p
-                                         WHERE p.tenant = v.tenant AND p.stream = v.stream), 0)
-                 THEN triggers._stream_headers(v.tenant, v.stream, v.seq) END);
+            triggers._requeue_headers(v.tenant, v.stream, v.seq));
     -- On a stream halted on this event, the event takes its place again at the head.
     IF v.stream IS NOT NULL THEN
         UPDATE triggers.stream_progress p SET halted_event = NULL, updated_at = v_now

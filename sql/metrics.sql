@@ -124,12 +124,10 @@ BEGIN
      WHERE metrics.tenant IS NULL OR d.message->>'tenant' = metrics.tenant;
     -- Streams held back: halted on a dead head, or waiting on a head that backs off.
     SELECT count(*) FILTER (WHERE p.halted_event IS NOT NULL) AS halted,
-           count(*) FILTER (WHERE p.halted_event IS NULL AND EXISTS (
-               SELECT 1 FROM pgmq.q_triggers_events q
-                WHERE q.headers ? 'seq' AND q.headers->>'tenant' = p.tenant AND q.headers->>'stream' = p.stream
-                  AND (q.headers->>'seq')::bigint = p.done_seq + 1 AND q.vt > now())) AS waiting
+           count(*) FILTER (WHERE p.halted_event IS NULL AND h.vt > triggers._now()) AS waiting
       INTO v_streams
       FROM triggers.stream_progress p
+      LEFT JOIN LATERAL triggers._stream_head(p.tenant, p.stream, p.done_seq) h ON true
      WHERE metrics.tenant IS NULL OR p.tenant = metrics.tenant;
     WITH h AS (
         SELECT l.bucket, sum(l.n) AS n

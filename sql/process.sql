@@ -22,6 +22,13 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 COMMENT ON FUNCTION triggers._malformed IS 'Internal: why a message cannot be processed at all, or NULL.';
 
+-- Why processing a well-formed message fails this attempt (a retryable failure), or NULL.
+CREATE FUNCTION triggers._processing_error(message jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN message->>'debug' = 'processing_error' THEN 'processing failed (debug flag processing_error)' END
+$$;
+COMMENT ON FUNCTION triggers._processing_error IS 'Internal: why processing a message fails this attempt, or NULL.';
+
 -- Where the DLQ move is: moves one message to the dead-letter queue and records the
 -- event as failed.
 CREATE FUNCTION triggers._dead_letter(msg_id bigint, message jsonb, read_ct int, error text)
@@ -206,8 +213,8 @@ BEGIN
         v_died := ARRAY[v_alone.locker <> '0'::xid AND triggers._claim_died(v_alone.locker)];
         IF triggers._malformed(v_alone.m) IS NOT NULL THEN
             v_dlq_ids := v_ids; v_dlq_whys := ARRAY[triggers._malformed(v_alone.m)];
-        ELSIF coalesce(v_alone.m->>'debug' = 'processing_error', false) THEN
-            v_fail_ids := v_ids; v_fail_errors := ARRAY['processing failed (debug flag processing_error)'];
+        ELSIF triggers._processing_error(v_alone.m) IS NOT NULL THEN
+            v_fail_ids := v_ids; v_fail_errors := ARRAY[triggers._processing_error(v_alone.m)];
         ELSE
             v_ok_ids := v_ids; v_ok_msgs := v_msgs; v_ok_rcs := v_read_cts;
             v_ok_keys := ARRAY[NULL::text]; v_ok_seqs := ARRAY[NULL::bigint]; v_ok_dones := ARRAY[NULL::bigint];
@@ -216,11 +223,8 @@ BEGIN
         v_streams_first := coalesce(current_setting('triggers.claim_turn', true), '') <> 'plain';
         PERFORM set_config('triggers.claim_turn', CASE WHEN v_streams_first THEN 'plain' ELSE 'streams' END, false);
         IF v_streams_first THEN
-            SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.m), '{}'), coalesce(array_agg(c.rc), '{}'),
-                   coalesce(array_agg(c.locker), '{}'), coalesce(array_agg(c.tenant || E'\x1f' || c.stream), '{}'),
-                   coalesce(array_agg(c.seq), '{}'), coalesce(array_agg(c.done_seq), '{}')
-              INTO s_ids, s_msgs, s_rcs, s_lockers, s_keys, s_seqs, s_dones
-              FROM triggers._claim_streams(v_now, batch_size) c;
+            SELECT * INTO s_ids, s_msgs, s_rcs, s_lockers, s_keys, s_seqs, s_dones
+              FROM triggers._claim_runs(v_now, batch_size);
         END IF;
         IF cardinality(s_ids) < batch_size THEN
             -- Claim and validate, as one static statement: malformed or dlq_routing -> DLQ
@@ -240,7 +244,7 @@ BEGIN
             ), x AS MATERIALIZED (
                 -- Materialized: inlined, _malformed would run once per FILTER below.
                 SELECT c.id, c.m, c.rc, triggers._malformed(c.m) AS why,
-                       coalesce(c.m->>'debug' = 'processing_error', false) AS fail,
+                       triggers._processing_error(c.m) AS fail,
                        CASE WHEN c.locker = '0'::xid THEN false ELSE triggers._claim_died(c.locker) END AS died
                   FROM claimed c
             )
@@ -248,12 +252,11 @@ BEGIN
             -- the arrays line up without sorting each of them.
             SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.m), '{}'),
                    coalesce(array_agg(x.rc), '{}'), coalesce(array_agg(x.died), '{}'),
-                   coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
-                   coalesce(array_agg(x.m) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
-                   coalesce(array_agg(x.rc) FILTER (WHERE x.why IS NULL AND NOT x.fail), '{}'),
-                   coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
-                   coalesce(array_agg('processing failed (debug flag processing_error)'::text)
-                            FILTER (WHERE x.why IS NULL AND x.fail), '{}'),
+                   coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND x.fail IS NULL), '{}'),
+                   coalesce(array_agg(x.m) FILTER (WHERE x.why IS NULL AND x.fail IS NULL), '{}'),
+                   coalesce(array_agg(x.rc) FILTER (WHERE x.why IS NULL AND x.fail IS NULL), '{}'),
+                   coalesce(array_agg(x.id) FILTER (WHERE x.why IS NULL AND x.fail IS NOT NULL), '{}'),
+                   coalesce(array_agg(x.fail) FILTER (WHERE x.why IS NULL AND x.fail IS NOT NULL), '{}'),
                    coalesce(array_agg(x.id) FILTER (WHERE x.why IS NOT NULL), '{}'),
                    coalesce(array_agg(x.why) FILTER (WHERE x.why IS NOT NULL), '{}')
               INTO v_ids, v_msgs, v_read_cts, v_died, v_ok_ids, v_ok_msgs, v_ok_rcs,
@@ -264,11 +267,8 @@ BEGIN
             v_ok_dones := v_ok_seqs;
         END IF;
         IF NOT v_streams_first AND cardinality(v_ids) < batch_size THEN
-            SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.m), '{}'), coalesce(array_agg(c.rc), '{}'),
-                   coalesce(array_agg(c.locker), '{}'), coalesce(array_agg(c.tenant || E'\x1f' || c.stream), '{}'),
-                   coalesce(array_agg(c.seq), '{}'), coalesce(array_agg(c.done_seq), '{}')
-              INTO s_ids, s_msgs, s_rcs, s_lockers, s_keys, s_seqs, s_dones
-              FROM triggers._claim_streams(v_now, batch_size - cardinality(v_ids)) c;
+            SELECT * INTO s_ids, s_msgs, s_rcs, s_lockers, s_keys, s_seqs, s_dones
+              FROM triggers._claim_runs(v_now, batch_size - cardinality(v_ids));
         END IF;
         -- The stream messages join the others, in run order.
         IF cardinality(s_ids) > 0 THEN
@@ -321,7 +321,7 @@ BEGIN
         -- nothing before them on their stream failed.
         -- As a rule none fails, and they all go to the store as they are.
         v_plain := NOT EXISTS (SELECT 1 FROM unnest(s_msgs) AS u(m)
-                                WHERE triggers._malformed(u.m) IS NOT NULL OR u.m->>'debug' = 'processing_error');
+                                WHERE triggers._malformed(u.m) IS NOT NULL OR triggers._processing_error(u.m) IS NOT NULL);
         IF v_plain THEN
             s_plans := array_fill('store'::text, ARRAY[cardinality(s_ids)]);
             v_ok_ids := v_ok_ids || s_ids;
@@ -341,10 +341,12 @@ BEGIN
                 s_plans := s_plans || 'leave'::text;
             ELSE
                 v_why := triggers._malformed(s_msgs[i]);
-                s_plans := s_plans || CASE
-                    WHEN v_why IS NOT NULL THEN 'dlq'
-                    WHEN coalesce(s_msgs[i]->>'debug' = 'processing_error', false) THEN 'fail'
-                    ELSE 'store' END;
+                IF v_why IS NOT NULL THEN
+                    s_plans := s_plans || 'dlq'::text;
+                ELSE
+                    v_why := triggers._processing_error(s_msgs[i]);
+                    s_plans := s_plans || CASE WHEN v_why IS NOT NULL THEN 'fail' ELSE 'store' END;
+                END IF;
             END IF;
             s_whys := s_whys || v_why;
             IF s_plans[i] = 'dlq' THEN
@@ -415,7 +417,7 @@ BEGIN
                 v_dead_ids := v_dead_ids || s_ids[i];
             ELSIF s_plans[i] = 'fail' THEN
                 v_fail_ids := v_fail_ids || s_ids[i];
-                v_fail_errors := v_fail_errors || 'processing failed (debug flag processing_error)'::text;
+                v_fail_errors := v_fail_errors || s_whys[i];
             END IF;
         END LOOP;
 

@@ -100,6 +100,44 @@ END $$;
 COMMENT ON FUNCTION triggers._claim_streams IS
     'Internal: claims runs of stream messages in seq order, one worker per stream, round-robin across streams.';
 
+-- _claim_streams as process_batch takes it: one array per column, in run order, each
+-- stream named by its key tenant || E'\x1f' || stream.
+CREATE FUNCTION triggers._claim_runs(v_now timestamptz, cap int,
+    OUT ids bigint[], OUT msgs jsonb[], OUT rcs int[], OUT lockers xid[], OUT keys text[],
+    OUT seqs bigint[], OUT dones bigint[])
+LANGUAGE sql AS $$
+    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.m), '{}'), coalesce(array_agg(c.rc), '{}'),
+           coalesce(array_agg(c.locker), '{}'), coalesce(array_agg(c.tenant || E'\x1f' || c.stream), '{}'),
+           coalesce(array_agg(c.seq), '{}'), coalesce(array_agg(c.done_seq), '{}')
+      FROM triggers._claim_streams(v_now, cap) c
+$$;
+COMMENT ON FUNCTION triggers._claim_runs IS 'Internal: _claim_streams as arrays, in run order.';
+
+-- The queue headers of an event queued again (retry, redrive): its stream's, so that it
+-- takes its place on the stream again, unless the stream has passed it (policy
+-- 'continue'): then none, and it goes as an event on no stream.
+CREATE FUNCTION triggers._requeue_headers(tenant text, stream text, seq bigint) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN seq > coalesce((SELECT p.done_seq FROM triggers.stream_progress p
+                                      WHERE p.tenant = _requeue_headers.tenant
+                                        AND p.stream = _requeue_headers.stream), 0)
+                THEN triggers._stream_headers(tenant, stream, seq) END
+$$;
+COMMENT ON FUNCTION triggers._requeue_headers IS
+    'Internal: the queue headers of an event queued again: its stream''s, unless the stream has passed it.';
+
+-- The head of a stream: its first queued message after done_seq (none: nothing queued).
+CREATE FUNCTION triggers._stream_head(tenant text, stream text, done_seq bigint,
+    OUT msg_id bigint, OUT vt timestamptz, OUT event_id uuid)
+LANGUAGE sql STABLE AS $$
+    SELECT q.msg_id, q.vt, (q.message->>'event_id')::uuid FROM pgmq.q_triggers_events q
+     WHERE q.headers ? 'seq' AND q.headers->>'tenant' = _stream_head.tenant
+       AND q.headers->>'stream' = _stream_head.stream AND (q.headers->>'seq')::bigint > _stream_head.done_seq
+     ORDER BY (q.headers->>'seq')::bigint
+     LIMIT 1
+$$;
+COMMENT ON FUNCTION triggers._stream_head IS 'Internal: a stream''s first queued message after done_seq.';
+
 -- The rows of streams() and stream(): a tenant's streams by name after `after_cursor`,
 -- or just the one named `one_stream`.
 CREATE FUNCTION triggers._stream_rows(tenant text, one_stream text, lim int, after_cursor text)
@@ -110,16 +148,11 @@ LANGUAGE sql STABLE AS $$
                 WHEN h.msg_id IS NULL THEN 'idle'
                 WHEN h.vt > triggers._now() THEN 'waiting'
                 ELSE 'active' END,
-           coalesce(p.halted_event, CASE WHEN h.vt > triggers._now() THEN (h.message->>'event_id')::uuid END),
+           coalesce(p.halted_event, CASE WHEN h.vt > triggers._now() THEN h.event_id END),
            s.stream
       FROM triggers.streams s
       LEFT JOIN triggers.stream_progress p ON p.tenant = s.tenant AND p.stream = s.stream
-      LEFT JOIN LATERAL (
-          SELECT q.msg_id, q.vt, q.message FROM pgmq.q_triggers_events q
-           WHERE q.headers ? 'seq' AND q.headers->>'tenant' = s.tenant AND q.headers->>'stream' = s.stream
-             AND (q.headers->>'seq')::bigint > coalesce(p.done_seq, 0)
-           ORDER BY (q.headers->>'seq')::bigint
-           LIMIT 1) h ON true
+      LEFT JOIN LATERAL triggers._stream_head(s.tenant, s.stream, coalesce(p.done_seq, 0)) h ON true
      WHERE s.tenant = _stream_rows.tenant
        AND (one_stream IS NULL OR s.stream = one_stream)
        AND (after_cursor IS NULL OR s.stream > after_cursor)

@@ -303,35 +303,43 @@ async fn client_enqueue_rate(config: &Config, secs: f64) -> f64 {
     .await
 }
 
-/// Drains with `conns` connections running `sql` (returns messages handled) until
-/// empty; events per second.
-async fn drain_rate(config: &Config, conns: usize, sql: &'static str) -> f64 {
+/// Drains with `conns` connections, each running `sql` (which returns the messages it
+/// handled) until a call handles none. Returns the seconds it took and, for each call
+/// that handled some, how many and its time in ms.
+async fn drain(config: &Config, conns: usize, sql: &'static str) -> (f64, Vec<(i64, f64)>) {
     let started = Instant::now();
     let tasks = (0..conns).map(|_| {
         let config = config.clone();
         tokio::spawn(async move {
             let client = connect(&config).await;
             let statement = client.prepare(sql).await.expect("prepare");
-            let mut total = 0i64;
+            let mut calls = Vec::new();
             loop {
+                let call = Instant::now();
                 let got: i32 = client
                     .query_one(&statement, &[])
                     .await
                     .expect("drain")
                     .get(0);
                 if got == 0 {
-                    break total;
+                    break calls;
                 }
-                total += i64::from(got);
+                calls.push((i64::from(got), call.elapsed().as_secs_f64() * 1000.0));
             }
         })
     });
-    let total: i64 = join_all(tasks)
+    let calls: Vec<(i64, f64)> = join_all(tasks)
         .await
         .into_iter()
-        .map(|r| r.expect("task"))
-        .sum();
-    total as f64 / started.elapsed().as_secs_f64()
+        .flat_map(|r| r.expect("task"))
+        .collect();
+    (started.elapsed().as_secs_f64(), calls)
+}
+
+/// [`drain`]'s rate: messages per second.
+async fn drain_rate(config: &Config, conns: usize, sql: &'static str) -> f64 {
+    let (secs, calls) = drain(config, conns, sql).await;
+    calls.iter().map(|(got, _)| *got).sum::<i64>() as f64 / secs
 }
 
 /// Milliseconds from the commit of a 1,000-event enqueue_batch until a worker that was

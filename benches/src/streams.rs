@@ -1,13 +1,9 @@
 //! triggers-load's rows for ordered streams (SPEC §4.4): each measurement on streams
 //! beside the same one on no stream, in the same run.
 
-use std::time::Instant;
-
-use futures_util::future::join_all;
 use tokio_postgres::{Client, Config};
 
-use super::common::connect;
-use super::{drain_rate, each, percentiles, rate, reset, row, ENQUEUE};
+use super::{drain, drain_rate, each, percentiles, rate, reset, row, ENQUEUE};
 
 const PROCESS: &str = "SELECT read FROM triggers.process_batch(100)";
 
@@ -51,7 +47,11 @@ pub async fn rows(config: &Config, admin: &Client, secs: f64) {
         for side in [round % 2, 1 - round % 2] {
             reset(admin).await;
             fill(admin, 6_000, (side == 1).then_some("'s' || (i % 30)")).await;
-            let times = call_times(config, 4, PROCESS).await;
+            let times = drain(config, 4, PROCESS)
+                .await
+                .1
+                .into_iter()
+                .map(|(_, ms)| ms);
             assert_drained(admin, 6_000).await;
             let samples = if side == 1 { &mut ours } else { &mut base };
             samples.extend(times);
@@ -130,35 +130,4 @@ async fn assert_drained(admin: &Client, n: i64) {
         (0, n, 0),
         "queue empty, every event stored, every stream finished"
     );
-}
-
-/// Drains like `drain_rate` (each of `conns` callers runs `sql`, which returns the
-/// messages handled, until it handles none); returns each call's time in ms, for the
-/// calls that handled some.
-async fn call_times(config: &Config, conns: usize, sql: &'static str) -> Vec<f64> {
-    let tasks = (0..conns).map(|_| {
-        let config = config.clone();
-        tokio::spawn(async move {
-            let client = connect(&config).await;
-            let statement = client.prepare(sql).await.expect("prepare");
-            let mut times = Vec::new();
-            loop {
-                let started = Instant::now();
-                let got: i32 = client
-                    .query_one(&statement, &[])
-                    .await
-                    .expect("drain")
-                    .get(0);
-                if got == 0 {
-                    break times;
-                }
-                times.push(started.elapsed().as_secs_f64() * 1000.0);
-            }
-        })
-    });
-    join_all(tasks)
-        .await
-        .into_iter()
-        .flat_map(|r| r.expect("task"))
-        .collect()
 }

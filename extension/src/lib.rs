@@ -48,7 +48,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../../sql/metrics.sql",
     name = "metrics",
-    requires = ["clock"]
+    requires = ["clock", "streams"]
 );
 pgrx::extension_sql_file!(
     "../../sql/streams.sql",
