@@ -92,6 +92,24 @@ CREATE TABLE triggers.streams (
 -- Every enqueue on a stream updates its row: leave room for HOT updates.
 ) WITH (fillfactor = 50);
 
+-- Every tenant that queued an event: its lane of the queue (claim.sql). A row is
+-- written by the tenant's first enqueue, without a unique index, so that a producer whose
+-- first event is not committed yet never makes another producer of the tenant wait; two
+-- first events at once may write two rows, which the claim reads as one.
+CREATE TABLE triggers.lanes (
+    tenant text NOT NULL
+);
+CREATE INDEX lanes_tenant_idx ON triggers.lanes (tenant);
+
+-- Per-tenant settings, written by an operator; a tenant without a row has the defaults.
+CREATE TABLE triggers.tenants (
+    tenant  text    PRIMARY KEY CHECK (tenant <> ''),
+    -- Relative share of each batch while other tenants also have events ready.
+    weight  integer NOT NULL DEFAULT 1 CHECK (weight BETWEEN 1 AND 1000)
+);
+COMMENT ON TABLE triggers.tenants IS
+    'Per-tenant settings: weight, the relative share of each batch while other tenants have events ready (default 1).';
+
 -- How far processing has come on each stream (sql/streams.sql). Producers lock
 -- `streams`, workers lock this: one never waits on the other. A worker holds a stream's
 -- row for its whole batch, which is what keeps two workers off one stream.
@@ -159,15 +177,18 @@ SELECT pgmq.create('triggers_events_dlq');
 -- Every read updates vt and read_ct: leave room for HOT updates and vacuum early.
 ALTER TABLE pgmq.q_triggers_events SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02,
     autovacuum_vacuum_insert_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
--- pgmq's `headers` column is ours on this queue: NULL for an event on no stream,
+-- pgmq's `headers` column is ours on this queue: {"tenant"} for an event on no stream,
 -- {"tenant", "stream", "seq"} for one on a stream, and "alone": true on a message held
 -- by a claim that died (process.sql). Messages held by a claim that died are claimed
 -- one at a time; this index finds those on no stream, and is empty the rest of the time.
 CREATE INDEX q_triggers_events_alone_idx ON pgmq.q_triggers_events (msg_id)
     WHERE headers ? 'alone' AND NOT headers ? 'seq';
--- Messages on no stream, by msg_id: the plain claim walks this, so that queued stream
--- messages (which it leaves to the stream claim) are never in its way.
-CREATE INDEX q_triggers_events_plain_idx ON pgmq.q_triggers_events (msg_id) WHERE headers IS NULL;
+-- Messages on no stream by tenant ("lane") and msg_id: the plain claim (claim.sql) walks
+-- each tenant's lane from that tenant's low-water mark, so queued stream messages,
+-- other tenants' backlogs and dead rows below the mark are never in its way. Headless
+-- messages (put on the queue by pgmq.send, not by triggers) are lane ''.
+CREATE INDEX q_triggers_events_lane_idx ON pgmq.q_triggers_events
+    ((coalesce(headers->>'tenant', '')), msg_id) WHERE NOT coalesce(headers ? 'seq', false);
 -- Stream messages by (tenant, stream, seq): the stream claim walks it (streams.sql).
 CREATE INDEX q_triggers_events_stream_idx ON pgmq.q_triggers_events
     ((headers->>'tenant'), (headers->>'stream'), ((headers->>'seq')::bigint))
@@ -178,6 +199,8 @@ CREATE INDEX q_triggers_events_stream_idx ON pgmq.q_triggers_events
 SELECT pg_catalog.pg_extension_config_dump('triggers.events', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.idempotency_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.streams', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.lanes', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.tenants', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.stream_progress', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.metric_deltas', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.metric_totals', '');

@@ -24,13 +24,29 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION triggers._message IS 'Internal: the queue message of an event.';
 
--- The queue headers of an event on a stream (NULL for one on no stream): what the
--- stream claim finds it by (streams.sql).
-CREATE FUNCTION triggers._stream_headers(tenant text, stream text, seq bigint) RETURNS jsonb
+-- The queue headers of an event: its tenant, which is its lane (claim.sql), and on a
+-- stream its stream and seq, which the stream claim finds it by (streams.sql).
+CREATE FUNCTION triggers._headers(tenant text, stream text, seq bigint) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN seq IS NOT NULL THEN jsonb_build_object('tenant', tenant, 'stream', stream, 'seq', seq) END
+    SELECT CASE WHEN seq IS NOT NULL THEN jsonb_build_object('tenant', tenant, 'stream', stream, 'seq', seq)
+                ELSE jsonb_build_object('tenant', tenant) END
 $$;
-COMMENT ON FUNCTION triggers._stream_headers IS 'Internal: the queue headers of an event on a stream, or NULL.';
+COMMENT ON FUNCTION triggers._headers IS 'Internal: the queue headers of an event: {tenant}, or {tenant, stream, seq} on a stream.';
+
+-- The tenant's lane exists (a triggers.lanes row: claim.sql). A session remembers the
+-- last tenant it registered, so a producer sending for one tenant looks once per
+-- session. (The setting rolls back with a transaction that rolls back, so it never
+-- vouches for a row that was not committed.) Never waits on another producer.
+CREATE FUNCTION triggers._register_tenant(tenant text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('triggers.registered_tenant', true) IS DISTINCT FROM tenant THEN
+        INSERT INTO triggers.lanes (tenant) SELECT _register_tenant.tenant
+         WHERE NOT EXISTS (SELECT 1 FROM triggers.lanes l WHERE l.tenant = _register_tenant.tenant);
+        PERFORM set_config('triggers.registered_tenant', tenant, false);
+    END IF;
+END $$;
+COMMENT ON FUNCTION triggers._register_tenant IS 'Internal: makes sure a tenant has its lane (a triggers.lanes row).';
 
 -- The next position on a stream (1, 2, 3, ...), taken in the caller's transaction, and
 -- for its first event the stream's progress row (created here, by the producer, so that
@@ -142,7 +158,8 @@ BEGIN
             triggers._message(enqueue_ex.event_id, enqueue_ex.tenant, enqueue_ex.payload,
                               enqueue_ex.metadata, enqueue_ex.idempotency_key, enqueue_ex.stream,
                               v_seq, enqueue_ex.debug, v_now),
-            triggers._stream_headers(enqueue_ex.tenant, enqueue_ex.stream, v_seq));
+            triggers._headers(enqueue_ex.tenant, enqueue_ex.stream, v_seq));
+    PERFORM triggers._register_tenant(enqueue_ex.tenant);
     PERFORM triggers._wake(cfg.notify_throttle_ms);
 END $$;
 COMMENT ON FUNCTION triggers.enqueue_ex IS
@@ -212,14 +229,16 @@ BEGIN
             SELECT ord, e, triggers._uuid_v7() AS id
               FROM jsonb_array_elements(events) WITH ORDINALITY AS t(e, ord)
         ), queued AS (
-            INSERT INTO pgmq.q_triggers_events (vt, message)
+            INSERT INTO pgmq.q_triggers_events (vt, message, headers)
             SELECT v_now + triggers._debug_delay(e->>'debug', cfg.queue_delay_ms),
                    triggers._message(id, enqueue_batch_ex.tenant, e->'payload', nullif(e->'metadata', 'null'),
-                                     NULL, NULL, NULL, e->>'debug', v_now)
+                                     NULL, NULL, NULL, e->>'debug', v_now),
+                   triggers._headers(enqueue_batch_ex.tenant, NULL, NULL)
               FROM items
              ORDER BY ord
         )
         SELECT items.id, false FROM items ORDER BY items.ord;
+        PERFORM triggers._register_tenant(enqueue_batch_ex.tenant);
         PERFORM triggers._wake(cfg.notify_throttle_ms);
         RETURN;
     END IF;
@@ -269,11 +288,12 @@ BEGIN
         SELECT v_now + triggers._debug_delay(e->>'debug', cfg.queue_delay_ms),
                triggers._message(id, enqueue_batch_ex.tenant, e->'payload', nullif(e->'metadata', 'null'),
                                  e->>'idempotency_key', e->>'stream', v_seqs[ord], e->>'debug', v_now),
-               triggers._stream_headers(enqueue_batch_ex.tenant, e->>'stream', v_seqs[ord])
+               triggers._headers(enqueue_batch_ex.tenant, e->>'stream', v_seqs[ord])
           FROM items WHERE id = fresh_id
          ORDER BY ord
     )
     SELECT items.id, items.id <> items.fresh_id FROM items ORDER BY items.ord;
+    PERFORM triggers._register_tenant(enqueue_batch_ex.tenant);
     PERFORM triggers._wake(cfg.notify_throttle_ms);
 END $$;
 COMMENT ON FUNCTION triggers.enqueue_batch_ex IS

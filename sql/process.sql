@@ -89,6 +89,32 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION triggers._store IS 'Internal: stores messages as pending events; a failed event becomes pending again.';
 
+-- A retryable failure: the message waits until `vt`, its attempt counted. On a stream
+-- it keeps its place (nothing behind it may pass); on no stream it goes to the end of
+-- its tenant's lane (a new msg_id), so that it never holds the lane's low-water mark
+-- back while it waits (claim.sql).
+CREATE FUNCTION triggers._back_off(msg_id bigint, vt timestamptz, read_ct int, error text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    WITH gone AS (
+        DELETE FROM pgmq.q_triggers_events q
+         WHERE q.msg_id = _back_off.msg_id AND NOT coalesce(q.headers ? 'seq', false)
+        RETURNING q.enqueued_at, q.message, q.headers
+    )
+    INSERT INTO pgmq.q_triggers_events (enqueued_at, vt, read_ct, last_read_at, message, headers)
+    SELECT g.enqueued_at, _back_off.vt, _back_off.read_ct, triggers._now(),
+           g.message || jsonb_build_object('last_error', error), g.headers
+      FROM gone g;
+    IF NOT FOUND THEN
+        UPDATE pgmq.q_triggers_events q
+           SET vt = _back_off.vt, read_ct = _back_off.read_ct, last_read_at = triggers._now(),
+               message = q.message || jsonb_build_object('last_error', error)
+         WHERE q.msg_id = _back_off.msg_id;
+    END IF;
+END $$;
+COMMENT ON FUNCTION triggers._back_off IS
+    'Internal: a retryable failure waits until vt; on no stream it is queued again at the end of its lane.';
+
 /*
  * Whether the transaction that last locked a queue row (the row's raw xmax) ended
  * without committing: a claim that never finished because its backend died, its
@@ -235,12 +261,7 @@ BEGIN
             -- message it claimed; an aborted one leaves them as they were, to be counted
             -- by the next claim.
             WITH claimed AS (
-                SELECT q.msg_id AS id, q.read_ct + 1 AS rc, q.message AS m, q.xmax AS locker
-                  FROM pgmq.q_triggers_events q
-                 WHERE q.vt <= v_now AND q.headers IS NULL
-                 ORDER BY q.msg_id
-                 LIMIT batch_size - cardinality(s_ids)
-                   FOR UPDATE SKIP LOCKED
+                SELECT c.id, c.rc, c.m, c.locker FROM triggers._claim_plain(v_now, batch_size - cardinality(s_ids)) c
             ), x AS MATERIALIZED (
                 -- Materialized: inlined, _malformed would run once per FILTER below.
                 SELECT c.id, c.m, c.rc, triggers._malformed(c.m) AS why,
@@ -429,12 +450,9 @@ BEGIN
                 dead_lettered := dead_lettered + 1;
                 v_dead_ids := v_dead_ids || v_ids[k];
             ELSE
-                UPDATE pgmq.q_triggers_events q
-                   SET vt = v_now
+                PERFORM triggers._back_off(v_ids[k], v_now
                             + make_interval(secs => triggers._backoff_ms(v_read_cts[k], cfg.backoff_base_ms, cfg.backoff_cap_ms) / 1000.0),
-                       read_ct = v_read_cts[k], last_read_at = v_now,
-                       message = q.message || jsonb_build_object('last_error', v_fail_errors[i])
-                 WHERE q.msg_id = v_ids[k];
+                       v_read_cts[k], v_fail_errors[i]);
                 retried := retried + 1;
             END IF;
         END LOOP;

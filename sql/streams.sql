@@ -115,13 +115,13 @@ COMMENT ON FUNCTION triggers._claim_runs IS 'Internal: _claim_streams as arrays,
 
 -- The queue headers of an event queued again (retry, redrive): its stream's, so that it
 -- takes its place on the stream again, unless the stream has passed it (policy
--- 'continue'): then none, and it goes as an event on no stream.
+-- 'continue'): then it goes as an event on no stream, in its tenant's lane.
 CREATE FUNCTION triggers._requeue_headers(tenant text, stream text, seq bigint) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN seq > coalesce((SELECT p.done_seq FROM triggers.stream_progress p
                                       WHERE p.tenant = _requeue_headers.tenant
                                         AND p.stream = _requeue_headers.stream), 0)
-                THEN triggers._stream_headers(tenant, stream, seq) END
+                THEN triggers._headers(tenant, stream, seq) ELSE triggers._headers(tenant, NULL, NULL) END
 $$;
 COMMENT ON FUNCTION triggers._requeue_headers IS
     'Internal: the queue headers of an event queued again: its stream''s, unless the stream has passed it.';

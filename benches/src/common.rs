@@ -21,6 +21,13 @@ pub fn selected(name: &str) -> bool {
     arg("--only").is_none_or(|only| only.split(',').any(|o| o == name))
 }
 
+/// Whether `--only` names the measurement `name` (for the long ones, which run only
+/// when asked for).
+#[allow(dead_code)] // only triggers-load has such measurements
+pub fn named(name: &str) -> bool {
+    arg("--only").is_some_and(|only| only.split(',').any(|o| o == name))
+}
+
 /// A fresh private cluster (the embedded default's code) in a temporary directory.
 pub async fn private_cluster(name: &str) -> (Cluster, PathBuf) {
     let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));

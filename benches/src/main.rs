@@ -6,9 +6,13 @@
 //! cargo run --release -p triggers-benches --bin triggers-load \
 //!     [-- --seconds 5] [--only enqueue,batch,drain,client,streams,latency]
 //! ```
+//! `--only claim` (never part of the default run: about 4 minutes at `--seconds 5`)
+//! measures the claim under an old snapshot and behind another tenant's flood.
 //! (Long: one measurement per table row, each with its baseline beside it; the ordered
 //! streams' rows are in `streams.rs`.)
 
+#[path = "claim.rs"]
+mod claim;
 #[path = "common.rs"]
 mod common;
 #[path = "streams.rs"]
@@ -225,6 +229,10 @@ async fn main() {
 
     if common::selected("streams") {
         streams::rows(&config, &admin, secs).await;
+    }
+
+    if common::named("claim") {
+        claim::rows(&config, &admin, secs).await;
     }
 
     // 1,000 events from enqueue to stored, with a worker woken by the notification.

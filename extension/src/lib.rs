@@ -14,6 +14,7 @@
 //! | `sql/enqueue.sql` | `enqueue`, `enqueue_batch`, the wake-up NOTIFY |
 //! | `sql/metrics.sql` | exact counters (statement triggers), `metrics()` |
 //! | `sql/streams.sql` | ordered streams: the run claim, `streams()`, `resume_stream` |
+//! | `sql/claim.sql` | the claim of events on no stream: tenants in turn, blind to dead rows |
 //! | `sql/process.sql` | `process_batch`: claim, store, retry backoff, the DLQ move |
 //! | `sql/inbox.sql` | `inbox`, `get_event`, `ack`, `retry` |
 //! | `sql/dlq.sql` | `dead_letters`, `redrive` |
@@ -56,9 +57,20 @@ pgrx::extension_sql_file!(
     requires = ["enqueue"]
 );
 pgrx::extension_sql_file!(
+    "../../sql/claim.sql",
+    name = "claim",
+    requires = ["enqueue"]
+);
+pgrx::extension_sql_file!(
     "../../sql/process.sql",
     name = "process",
-    requires = ["enqueue", "metrics", "streams", api::ids::_backoff_ms]
+    requires = [
+        "enqueue",
+        "metrics",
+        "streams",
+        "claim",
+        api::ids::_backoff_ms
+    ]
 );
 pgrx::extension_sql_file!(
     "../../sql/inbox.sql",

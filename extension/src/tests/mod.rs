@@ -4,6 +4,7 @@
 //! matters; behaviour that needs separate connections (concurrent workers, a killed
 //! backend, statement_timeout) is tested from outside, in tests/tests/processing.rs.
 
+mod claim;
 mod dlq;
 mod enqueue;
 mod inbox;

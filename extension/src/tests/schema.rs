@@ -219,9 +219,10 @@ manual_retries integer NO 0";
             indexes,
             "CREATE INDEX q_triggers_events_alone_idx ON pgmq.q_triggers_events USING btree (msg_id) \
              WHERE ((headers ? 'alone'::text) AND (NOT (headers ? 'seq'::text))); \
+             CREATE INDEX q_triggers_events_lane_idx ON pgmq.q_triggers_events USING btree \
+             (COALESCE((headers ->> 'tenant'::text), ''::text), msg_id) \
+             WHERE (NOT COALESCE((headers ? 'seq'::text), false)); \
              CREATE UNIQUE INDEX q_triggers_events_pkey ON pgmq.q_triggers_events USING btree (msg_id); \
-             CREATE INDEX q_triggers_events_plain_idx ON pgmq.q_triggers_events USING btree (msg_id) \
-             WHERE (headers IS NULL); \
              CREATE INDEX q_triggers_events_stream_idx ON pgmq.q_triggers_events USING btree \
              (((headers ->> 'tenant'::text)), ((headers ->> 'stream'::text)), \
              (((headers ->> 'seq'::text))::bigint)) WHERE (headers ? 'seq'::text); \
@@ -232,5 +233,10 @@ manual_retries integer NO 0";
                                WHERE c.oid = 'pgmq.q_triggers_events'::regclass",
         );
         assert_eq!(am, "heap");
+        // The claim's safe horizon (claim.sql) reads the msg_id sequence: every value up
+        // to its last_value must have been handed out, so no session may cache values.
+        let cache: i64 = one("SELECT cache_size FROM pg_sequences
+                               WHERE schemaname = 'pgmq' AND sequencename = 'q_triggers_events_msg_id_seq'");
+        assert_eq!(cache, 1);
     }
 }

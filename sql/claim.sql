@@ -1,0 +1,169 @@
+-- triggers: the claim of events on no stream (process.sql calls it). Two properties:
+--
+-- Fair across tenants. Each tenant's messages are a lane of the queue's lane index
+-- (tenant, msg_id). A claim serves the tenants in turn, from where this session's last
+-- claim stopped, each up to its share of the batch (weighted by tenants.weight); what a
+-- tenant with fewer ready events leaves goes to those with more. A tenant's event waits
+-- about one batch per other busy tenant, whatever their backlogs.
+--
+-- Blind to dead rows. A processed message is deleted, but while any snapshot older than
+-- the delete exists (pg_dump, a long report, a forgotten BEGIN) its index entry cannot
+-- be removed, and an index scan from the start of a lane would walk every one of them on
+-- every claim. So each lane is scanned from a low-water mark: a msg_id below which the
+-- lane holds no live message. Retries are queued again at the end of their lane (a new
+-- msg_id), so a backing-off message does not hold the mark back. A mark may only pass
+-- msg_ids that can no longer appear: a producer takes its msg_id after locking the queue
+-- table (RowExclusiveLock, held to commit), so once every transaction that held that
+-- lock when the sequence stood at L has ended, every msg_id up to L is committed or never
+-- will be (_safe_msg_id). Marks and that horizon are session settings: no shared row is
+-- written (a row updated per claim would itself grow a chain of dead versions under the
+-- old snapshot), and they roll back with the transaction that set them.
+
+/*
+ * The highest msg_id below which no message can still appear: every msg_id under it is
+ * committed (visible) or aborted. Each call reads the queue's sequence (L), then which
+ * other transactions hold RowExclusiveLock on the queue; once none of the transactions
+ * seen holding it at the last round's reading still does, everything up to that round's
+ * L has settled, and a new round starts (at once when nobody holds the lock). One
+ * pg_locks read per call.
+ */
+CREATE FUNCTION triggers._safe_msg_id() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_safe bigint := coalesce(nullif(current_setting('triggers.safe_msg_id', true), '')::bigint, 1);
+    v_round bigint := nullif(current_setting('triggers.safe_round', true), '')::bigint;
+    v_waiting text[] := coalesce(nullif(current_setting('triggers.safe_waiting', true), ''), '{}')::text[];
+    v_last bigint;
+    v_holders text[];
+BEGIN
+    -- The sequence first, the lock holders second (two statements, so the second reads
+    -- pg_locks after the first read the sequence).
+    SELECT CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END INTO v_last
+      FROM pgmq.q_triggers_events_msg_id_seq s;
+    SELECT coalesce(array_agg(l.virtualtransaction), '{}') INTO v_holders
+      FROM pg_locks l
+     WHERE l.locktype = 'relation' AND l.relation = 'pgmq.q_triggers_events'::regclass
+       AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid()
+       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());
+    IF v_round IS NULL OR NOT v_waiting && v_holders THEN
+        IF v_round IS NOT NULL THEN
+            v_safe := greatest(v_safe, v_round + 1);
+        END IF;
+        -- Nobody holds the lock now: everything up to L has settled already.
+        IF cardinality(v_holders) = 0 THEN
+            v_safe := greatest(v_safe, v_last + 1);
+        END IF;
+        PERFORM set_config('triggers.safe_msg_id', v_safe::text, false),
+                set_config('triggers.safe_round', v_last::text, false),
+                set_config('triggers.safe_waiting', v_holders::text, false);
+    END IF;
+    RETURN v_safe;
+END $$;
+COMMENT ON FUNCTION triggers._safe_msg_id IS
+    'Internal: the msg_id below which every queue message is committed or aborted (this session''s view).';
+
+/*
+ * Claims up to `cap` ready messages on no stream, tenants in turn (see the top of this
+ * file), each locked FOR UPDATE SKIP LOCKED. Visits at most 1,000 lanes per call.
+ */
+CREATE FUNCTION triggers._claim_plain(v_now timestamptz, cap int)
+RETURNS TABLE(id bigint, rc int, m jsonb, locker xid)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cursor text := coalesce(current_setting('triggers.lane_cursor', true), '');
+    v_marks jsonb := coalesce(nullif(current_setting('triggers.lane_marks', true), ''), '{}')::jsonb;
+    v_safe bigint := triggers._safe_msg_id();
+    v_lanes text[];
+    v_weights int[];
+    -- Per lane: claim from here on (its mark, then past what this call took from it).
+    v_from bigint[];
+    v_more int[];
+    v_pass int[];
+    v_total int;
+    v_room int := cap;
+    v_pass_room int;
+    v_share int;
+    v_first bigint;
+    v_visits int := 0;
+    v_last_served text;
+    v_first_pass boolean := true;
+    l_ids bigint[];
+    l_rcs int[];
+    l_msgs jsonb[];
+    l_lockers xid[];
+    c_ids bigint[] := '{}';
+    c_rcs int[] := '{}';
+    c_msgs jsonb[] := '{}';
+    c_lockers xid[] := '{}';
+    i int;
+BEGIN
+    -- Every tenant's lane, in turn from the one after the cursor; then lane '' (headless
+    -- messages, not queued by triggers), weight 0: it gets what the tenants leave.
+    SELECT coalesce(array_agg(l.tenant ORDER BY l.tenant <= v_cursor, l.tenant), '{}') || '{""}'::text[],
+           coalesce(array_agg(coalesce(t.weight, 1) ORDER BY l.tenant <= v_cursor, l.tenant), '{}') || '{0}'::int[]
+      INTO v_lanes, v_weights
+      FROM (SELECT DISTINCT d.tenant FROM triggers.lanes d) l LEFT JOIN triggers.tenants t ON t.tenant = l.tenant;
+    SELECT array_agg(coalesce((v_marks->>l)::bigint, 0) ORDER BY o) INTO v_from
+      FROM unnest(v_lanes) WITH ORDINALITY AS u(l, o);
+    v_pass := ARRAY(SELECT generate_series(1, cardinality(v_lanes)));
+    -- The first pass gives each lane its share; later passes share what is left among
+    -- the lanes that filled theirs (they may have more).
+    WHILE v_room > 0 AND cardinality(v_pass) > 0 AND v_visits < 1000 LOOP
+        v_total := (SELECT sum(v_weights[k]) FROM unnest(v_pass) k);  -- > 0 wherever it divides
+        v_pass_room := v_room;
+        v_more := '{}';
+        FOREACH i IN ARRAY v_pass LOOP
+            EXIT WHEN v_room = 0 OR v_visits >= 1000;
+            v_visits := v_visits + 1;
+            v_share := CASE WHEN v_weights[i] = 0 THEN v_room
+                            ELSE least(v_room, greatest(1, ceil(v_pass_room::numeric * v_weights[i] / v_total)::int)) END;
+            WITH c AS (
+                SELECT q.msg_id, q.read_ct + 1 AS rc, q.message, q.xmax AS locker
+                  FROM pgmq.q_triggers_events q
+                 WHERE NOT coalesce(q.headers ? 'seq', false) AND coalesce(q.headers->>'tenant', '') = v_lanes[i]
+                   AND q.msg_id >= v_from[i] AND q.vt <= v_now
+                 ORDER BY q.msg_id
+                 LIMIT v_share
+                   FOR UPDATE SKIP LOCKED
+            )
+            SELECT coalesce(array_agg(c.msg_id ORDER BY c.msg_id), '{}'), coalesce(array_agg(c.rc ORDER BY c.msg_id), '{}'),
+                   coalesce(array_agg(c.message ORDER BY c.msg_id), '{}'), coalesce(array_agg(c.locker ORDER BY c.msg_id), '{}')
+              INTO l_ids, l_rcs, l_msgs, l_lockers
+              FROM c;
+            IF cardinality(l_ids) > 0 THEN
+                c_ids := c_ids || l_ids; c_rcs := c_rcs || l_rcs; c_msgs := c_msgs || l_msgs; c_lockers := c_lockers || l_lockers;
+                v_room := v_room - cardinality(l_ids);
+                v_last_served := coalesce(v_last_served, v_lanes[i]);
+                IF cardinality(l_ids) = v_share THEN
+                    v_more := v_more || i;
+                END IF;
+            END IF;
+            -- On the first visit, the lane's new mark: its first live message (ready or
+            -- not, claimed here or by another worker), never past the safe horizon.
+            IF v_first_pass AND v_from[i] < v_safe THEN
+                SELECT q.msg_id INTO v_first
+                  FROM pgmq.q_triggers_events q
+                 WHERE NOT coalesce(q.headers ? 'seq', false) AND coalesce(q.headers->>'tenant', '') = v_lanes[i]
+                   AND q.msg_id >= v_from[i]
+                 ORDER BY q.msg_id
+                 LIMIT 1;
+                v_first := least(coalesce(v_first, v_safe), v_safe);
+                IF v_first > v_from[i] THEN
+                    v_marks := jsonb_set(v_marks, ARRAY[v_lanes[i]], to_jsonb(v_first));
+                END IF;
+            END IF;
+            -- Later visits in this call start past what this one took.
+            IF cardinality(l_ids) > 0 THEN
+                v_from[i] := l_ids[cardinality(l_ids)] + 1;
+            END IF;
+        END LOOP;
+        v_pass := v_more;
+        v_first_pass := false;
+    END LOOP;
+    -- The next call starts after the first tenant served here: each goes first in turn.
+    PERFORM set_config('triggers.lane_marks', v_marks::text, false),
+            set_config('triggers.lane_cursor', coalesce(v_last_served, v_cursor), false);
+    RETURN QUERY SELECT * FROM unnest(c_ids, c_rcs, c_msgs, c_lockers);
+END $$;
+COMMENT ON FUNCTION triggers._claim_plain IS
+    'Internal: claims ready messages on no stream, tenants in turn by weight, each lane from its low-water mark.';
