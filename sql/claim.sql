@@ -64,15 +64,27 @@ COMMENT ON FUNCTION triggers._safe_msg_id IS
 
 /*
  * Claims up to `cap` ready messages on no stream, tenants in turn (see the top of this
- * file), each locked FOR UPDATE SKIP LOCKED. Visits at most 1,000 lanes per call.
+ * file), each locked FOR UPDATE SKIP LOCKED.
+ *
+ * Which lanes to visit: the session keeps the lanes that may hold live messages, each
+ * with its mark (setting triggers.lane_marks), and a frontier F (triggers.lane_seen):
+ * every message below F belongs to one of those lanes or was gone when looked at. Each
+ * call looks at the messages queued from F up to the safe horizon (at most 10,000 per
+ * call: the tenants of new messages, found by msg_id, each message seen once per
+ * session) and adds their lanes, marked at F; a lane whose mark query finds nothing
+ * live is dropped. So a call costs the busy lanes and the new messages, never the idle
+ * tenants, however many there are. A new session starts with every lane ever
+ * registered (triggers.lanes) at mark 0, and F at the horizon.
  */
 CREATE FUNCTION triggers._claim_plain(v_now timestamptz, cap int)
 RETURNS TABLE(id bigint, rc int, m jsonb, locker xid)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_cursor text := coalesce(current_setting('triggers.lane_cursor', true), '');
-    v_marks jsonb := coalesce(nullif(current_setting('triggers.lane_marks', true), ''), '{}')::jsonb;
+    v_marks jsonb := nullif(current_setting('triggers.lane_marks', true), '')::jsonb;
+    v_seen bigint := nullif(current_setting('triggers.lane_seen', true), '')::bigint;
     v_safe bigint := triggers._safe_msg_id();
+    v_upto bigint;
     v_lanes text[];
     v_weights int[];
     -- Per lane: claim from here on (its mark, then past what this call took from it).
@@ -97,14 +109,34 @@ DECLARE
     c_lockers xid[] := '{}';
     i int;
 BEGIN
-    -- Every tenant's lane, in turn from the one after the cursor; then lane '' (headless
-    -- messages, not queued by triggers), weight 0: it gets what the tenants leave.
-    SELECT coalesce(array_agg(l.tenant ORDER BY l.tenant <= v_cursor, l.tenant), '{}') || '{""}'::text[],
-           coalesce(array_agg(coalesce(t.weight, 1) ORDER BY l.tenant <= v_cursor, l.tenant), '{}') || '{0}'::int[]
-      INTO v_lanes, v_weights
-      FROM (SELECT DISTINCT d.tenant FROM triggers.lanes d) l LEFT JOIN triggers.tenants t ON t.tenant = l.tenant;
-    SELECT array_agg(coalesce((v_marks->>l)::bigint, 0) ORDER BY o) INTO v_from
-      FROM unnest(v_lanes) WITH ORDINALITY AS u(l, o);
+    IF v_marks IS NULL OR v_seen IS NULL THEN
+        -- A new session: any registered lane may hold messages below the horizon (their
+        -- producers registered the lane before committing them). Lane '' is for
+        -- headless messages (put on the queue by pgmq.send, not by triggers).
+        SELECT jsonb_object_agg(l.tenant, 0) INTO v_marks
+          FROM (SELECT DISTINCT d.tenant FROM triggers.lanes d UNION SELECT '') l;
+        v_seen := v_safe;
+    ELSIF v_seen < v_safe THEN
+        -- The lanes of the messages queued since the last look, marked where it began:
+        -- anything of theirs below it was seen then.
+        v_upto := least(v_safe, v_seen + 10000);
+        SELECT (SELECT coalesce(jsonb_object_agg(n.lane, v_seen), '{}')
+                  FROM (SELECT DISTINCT coalesce(q.headers->>'tenant', '') AS lane
+                          FROM pgmq.q_triggers_events q
+                         WHERE q.msg_id >= v_seen AND q.msg_id < v_upto
+                           AND NOT coalesce(q.headers ? 'seq', false)) n) || v_marks
+          INTO v_marks;
+        v_seen := v_upto;
+    END IF;
+    -- The lanes in turn from the one after the cursor, '' last with weight 0: it gets
+    -- what the tenants leave.
+    SELECT coalesce(array_agg(k.lane ORDER BY k.lane = '', k.lane <= v_cursor, k.lane), '{}'),
+           coalesce(array_agg(CASE WHEN k.lane = '' THEN 0 ELSE coalesce(t.weight, 1) END
+                              ORDER BY k.lane = '', k.lane <= v_cursor, k.lane), '{}'),
+           coalesce(array_agg(k.mark ORDER BY k.lane = '', k.lane <= v_cursor, k.lane), '{}')
+      INTO v_lanes, v_weights, v_from
+      FROM (SELECT e.key AS lane, e.value::bigint AS mark FROM jsonb_each_text(v_marks) e) k
+      LEFT JOIN triggers.tenants t ON t.tenant = k.lane;
     v_pass := ARRAY(SELECT generate_series(1, cardinality(v_lanes)));
     -- The first pass gives each lane its share; later passes share what is left among
     -- the lanes that filled theirs (they may have more).
@@ -139,7 +171,10 @@ BEGIN
                 END IF;
             END IF;
             -- On the first visit, the lane's new mark: its first live message (ready or
-            -- not, claimed here or by another worker), never past the safe horizon.
+            -- not, claimed here or by another worker), never past the safe horizon. A
+            -- lane with no live message is dropped until discovery sees a new one (all
+            -- of its messages to come are at or past the frontier, which never passes
+            -- the horizon).
             IF v_first_pass AND v_from[i] < v_safe THEN
                 SELECT q.msg_id INTO v_first
                   FROM pgmq.q_triggers_events q
@@ -147,9 +182,10 @@ BEGIN
                    AND q.msg_id >= v_from[i]
                  ORDER BY q.msg_id
                  LIMIT 1;
-                v_first := least(coalesce(v_first, v_safe), v_safe);
-                IF v_first > v_from[i] THEN
-                    v_marks := jsonb_set(v_marks, ARRAY[v_lanes[i]], to_jsonb(v_first));
+                IF v_first IS NULL THEN
+                    v_marks := v_marks - v_lanes[i];
+                ELSIF least(v_first, v_safe) > v_from[i] THEN
+                    v_marks := jsonb_set(v_marks, ARRAY[v_lanes[i]], to_jsonb(least(v_first, v_safe)));
                 END IF;
             END IF;
             -- Later visits in this call start past what this one took.
@@ -162,6 +198,7 @@ BEGIN
     END LOOP;
     -- The next call starts after the first tenant served here: each goes first in turn.
     PERFORM set_config('triggers.lane_marks', v_marks::text, false),
+            set_config('triggers.lane_seen', v_seen::text, false),
             set_config('triggers.lane_cursor', coalesce(v_last_served, v_cursor), false);
     RETURN QUERY SELECT * FROM unnest(c_ids, c_rcs, c_msgs, c_lockers);
 END $$;

@@ -222,6 +222,26 @@ impl Client {
         self.pooled().await?.purge(older_than).await
     }
 
+    /// Vacuums the queue table now (`VACUUM (SKIP_LOCKED)`; skipped while another vacuum
+    /// runs, and a no-op with a warning for a role that does not own it), so the space
+    /// of processed messages is reused within seconds instead of at autovacuum's next
+    /// visit (a minute, by default). Workers call it every few seconds while busy.
+    pub async fn vacuum_queue(&self) -> Result<(), Error> {
+        let conn = self.pool.get().await?;
+        conn.batch_execute("VACUUM (SKIP_LOCKED) pgmq.q_triggers_events")
+            .await?;
+        Ok(())
+    }
+
+    /// A client with a pool of one connection to the same database: for a worker,
+    /// whose claim keeps per-session state (each lane's low-water mark, sql/claim.sql)
+    /// that a shared pool would spread over many connections. None without settings
+    /// (a client made [`Client::from_pool`] without them).
+    pub fn dedicated(&self) -> Option<Client> {
+        let config = self.config.as_deref()?.clone();
+        Client::from_config(config, 1).ok()
+    }
+
     /// Creates an API key for the tenant; the plaintext is returned this once.
     pub async fn create_api_key(&self, tenant: &str, name: &str) -> Result<String, Error> {
         self.pooled().await?.create_api_key(tenant, name).await

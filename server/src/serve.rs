@@ -115,7 +115,8 @@ impl Workers {
             .map(|id| {
                 tokio::spawn(worker::run(
                     id,
-                    client.clone(),
+                    // Its own connection: the claim keeps state in its session.
+                    client.dedicated().unwrap_or_else(|| client.clone()),
                     WorkerOptions::default(),
                     stopped.clone(),
                 ))

@@ -181,6 +181,10 @@ pub struct WorkerOptions {
     pub gather: Duration,
     /// How often the batch size and linger (`triggers.config`) are read again.
     pub settings_refresh: Duration,
+    /// How often worker 0 vacuums the queue table while messages are being processed
+    /// (`Client::vacuum_queue`): the space of processed messages is reused within this
+    /// long, whatever autovacuum's settings. `None`: never.
+    pub vacuum_every: Option<Duration>,
     /// Where the waits above take their time from.
     pub clock: Arc<dyn Clock>,
 }
@@ -193,6 +197,7 @@ impl Default for WorkerOptions {
             error_backoff: Duration::from_secs(1),
             gather: Duration::from_millis(10),
             settings_refresh: Duration::from_secs(10),
+            vacuum_every: Some(Duration::from_secs(10)),
             clock: Arc::new(SystemClock),
         }
     }
@@ -212,7 +217,19 @@ pub async fn run(
     // then; the last good read stays when a read fails.
     let mut settings: Option<Settings> = None;
     let mut settings_read: Option<Instant> = None;
+    // Worker 0 vacuums the queue once `vacuum_every` has passed with messages processed.
+    let mut vacuumed = clock.now();
+    let mut processed = false;
     while !*shutdown.borrow() {
+        if let Some(every) = options.vacuum_every.filter(|_| id == 0 && processed) {
+            if clock.now() - vacuumed >= every {
+                if let Err(e) = client.vacuum_queue().await {
+                    tracing::debug!(worker = id, error = %e, "cannot vacuum the queue");
+                }
+                vacuumed = clock.now();
+                processed = false;
+            }
+        }
         if listener.is_none() {
             match client.listener().await {
                 Ok(l) => listener = Some(l),
@@ -232,6 +249,7 @@ pub async fn run(
         let wait = match client.process_batch(None, None).await {
             Ok(batch) if batch.read > 0 => {
                 lingered = false;
+                processed = true;
                 if settings.as_ref().is_some_and(|s| batch.read < s.batch_size) {
                     let rest = options.gather.saturating_sub(clock.now() - started);
                     if !rest.is_zero() {

@@ -1,7 +1,8 @@
 //! The server's worker loop (`triggers_server::worker::run`) against a real database,
 //! with a manual clock: it wakes on the enqueue notification rather than a poll, it
 //! looks once more after its linger (which catches an event whose producer's NOTIFY
-//! was throttled away), and it gathers after a partial batch but not after a full one.
+//! was throttled away), it gathers after a partial batch but not after a full one, and
+//! worker 0 vacuums the queue every `vacuum_every` while there is work.
 //! Time moves only when a test advances the clock, so "not yet" is a fact, not a race.
 
 use std::sync::Arc;
@@ -213,5 +214,47 @@ async fn a_worker_gathers_after_a_partial_batch_but_not_after_a_full_one() {
     );
     worker.clock.advance(Duration::from_millis(1));
     until_stored(&sql, 2020).await;
+    worker.stop().await;
+}
+
+/// Worker 0 vacuums the queue itself once `vacuum_every` has passed with messages
+/// processed, so the space of processed messages is reused at that pace whatever
+/// autovacuum's naptime, and not before.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_zero_vacuums_the_queue_once_vacuum_every_has_passed_with_work() {
+    let config = test_database("worker_vacuum").await;
+    let sql = connect(&config).await;
+    let vacuums = || async {
+        sql.query_one(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgmq.q_triggers_events'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    let every = Duration::from_secs(1);
+    let linger = Duration::from_millis(100);
+    let worker = Worker::start(
+        &config,
+        WorkerOptions {
+            vacuum_every: Some(every),
+            ..WorkerOptions::default()
+        },
+    );
+    worker.until_sleeping(linger, "empty at start").await;
+    enqueue(&sql, 100).await;
+    until_stored(&sql, 100).await;
+    worker.until_sleeping(linger, "empty after the batch").await;
+    assert_eq!(
+        vacuums().await,
+        0,
+        "vacuumed before vacuum_every had passed"
+    );
+    worker.clock.advance(every);
+    wait_until("the worker vacuumed the queue", || async {
+        vacuums().await == 1
+    })
+    .await;
     worker.stop().await;
 }
