@@ -58,14 +58,17 @@ fn producer(
     })
 }
 
+/// One process_batch call that read something: when it started (seconds since the
+/// run's start), how long it took (ms), how many messages it read.
+type Call = (f64, f64, i32);
+
 /// A worker: process_batch(100) until `stop`, resting 5 ms when a call finds nothing;
-/// returns (seconds since `t0` when the call started, ms it took) of every call that
-/// read something.
+/// returns every call that read something.
 fn worker(
     config: &Config,
     t0: Instant,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<(f64, f64)>> {
+) -> tokio::task::JoinHandle<Vec<Call>> {
     let config = config.clone();
     tokio::spawn(async move {
         let client = connect(&config).await;
@@ -80,6 +83,7 @@ fn worker(
                 calls.push((
                     started.duration_since(t0).as_secs_f64(),
                     started.elapsed().as_secs_f64() * 1000.0,
+                    read,
                 ));
             }
         }
@@ -87,18 +91,15 @@ fn worker(
     })
 }
 
-/// What `triggers serve`'s worker 0 does (`WorkerOptions::vacuum_every`): VACUUM the
+/// What `triggers serve`'s worker 0 does (`WorkerOptions::vacuum_every`): vacuum the
 /// queue every 10 s while there is work, until `stop`.
 fn janitor(config: &Config, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    let config = config.clone();
+    let client = triggers_client::Client::from_config(config.clone(), 1).unwrap();
     tokio::spawn(async move {
-        let client = connect(&config).await;
+        let mut state = triggers_client::VacuumState::default();
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            client
-                .batch_execute("VACUUM (SKIP_LOCKED) pgmq.q_triggers_events")
-                .await
-                .unwrap();
+            client.vacuum_queue(&mut state).await.unwrap();
         }
     })
 }
@@ -164,7 +165,7 @@ async fn old_snapshot(config: &Config, admin: &Client, secs: f64) {
     if let Some(janitor) = janitor {
         janitor.await.unwrap();
     }
-    let calls: Vec<(f64, f64)> = futures_util::future::join_all(workers)
+    let calls: Vec<Call> = futures_util::future::join_all(workers)
         .await
         .into_iter()
         .flat_map(|w| w.unwrap())
@@ -177,35 +178,52 @@ async fn old_snapshot(config: &Config, admin: &Client, secs: f64) {
         ],
     )
     .await;
-    let phase = |from: f64, to: f64| {
-        let mut ms: Vec<f64> = calls
+    let during = |from: f64, to: f64| -> Vec<&Call> {
+        calls
             .iter()
-            .filter(|(at, _)| *at >= from && *at < to)
-            .map(|(_, ms)| *ms)
-            .collect();
-        let n = ms.len();
-        let (p50, p99) = percentiles(&mut ms);
-        (p50, p99, n)
+            .filter(|(at, _, _)| *at >= from && *at < to)
+            .collect()
     };
-    let (b50, b99, bn) = phase(1.0, before);
-    let (h50, h99, hn) = phase(before, before + held);
-    let (l50, l99, ln) = phase(before + held - secs * 2.0, before + held);
-    let (a50, a99, an) = phase(before + held, before + held + after);
+    // Per phase: a call's p50 and p99, the calls, messages per call and the mean time
+    // per message (a call takes longer the fuller its batch: a backlog fills them).
+    let phase = |from: f64, to: f64| {
+        let inside = during(from, to);
+        let mut ms: Vec<f64> = inside.iter().map(|(_, ms, _)| *ms).collect();
+        let (p50, p99) = percentiles(&mut ms);
+        let read: i64 = inside.iter().map(|(_, _, n)| i64::from(*n)).sum();
+        format!(
+            "{p50:.1} ms | {p99:.1} ms | {} | {:.0} | {:.3} ms |",
+            ms.len(),
+            read as f64 / ms.len().max(1) as f64,
+            ms.iter().sum::<f64>() / read.max(1) as f64
+        )
+    };
+    let p99 = |from: f64, to: f64| {
+        let mut ms: Vec<f64> = during(from, to).iter().map(|(_, ms, _)| *ms).collect();
+        percentiles(&mut ms).1
+    };
     println!(
         "\n4,000 events/s offered ({sent} sent), 2 workers, default autovacuum; a REPEATABLE READ snapshot held {held:.0} s:"
     );
-    println!("| phase | process_batch p50 | p99 | calls |");
-    println!("|---|---|---|---|");
-    println!("| before ({before:.0} s) | {b50:.1} ms | {b99:.1} ms | {bn} |");
-    println!("| snapshot held ({held:.0} s) | {h50:.1} ms | {h99:.1} ms | {hn} |");
+    println!("| phase | process_batch p50 | p99 | calls | messages per call | ms per message |");
+    println!("|---|---|---|---|---|---|");
+    println!("| before ({before:.0} s) | {}", phase(1.0, before));
     println!(
-        "| its last {:.0} s | {l50:.1} ms | {l99:.1} ms | {ln} |",
-        secs * 2.0
+        "| snapshot held ({held:.0} s) | {}",
+        phase(before, before + held)
     );
-    println!("| after ({after:.0} s) | {a50:.1} ms | {a99:.1} ms | {an} |");
+    println!(
+        "| its last {:.0} s | {}",
+        secs * 2.0,
+        phase(before + held - secs * 2.0, before + held)
+    );
+    println!(
+        "| after ({after:.0} s) | {}",
+        phase(before + held, before + held + after)
+    );
     println!(
         "held p99 / before p99: {:.2} (target ≤ 2); queue table + indexes: {mib_before:.1} MiB before the snapshot, {mib_held:.1} MiB when it ended, {mib_after:.1} MiB {after:.0} s later",
-        h99 / b99
+        p99(before, before + held) / p99(1.0, before)
     );
     println!("when the snapshot ended: {hot_held}");
 }

@@ -19,6 +19,13 @@ use crate::types::{
 /// gives up with [`Error::Unavailable`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What [`Client::vacuum_queue`] remembers between calls: the oldest snapshot in the
+/// cluster (its xmin) when it last vacuumed.
+#[derive(Debug, Default, Clone)]
+pub struct VacuumState {
+    oldest_snapshot: Option<String>,
+}
+
 /// A handle to a database with the `triggers` extension. Cheap to clone; clones share
 /// one connection pool.
 #[derive(Clone, Debug)]
@@ -222,15 +229,32 @@ impl Client {
         self.pooled().await?.purge(older_than).await
     }
 
-    /// Vacuums the queue table now (`VACUUM (SKIP_LOCKED)`; skipped while another vacuum
-    /// runs, and a no-op with a warning for a role that does not own it), so the space
-    /// of processed messages is reused within seconds instead of at autovacuum's next
-    /// visit (a minute, by default). Workers call it every few seconds while busy.
-    pub async fn vacuum_queue(&self) -> Result<(), Error> {
+    /// Vacuums the queue table (`VACUUM (SKIP_LOCKED)`: skipped while another vacuum runs;
+    /// a no-op with a warning for a role that does not own it), so the space of
+    /// processed messages is reused within seconds instead of at autovacuum's next
+    /// visit (a minute, by default); true if it ran. Not while the oldest snapshot in
+    /// the cluster is the one `state` saw at its last vacuum: nothing deleted since
+    /// could be freed, and scanning the grown table for nothing would only push the hot
+    /// queue pages out of shared buffers. (Other users' snapshots are visible to a
+    /// superuser or a member of `pg_read_all_stats`; otherwise it always runs.)
+    pub async fn vacuum_queue(&self, state: &mut VacuumState) -> Result<bool, Error> {
         let conn = self.pool.get().await?;
+        let oldest: Option<String> = conn
+            .query_opt(
+                "SELECT backend_xmin::text FROM pg_catalog.pg_stat_activity
+                  WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid()
+                  ORDER BY age(backend_xmin) DESC LIMIT 1",
+                &[],
+            )
+            .await?
+            .map(|row| row.get(0));
+        if oldest.is_some() && oldest == state.oldest_snapshot {
+            return Ok(false);
+        }
         conn.batch_execute("VACUUM (SKIP_LOCKED) pgmq.q_triggers_events")
             .await?;
-        Ok(())
+        state.oldest_snapshot = oldest;
+        Ok(true)
     }
 
     /// A client with a pool of one connection to the same database: for a worker,

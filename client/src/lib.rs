@@ -53,7 +53,7 @@ mod rows;
 mod storable;
 mod types;
 
-pub use client::{Client, DEFAULT_TIMEOUT};
+pub use client::{Client, VacuumState, DEFAULT_TIMEOUT};
 pub use error::Error;
 pub use exec::{on, Exec, On, Plain};
 pub use inbox::{InboxQuery, Order, Page};

@@ -182,8 +182,9 @@ pub struct WorkerOptions {
     /// How often the batch size and linger (`triggers.config`) are read again.
     pub settings_refresh: Duration,
     /// How often worker 0 vacuums the queue table while messages are being processed
-    /// (`Client::vacuum_queue`): the space of processed messages is reused within this
-    /// long, whatever autovacuum's settings. `None`: never.
+    /// (`Client::vacuum_queue`, which skips a vacuum that could free nothing): the space
+    /// of processed messages is reused within this long, whatever autovacuum's
+    /// settings. `None`: never.
     pub vacuum_every: Option<Duration>,
     /// Where the waits above take their time from.
     pub clock: Arc<dyn Clock>,
@@ -219,11 +220,12 @@ pub async fn run(
     let mut settings_read: Option<Instant> = None;
     // Worker 0 vacuums the queue once `vacuum_every` has passed with messages processed.
     let mut vacuumed = clock.now();
+    let mut vacuum = triggers_client::VacuumState::default();
     let mut processed = false;
     while !*shutdown.borrow() {
         if let Some(every) = options.vacuum_every.filter(|_| id == 0 && processed) {
             if clock.now() - vacuumed >= every {
-                if let Err(e) = client.vacuum_queue().await {
+                if let Err(e) = client.vacuum_queue(&mut vacuum).await {
                     tracing::debug!(worker = id, error = %e, "cannot vacuum the queue");
                 }
                 vacuumed = clock.now();
