@@ -33,6 +33,10 @@ COMMENT ON TABLE triggers.config IS
 -- Keep user changes to the settings in pg_dump output.
 SELECT pg_catalog.pg_extension_config_dump('triggers.config', '');
 
+-- Delivery positions (live.sql): an event takes the next one each time processing
+-- stores it.
+CREATE SEQUENCE triggers.event_positions AS bigint;
+
 -- One row per processed event. Status changes are the only thing metrics count, so the
 -- CHECK on status is what keeps the counters honest.
 CREATE TABLE triggers.events (
@@ -52,6 +56,10 @@ CREATE TABLE triggers.events (
     idempotency_key text        NULL,
     -- Manual retries so far (at most config.max_manual_retries); also counted in retry_count.
     manual_retries  integer     NOT NULL DEFAULT 0 CHECK (manual_retries >= 0),
+    -- Its delivery position (live.sql): taken each time processing stores it, so the
+    -- live stream sends it again if it is stored again; NULL if it never was (an event
+    -- that went straight to the dead-letter queue).
+    position        bigint      NULL DEFAULT nextval('triggers.event_positions'),
     -- An event is either on a stream with a position or on no stream at all.
     CONSTRAINT events_stream_seq_together CHECK ((stream IS NULL) = (seq IS NULL))
 )
@@ -59,6 +67,10 @@ CREATE TABLE triggers.events (
 WITH (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05);
 
 CREATE INDEX events_status_created_at_idx ON triggers.events (status, created_at);
+-- The live stream reads stored events in position order: all of them (the server's one
+-- reader) or one tenant's (a replay).
+CREATE INDEX events_position_idx ON triggers.events (position) WHERE position IS NOT NULL;
+CREATE INDEX events_tenant_position_idx ON triggers.events (tenant, position) WHERE position IS NOT NULL;
 -- The inbox's keyset order is (created_at, event_id) within a tenant and status.
 CREATE INDEX events_tenant_status_created_at_idx ON triggers.events (tenant, status, created_at, event_id);
 CREATE INDEX events_created_at_idx ON triggers.events (created_at);

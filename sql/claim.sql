@@ -20,29 +20,32 @@
 -- old snapshot), and they roll back with the transaction that set them.
 
 /*
- * The highest msg_id below which no message can still appear: every msg_id under it is
- * committed (visible) or aborted. Each call reads the queue's sequence (L), then which
- * other transactions hold RowExclusiveLock on the queue; once none of the transactions
- * seen holding it at the last round's reading still does, everything up to that round's
- * L has settled, and a new round starts (at once when nobody holds the lock). One
- * pg_locks read per call.
+ * The highest value of sequence `seq` below which every value handed out is settled:
+ * its transaction committed (its row is visible) or aborted. A writer takes a value of
+ * `seq` only while it holds RowExclusiveLock on `rel` (an INSERT or UPDATE of `rel`
+ * locks it before it computes the new row), and holds that lock until it ends. So each
+ * call reads the sequence (L), then which other transactions hold that lock; once none
+ * of those seen at the last round's reading still does, everything up to that round's L
+ * has settled, and a new round starts (at once when nobody holds the lock). One
+ * pg_locks read per call. The state is this session's (settings triggers.<name>_*),
+ * rolled back with its transaction. Used for the claim's lanes (claim.sql, `seq` the
+ * queue's msg_id) and the live stream's positions (live.sql).
  */
-CREATE FUNCTION triggers._safe_msg_id() RETURNS bigint
+CREATE FUNCTION triggers._settled(seq regclass, rel regclass, name text) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_safe bigint := coalesce(nullif(current_setting('triggers.safe_msg_id', true), '')::bigint, 1);
-    v_round bigint := nullif(current_setting('triggers.safe_round', true), '')::bigint;
-    v_waiting text[] := coalesce(nullif(current_setting('triggers.safe_waiting', true), ''), '{}')::text[];
+    v_safe bigint := coalesce(nullif(current_setting('triggers.' || name || '_settled', true), '')::bigint, 1);
+    v_round bigint := nullif(current_setting('triggers.' || name || '_round', true), '')::bigint;
+    v_waiting text[] := coalesce(nullif(current_setting('triggers.' || name || '_waiting', true), ''), '{}')::text[];
     v_last bigint;
     v_holders text[];
 BEGIN
     -- The sequence first, the lock holders second (two statements, so the second reads
     -- pg_locks after the first read the sequence).
-    SELECT CASE WHEN s.is_called THEN s.last_value ELSE s.last_value - 1 END INTO v_last
-      FROM pgmq.q_triggers_events_msg_id_seq s;
+    v_last := coalesce(pg_sequence_last_value(seq), 0);
     SELECT coalesce(array_agg(l.virtualtransaction), '{}') INTO v_holders
       FROM pg_locks l
-     WHERE l.locktype = 'relation' AND l.relation = 'pgmq.q_triggers_events'::regclass
+     WHERE l.locktype = 'relation' AND l.relation = rel
        AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid()
        AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());
     IF v_round IS NULL OR NOT v_waiting && v_holders THEN
@@ -53,12 +56,20 @@ BEGIN
         IF cardinality(v_holders) = 0 THEN
             v_safe := greatest(v_safe, v_last + 1);
         END IF;
-        PERFORM set_config('triggers.safe_msg_id', v_safe::text, false),
-                set_config('triggers.safe_round', v_last::text, false),
-                set_config('triggers.safe_waiting', v_holders::text, false);
+        PERFORM set_config('triggers.' || name || '_settled', v_safe::text, false),
+                set_config('triggers.' || name || '_round', v_last::text, false),
+                set_config('triggers.' || name || '_waiting', v_holders::text, false);
     END IF;
     RETURN v_safe;
 END $$;
+COMMENT ON FUNCTION triggers._settled IS
+    'Internal: the value of a sequence below which every value handed out is settled (committed or aborted), in this session''s view.';
+
+-- The msg_id below which every queue message is committed or aborted.
+CREATE FUNCTION triggers._safe_msg_id() RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT triggers._settled('pgmq.q_triggers_events_msg_id_seq', 'pgmq.q_triggers_events', 'claim')
+$$;
 COMMENT ON FUNCTION triggers._safe_msg_id IS
     'Internal: the msg_id below which every queue message is committed or aborted (this session''s view).';
 

@@ -58,3 +58,11 @@ BEGIN
     RETURN v.tenant;
 END $$;
 COMMENT ON FUNCTION triggers.authenticate IS 'The tenant of an API key, or TG009 for an unknown or revoked key.';
+
+-- The ids (trg_<id>_...) of keys revoked at or after `since`: what a server's live
+-- streams poll, to end a stream whose key was revoked.
+CREATE FUNCTION triggers.revoked_keys(since timestamptz) RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    SELECT k.key_id FROM triggers.api_keys k WHERE k.revoked_at >= since
+$$;
+COMMENT ON FUNCTION triggers.revoked_keys IS 'The ids of API keys revoked at or after a time (live streams end on them).';

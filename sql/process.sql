@@ -42,12 +42,13 @@ BEGIN
     -- An event row is written only for a message well-formed enough to describe one.
     IF triggers._malformed(message - 'debug') IS NULL THEN
         INSERT INTO triggers.events AS ev (event_id, tenant, stream, seq, payload, metadata, status,
-                                          created_at, updated_at, retry_count, error_message, idempotency_key)
+                                          created_at, updated_at, retry_count, error_message, idempotency_key,
+                                          position)
         VALUES ((message->>'event_id')::uuid, message->>'tenant', message->>'stream', (message->>'seq')::bigint,
                 message->'payload', nullif(message->'metadata', 'null'), 'failed',
                 coalesce((message->>'created_at')::timestamptz, v_now), v_now,
                 greatest(read_ct - 1, 0), error,
-                message->>'idempotency_key')
+                message->>'idempotency_key', NULL)
         ON CONFLICT ON CONSTRAINT events_pkey DO UPDATE
            SET status = 'failed', updated_at = v_now, error_message = EXCLUDED.error_message,
                retry_count = ev.retry_count + greatest(read_ct - 1, 0)
@@ -55,6 +56,14 @@ BEGIN
     END IF;
 END $$;
 COMMENT ON FUNCTION triggers._dead_letter IS 'Internal: moves a message to the dead-letter queue and records its event as failed.';
+
+-- The order messages are stored in, k = 1, 2, ...: a stream's events in seq order.
+CREATE FUNCTION triggers._storing_order(messages jsonb[], read_cts int[], OUT m jsonb, OUT rc int, OUT k bigint)
+RETURNS SETOF record LANGUAGE sql IMMUTABLE AS $$
+    SELECT t.m, t.rc, row_number() OVER (ORDER BY t.m->>'stream', (t.m->>'seq')::bigint, t.m->>'event_id')
+      FROM unnest(messages, read_cts) AS t(m, rc)
+$$;
+COMMENT ON FUNCTION triggers._storing_order IS 'Internal: the order messages are stored in (a stream''s in seq order).';
 
 -- Stores the given messages as pending events, with one insert. A stored row that had
 -- failed becomes pending again (a retry or a redrive succeeded); one already pending or
@@ -64,16 +73,23 @@ RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := triggers._now();
     v_inserted bigint;
+    v_positions bigint[];
 BEGIN
+    -- Delivery positions (live.sql), one per message, increasing in the order the
+    -- messages are stored: a stream's events in seq order. Taken under the lock every
+    -- writer of events holds, as the live stream's horizon requires.
+    LOCK TABLE triggers.events IN ROW EXCLUSIVE MODE;
+    SELECT array_agg(nextval('triggers.event_positions')) INTO v_positions
+      FROM generate_series(1, cardinality(messages));
     INSERT INTO triggers.events AS ev (event_id, tenant, stream, seq, payload, metadata, status, created_at,
-                                      updated_at, processed_at, retry_count, idempotency_key)
+                                      updated_at, processed_at, retry_count, idempotency_key, position)
     SELECT (m->>'event_id')::uuid, m->>'tenant', m->>'stream', (m->>'seq')::bigint, m->'payload',
            nullif(m->'metadata', 'null'), 'pending',
            coalesce((m->>'created_at')::timestamptz, v_now), v_now, v_now,
-           greatest(rc - 1, 0), m->>'idempotency_key'
-      FROM unnest(messages, read_cts) AS t(m, rc)
+           greatest(rc - 1, 0), m->>'idempotency_key', v_positions[k]
+      FROM triggers._storing_order(messages, read_cts) AS t(m, rc, k)
      -- Events of a stream in seq order (stored in order, not only committed together).
-     ORDER BY m->>'stream', (m->>'seq')::bigint, 1
+     ORDER BY k
     ON CONFLICT ON CONSTRAINT events_pkey DO NOTHING;
     GET DIAGNOSTICS v_inserted = ROW_COUNT;
     -- Rows that existed already: only a failed one changes. A separate statement, run
@@ -82,8 +98,8 @@ BEGIN
     IF v_inserted < cardinality(messages) THEN
         UPDATE triggers.events ev
            SET status = 'pending', processed_at = v_now, updated_at = v_now, error_message = NULL,
-               retry_count = ev.retry_count + greatest(t.rc - 1, 0)
-          FROM unnest(messages, read_cts) AS t(m, rc)
+               retry_count = ev.retry_count + greatest(t.rc - 1, 0), position = v_positions[t.k]
+          FROM triggers._storing_order(messages, read_cts) AS t(m, rc, k)
          WHERE ev.event_id = (t.m->>'event_id')::uuid AND ev.status = 'failed';
     END IF;
 END $$;
@@ -501,6 +517,10 @@ BEGIN
            SET done_seq = p_dones[i], halted_event = p_halted[i], updated_at = v_now
          WHERE p.tenant = split_part(p_keys[i], E'\x1f', 1) AND p.stream = split_part(p_keys[i], E'\x1f', 2);
     END LOOP;
+    -- Live subscribers (live.sql): something was stored, delivered at commit.
+    IF stored > 0 THEN
+        PERFORM pg_notify('triggers_stored', '');
+    END IF;
     -- Under load, fold at most once a second per session; an idle worker folds at once.
     PERFORM triggers._fold_metrics(1000);
     RETURN NEXT;

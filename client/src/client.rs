@@ -93,7 +93,7 @@ impl Client {
     }
 
     /// The SQL API on a pooled connection (statements prepared once per connection).
-    async fn pooled(&self) -> Result<On<deadpool_postgres::Object>, Error> {
+    pub(crate) async fn pooled(&self) -> Result<On<deadpool_postgres::Object>, Error> {
         Ok(On {
             conn: self.pool.get().await?,
         })
@@ -128,6 +128,16 @@ impl Client {
             )
         })?;
         Listener::connect(config).await
+    }
+
+    /// A listener on another channel ([`crate::STORED_CHANNEL`]: events were stored).
+    pub async fn listener_on(&self, channel: &str) -> Result<Listener, Error> {
+        let config = self.config.as_ref().ok_or_else(|| {
+            Error::InvalidParameter(
+                "this client was built from a pool without settings; use Listener::connect_to".into(),
+            )
+        })?;
+        Listener::connect_to(config, channel).await
     }
 
     /// Queues one event.

@@ -12,6 +12,9 @@ use crate::Error;
 /// The channel `triggers.enqueue` notifies.
 pub const CHANNEL: &str = "triggers_events";
 
+/// The channel `triggers.process_batch` notifies when it stored events (the live stream).
+pub const STORED_CHANNEL: &str = "triggers_stored";
+
 /// A connection that LISTENs for new events. A notification that arrives while nobody
 /// waits is kept, so none is lost between two waits.
 pub struct Listener {
@@ -23,6 +26,11 @@ pub struct Listener {
 impl Listener {
     /// Opens a dedicated connection and LISTENs on [`CHANNEL`].
     pub async fn connect(config: &tokio_postgres::Config) -> Result<Listener, Error> {
+        Listener::connect_to(config, CHANNEL).await
+    }
+
+    /// Opens a dedicated connection and LISTENs on `channel`.
+    pub async fn connect_to(config: &tokio_postgres::Config, channel: &str) -> Result<Listener, Error> {
         let (client, mut connection) = config
             .connect(tokio_postgres::NoTls)
             .await
@@ -40,7 +48,7 @@ impl Listener {
             c.store(true, Ordering::SeqCst);
             w.notify_one();
         });
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        client.batch_execute(&format!("LISTEN {channel}")).await?;
         Ok(Listener {
             _client: client,
             woken,

@@ -15,6 +15,7 @@
 //! | `sql/metrics.sql` | exact counters (statement triggers), `metrics()` |
 //! | `sql/streams.sql` | ordered streams: the run claim, `streams()`, `resume_stream` |
 //! | `sql/claim.sql` | the claim of events on no stream: tenants in turn, blind to dead rows |
+//! | `sql/live.sql` | the live stream's reading side: `stored()` after a delivery position |
 //! | `sql/process.sql` | `process_batch`: claim, store, retry backoff, the DLQ move |
 //! | `sql/inbox.sql` | `inbox`, `get_event`, `ack`, `retry` |
 //! | `sql/dlq.sql` | `dead_letters`, `redrive` |
@@ -60,6 +61,11 @@ pgrx::extension_sql_file!(
     "../../sql/claim.sql",
     name = "claim",
     requires = ["enqueue"]
+);
+pgrx::extension_sql_file!(
+    "../../sql/live.sql",
+    name = "live",
+    requires = ["validate", "claim"]
 );
 pgrx::extension_sql_file!(
     "../../sql/process.sql",

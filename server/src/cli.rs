@@ -28,6 +28,9 @@ pub enum Command {
     Send(SendArgs),
     /// Print the metrics as JSON.
     Metrics(MetricsArgs),
+    /// Follow the live stream: print each event stored from now (or after --from) as a
+    /// JSON line with its position, until interrupted.
+    Tail(TailArgs),
 }
 
 /// Where the database is: DATABASE_URL, or the embedded cluster in --data-dir.
@@ -61,6 +64,10 @@ pub struct ServeArgs {
     /// Requests per minute per API key (0: no limit); over it, 429 with Retry-After.
     #[arg(long, env = "TRIGGERS_RATE_LIMIT", default_value_t = crate::http::DEFAULT_RATE_LIMIT)]
     pub rate_limit: u32,
+
+    /// Seconds between keep-alive comments on an idle live stream (GET /inbox/stream).
+    #[arg(long, env = "TRIGGERS_KEEP_ALIVE", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keep_alive: u64,
 
     /// The database.
     #[command(flatten)]
@@ -127,4 +134,28 @@ pub struct MetricsArgs {
     /// The database.
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+/// Settings of `triggers tail`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// The tenant whose events to follow.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Only events on this stream.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Resume after this position (the `position` of a line printed before) [default: now].
+    #[arg(long, value_parser = parse_position)]
+    pub from: Option<triggers_client::Position>,
+    /// Stop after this many events [default: never].
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+fn parse_position(text: &str) -> Result<triggers_client::Position, String> {
+    text.parse().map_err(|e: triggers_client::NotAPosition| e.to_string())
 }

@@ -1,10 +1,11 @@
-//! The one-shot commands: `keys create`, `send`, `metrics`. Each uses DATABASE_URL, or
+//! The one-shot commands: `keys create`, `send`, `metrics`, and `tail`, which follows the live stream. Each uses DATABASE_URL, or
 //! the embedded cluster: in place when a `triggers serve` runs it, else started for
 //! the command and stopped after.
 
-use triggers_client::NewEvent;
+use futures_util::StreamExt;
+use triggers_client::{LiveFilter, NewEvent};
 
-use crate::cli::{DbArgs, KeysCommand, MetricsArgs, SendArgs};
+use crate::cli::{DbArgs, KeysCommand, MetricsArgs, SendArgs, TailArgs};
 use crate::db;
 use crate::error::StartupError;
 
@@ -75,4 +76,25 @@ pub async fn metrics(args: MetricsArgs) -> Result<(), StartupError> {
         serde_json::to_string_pretty(&m).map_err(|e| StartupError::Command(e.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+/// `triggers tail`
+pub async fn tail(args: TailArgs) -> Result<(), StartupError> {
+    let mut filter = LiveFilter::tenant(args.tenant.as_str());
+    filter.stream = args.stream.clone();
+    with_database(&args.db, async |c| {
+        let events = c.subscribe(filter, args.from);
+        futures_util::pin_mut!(events);
+        let mut printed = 0u64;
+        while args.count.is_none_or(|n| printed < n) {
+            let Some(next) = events.next().await else { break };
+            let stored = next.map_err(failed)?;
+            let mut line = crate::http::render::event_json(&stored.event);
+            line["position"] = serde_json::Value::from(stored.position.0);
+            println!("{line}");
+            printed += 1;
+        }
+        Ok(())
+    })
+    .await
 }

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Command::Keys(command) => triggers_server::commands::keys(command).await,
             Command::Send(args) => triggers_server::commands::send(args).await,
             Command::Metrics(args) => triggers_server::commands::metrics(args).await,
+            Command::Tail(args) => triggers_server::commands::tail(args).await,
         }
     });
     match result {

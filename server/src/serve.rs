@@ -47,7 +47,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     let workers = Workers::start(&database.client, args.workers);
     let result = axum::serve(
         listener,
-        app(AppState::new(database.client.clone()).with_rate_limit(args.rate_limit)),
+        app(AppState::new(database.client.clone())
+            .with_rate_limit(args.rate_limit)
+            .with_keep_alive(std::time::Duration::from_secs(args.keep_alive))),
     )
     .with_graceful_shutdown(async move { signals.recv().await })
     .await

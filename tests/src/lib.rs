@@ -3,11 +3,12 @@
 //!
 //! process.rs: the binary as a child process; database.rs: the shared test cluster and
 //! a database per test; wait.rs: condition waits and notifications; api.rs: the router
-//! driven in process.
+//! driven in process; sse.rs: a Server-Sent Events client.
 
 pub mod api;
 mod database;
 mod process;
+pub mod sse;
 mod wait;
 
 pub use database::{connect, database_url, scalar, test_database, HungWorker};

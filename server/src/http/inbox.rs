@@ -5,12 +5,12 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use triggers_client::{InboxQuery, Order, Status};
 
 use super::auth::Tenant;
 use super::error::{AppError, ErrorCode};
-use super::parse::{self, int_param, param, time_param, IdPath, Params};
+use super::parse::{self, containment_filters, int_param, param, time_param, IdPath, Params};
 use super::render::{event_json, timestamp_now, ts};
 use super::shapes::{Acked, ErrorEnvelope, InboxPage, Retrying};
 use super::state::AppState;
@@ -63,25 +63,12 @@ pub(super) async fn get_inbox(
             ))
         }
     });
-    // metadata.<k>=v and payload.<k>=v: containment; a value that reads as a JSON number,
-    // boolean or null is matched as one, anything else as a string.
-    let (mut metadata, mut payload) = (Map::new(), Map::new());
-    for (key, value) in &pairs {
-        let parsed = match serde_json::from_str::<Value>(value) {
-            Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => v,
-            _ => Value::String(value.clone()),
-        };
-        if let Some(field) = key.strip_prefix("metadata.") {
-            metadata.insert(field.to_string(), parsed);
-        } else if let Some(field) = key.strip_prefix("payload.") {
-            payload.insert(field.to_string(), parsed);
-        }
+    let (metadata, payload) = containment_filters(&pairs);
+    if let Some(metadata) = metadata {
+        inbox = inbox.metadata_contains(metadata);
     }
-    if !metadata.is_empty() {
-        inbox = inbox.metadata_contains(Value::Object(metadata));
-    }
-    if !payload.is_empty() {
-        inbox = inbox.payload_contains(Value::Object(payload));
+    if let Some(payload) = payload {
+        inbox = inbox.payload_contains(payload);
     }
     let page = state.client.inbox(&inbox).await?;
     Ok(Json(json!({

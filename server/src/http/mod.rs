@@ -4,7 +4,7 @@
 //! `POST /events/batch`, `GET /events/{id}`), inbox.rs (`GET /inbox`, ack, retry),
 //! dlq.rs, streams.rs (`GET /streams`, `GET /streams/{name}`, resume), metrics.rs (JSON
 //! and Prometheus), health.rs (`/health`, `/ready`), dashboard.rs (`GET /`), openapi.rs
-//! (`/openapi.json`). Beside them: auth.rs (the API key check), limit.rs (rate limit),
+//! (`/openapi.json`), live.rs (`GET /inbox/stream`, the live stream, and its hub). Beside them: auth.rs (the API key check), limit.rs (rate limit),
 //! correlation.rs (correlation id, request log), group.rs (group commit), parse.rs
 //! (reading paths, queries and bodies), render.rs (times, events and streams in
 //! answers), error.rs (`AppError` and the error codes), shapes.rs (the document's schema
@@ -20,10 +20,11 @@ pub mod group;
 mod health;
 mod inbox;
 pub mod limit;
+pub mod live;
 mod metrics;
 pub mod openapi;
 mod parse;
-mod render;
+pub(crate) mod render;
 mod shapes;
 mod state;
 mod streams;
@@ -47,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .merge(dashboard::routes())
         .merge(openapi::routes())
         .merge(events::routes())
+        .merge(live::routes())
         .merge(inbox::routes())
         .merge(dlq::routes())
         .merge(streams::routes())

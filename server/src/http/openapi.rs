@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
 use super::error::ErrorCode;
 use super::shapes::*;
 use super::state::AppState;
-use super::{dashboard, dlq, events, health, inbox, metrics, streams};
+use super::{dashboard, dlq, events, health, inbox, live, metrics, streams};
 
 /// A tenant, stream or idempotency key: no ASCII control character (`_check_text`).
 /// utoipa takes patterns only as literals: each field repeats it, and a test
@@ -145,6 +145,7 @@ fn describe_debug(openapi: &mut utoipa::openapi::OpenApi) {
         events::post_batch,
         events::get_event,
         inbox::get_inbox,
+        live::stream,
         inbox::ack,
         inbox::retry,
         dlq::dlq,

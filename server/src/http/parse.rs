@@ -123,6 +123,26 @@ pub(super) fn query(
     Ok(pairs)
 }
 
+/// The `metadata.<k>=v` and `payload.<k>=v` pairs as containment objects (`@>`), each
+/// `None` without such pairs. A value that reads as a JSON number, boolean or null is
+/// matched as one, anything else as a string.
+pub(super) fn containment_filters(pairs: &[(String, String)]) -> (Option<Value>, Option<Value>) {
+    let (mut metadata, mut payload) = (Map::new(), Map::new());
+    for (key, value) in pairs {
+        let parsed = match serde_json::from_str::<Value>(value) {
+            Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => v,
+            _ => Value::String(value.clone()),
+        };
+        if let Some(field) = key.strip_prefix("metadata.") {
+            metadata.insert(field.to_string(), parsed);
+        } else if let Some(field) = key.strip_prefix("payload.") {
+            payload.insert(field.to_string(), parsed);
+        }
+    }
+    let object = |m: Map<String, Value>| (!m.is_empty()).then_some(Value::Object(m));
+    (object(metadata), object(payload))
+}
+
 /// The value of `key`, if the query has it.
 pub(super) fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs

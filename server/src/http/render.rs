@@ -16,7 +16,7 @@ pub(super) fn timestamp_now() -> String {
 }
 
 /// An event as the API shows it.
-pub(super) fn event_json(e: &Event) -> Value {
+pub(crate) fn event_json(e: &Event) -> Value {
     json!({
         "event_id": e.event_id,
         "status": e.status,

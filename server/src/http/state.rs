@@ -7,6 +7,7 @@ use triggers_client::Client;
 use super::auth::KeyCache;
 use super::group::GroupCommit;
 use super::limit::{Limiter, DEFAULT_RATE_LIMIT};
+use super::live::Hub;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub struct AppState {
     pub group: GroupCommit,
     /// Recently authenticated keys.
     pub keys: KeyCache,
+    /// The live stream's reader and its subscribers.
+    pub live: Hub,
 }
 
 impl AppState {
@@ -26,12 +29,20 @@ impl AppState {
     /// Needs a Tokio runtime (the committers are tasks).
     pub fn new(client: Client) -> AppState {
         let group = GroupCommit::start(client.clone(), 2);
+        let live = Hub::start(client.clone());
         AppState {
+            live,
             client,
             limiter: Some(Limiter::per_minute(DEFAULT_RATE_LIMIT)),
             group,
             keys: KeyCache::default(),
         }
+    }
+
+    /// The same with the live stream's keep-alive comment every `every`.
+    pub fn with_keep_alive(mut self, every: std::time::Duration) -> AppState {
+        self.live = self.live.with_keep_alive(every);
+        self
     }
 
     /// The same with `per_minute` requests per key (0: no limit).

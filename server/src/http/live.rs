@@ -1,0 +1,327 @@
+//! `GET /inbox/stream`: the live stream as Server-Sent Events (SPEC §10), and [`Hub`],
+//! the server's one reader of stored events that fans them out in memory.
+//!
+//! The hub follows `triggers.stored` on a connection of its own, woken by the
+//! `triggers_stored` notification; it publishes each event after raising `upto` (the
+//! last position it has published) and keeps at most [`BUFFER`] events for slow
+//! subscribers. A subscriber first subscribes, then replays from the database up to
+//! `upto`, then takes published events past what it sent: an event is either at most
+//! `upto` when read (replayed) or published after the subscription (received), so none
+//! is missed, and none is sent twice. One that falls more than [`BUFFER`] behind
+//! replays from where it was.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::{broadcast, mpsc, watch};
+use triggers_client::{Client, LiveFilter, Position, StoredEvent, KEY_PREFIX, STORED_CHANNEL};
+
+use super::auth::Tenant;
+use super::error::{AppError, ErrorCode};
+use super::parse::{self, containment_filters, param, Params};
+use super::render::event_json;
+use super::state::AppState;
+
+/// Published events kept for subscribers that have not taken them yet.
+pub const BUFFER: usize = 4096;
+/// Events read per query, by the hub and by a replay.
+const PAGE: i32 = 500;
+/// The keep-alive comment's interval, unless the server is told otherwise.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often the hub looks for revoked keys while anyone is subscribed.
+const REVOCATIONS: Duration = Duration::from_millis(500);
+
+/// A stored event as published: with its SSE data already written.
+pub struct Published {
+    position: Position,
+    stored: StoredEvent,
+    data: String,
+}
+
+impl Published {
+    fn new(stored: StoredEvent) -> Published {
+        Published {
+            position: stored.position,
+            data: event_json(&stored.event).to_string(),
+            stored,
+        }
+    }
+
+    fn sse(&self) -> SseEvent {
+        SseEvent::default()
+            .id(self.position.to_string())
+            .event("event")
+            .data(&self.data)
+    }
+}
+
+/// The server's one reader of stored events and its subscribers' meeting point.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+    keep_alive: Duration,
+}
+
+struct Inner {
+    published: broadcast::Sender<Arc<Published>>,
+    /// The last position published; -1 until the hub has found where "now" is.
+    upto: AtomicI64,
+    ready: watch::Sender<bool>,
+    /// Ids of keys revoked while this server runs.
+    revoked: watch::Sender<Arc<HashSet<String>>>,
+}
+
+impl Hub {
+    /// Starts the reader and the revocation watch on `client`'s database.
+    pub fn start(client: Client) -> Hub {
+        let (published, _) = broadcast::channel(BUFFER);
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                published,
+                upto: AtomicI64::new(-1),
+                ready: watch::Sender::new(false),
+                revoked: watch::Sender::new(Arc::new(HashSet::new())),
+            }),
+            keep_alive: KEEP_ALIVE,
+        };
+        tokio::spawn(read(client.clone(), hub.inner.clone()));
+        tokio::spawn(watch_revocations(client, hub.inner.clone()));
+        hub
+    }
+
+    /// The same hub, its streams sending a keep-alive comment every `every`.
+    pub fn with_keep_alive(mut self, every: Duration) -> Hub {
+        self.keep_alive = every;
+        self
+    }
+
+    /// How many subscribers are attached.
+    pub fn subscribers(&self) -> usize {
+        self.inner.published.receiver_count()
+    }
+
+    async fn until_ready(&self) {
+        let mut ready = self.inner.ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    fn upto(&self) -> Position {
+        Position(self.inner.upto.load(Ordering::SeqCst))
+    }
+}
+
+/// The hub's reader: forever, reconnecting after a failure.
+async fn read(client: Client, inner: Arc<Inner>) {
+    loop {
+        if let Err(e) = read_until_failure(&client, &inner).await {
+            tracing::warn!(error = %e, "live stream reader: retrying in 1 s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn read_until_failure(client: &Client, inner: &Inner) -> Result<(), triggers_client::Error> {
+    let conn = client.dedicated().unwrap_or_else(|| client.clone());
+    let listener = conn.listener_on(STORED_CHANNEL).await?;
+    if inner.upto.load(Ordering::SeqCst) < 0 {
+        let now = conn.stored_horizon().await?;
+        inner.upto.store(now.0, Ordering::SeqCst);
+        inner.ready.send_replace(true);
+    }
+    let all = LiveFilter::default();
+    let mut soon = false;
+    loop {
+        let upto = Position(inner.upto.load(Ordering::SeqCst));
+        let events = conn.stored(&all, upto, PAGE, None).await?;
+        if let Some(last) = events.last() {
+            // Raise upto first: a subscriber that reads it after this has the events
+            // in its replay; one that subscribed before the sends below receives them.
+            inner.upto.store(last.position.0, Ordering::SeqCst);
+            for stored in events {
+                let _ = inner.published.send(Arc::new(Published::new(stored)));
+            }
+            continue;
+        }
+        // Nothing settled yet: soon again after a notification (a transaction below
+        // may be about to end), else at the latest in a second.
+        let pause = if std::mem::take(&mut soon) {
+            Duration::from_millis(5)
+        } else {
+            Duration::from_secs(1)
+        };
+        soon = listener.wait_for_events(pause).await?;
+    }
+}
+
+/// Collects the ids of keys revoked while this server runs, while anyone subscribes.
+async fn watch_revocations(client: Client, inner: Arc<Inner>) {
+    let mut since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    loop {
+        tokio::time::sleep(REVOCATIONS).await;
+        if inner.published.receiver_count() == 0 {
+            continue;
+        }
+        let asked = chrono::Utc::now();
+        match client.revoked_keys(since).await {
+            Ok(ids) => {
+                let fresh: Vec<String> = ids
+                    .into_iter()
+                    .filter(|id| !inner.revoked.borrow().contains(id))
+                    .collect();
+                if !fresh.is_empty() {
+                    inner.revoked.send_modify(|set| {
+                        let mut more = (**set).clone();
+                        more.extend(fresh);
+                        *set = Arc::new(more);
+                    });
+                }
+                // Overlap the next look with this one: clocks of server and database differ.
+                since = asked - chrono::Duration::seconds(10);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read revoked keys"),
+        }
+    }
+}
+
+/// `GET /inbox/stream`.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/inbox/stream", get(stream))
+}
+
+/// GET /inbox/stream
+#[utoipa::path(get, path = "/inbox/stream", params(("stream" = Option<String>, Query, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F]*$"), ("after" = Option<String>, Query, pattern = "^[0-9]{1,18}$", description = "resume after this position (the id of the last event received); the Last-Event-ID header wins"), ("Last-Event-ID" = Option<String>, Header, description = "resume after this position")), responses((status = 200, description = "text/event-stream: `id:` the position, `event: event`, `data:` the event; a keep-alive comment every 15 s. Also filters metadata.<k>=v and payload.<k>=v by containment", content_type = "text/event-stream", body = String), (status = 400, description = "A bad filter, or a position that is not one (INVALID_CURSOR)", body = super::shapes::ErrorEnvelope)))]
+pub(super) async fn stream(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, AppError> {
+    let pairs = parse::query(query, &["stream", "after"], true)?;
+    let mut filter = LiveFilter::tenant(tenant);
+    if let Some(stream) = param(&pairs, "stream") {
+        triggers_client::check_texts(&[("stream", stream)])?;
+        filter.stream = Some(stream.to_string());
+    }
+    (filter.metadata_contains, filter.payload_contains) = containment_filters(&pairs);
+    let resume = match headers.get("last-event-id") {
+        Some(value) => Some(value.to_str().unwrap_or("\u{fffd}")),
+        None => param(&pairs, "after"),
+    };
+    let from = resume
+        .map(|text| {
+            text.trim()
+                .parse::<Position>()
+                .map_err(|e| AppError::new(ErrorCode::InvalidCursor, e.to_string()))
+        })
+        .transpose()?;
+    let key_id = key_id(&headers);
+    let hub = state.live.clone();
+    let keep_alive = hub.keep_alive;
+    let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    tokio::spawn(follow(hub, state.client.clone(), filter, from, key_id, tx));
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
+    });
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(keep_alive))
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// The id of the API key in the request's Authorization header (checked already).
+fn key_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.split_once(' ')?.1.trim();
+    let rest = token.strip_prefix(KEY_PREFIX)?;
+    Some(rest.split_once('_')?.0.to_string())
+}
+
+/// One subscriber: replay, then live, until the client goes, its key is revoked, or
+/// the server stops. Sends into `tx`, which the response body drains.
+async fn follow(
+    hub: Hub,
+    client: Client,
+    filter: LiveFilter,
+    from: Option<Position>,
+    key_id: Option<String>,
+    tx: mpsc::Sender<SseEvent>,
+) {
+    // The reconnect delay a browser's EventSource uses; no id, so it moves no one's
+    // last position.
+    if tx
+        .send(SseEvent::default().retry(Duration::from_secs(1)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    hub.until_ready().await;
+    let mut revoked = hub.inner.revoked.subscribe();
+    let mut published = hub.inner.published.subscribe();
+    let mut last = from.unwrap_or_else(|| hub.upto());
+    loop {
+        // Replay: what was published before this subscription, from the database.
+        let upto = hub.upto();
+        while last < upto {
+            let events = match client.stored(&filter, last, PAGE, Some(upto)).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live stream replay failed; ending the stream");
+                    return;
+                }
+            };
+            let full = events.len() == PAGE as usize;
+            for stored in events {
+                last = stored.position;
+                if tx.send(Published::new(stored).sse()).await.is_err() {
+                    return;
+                }
+            }
+            if !full {
+                last = upto;
+            }
+        }
+        // Live: what is published from now on, past what was sent.
+        loop {
+            let event = tokio::select! {
+                event = published.recv() => event,
+                _ = revoked.changed() => {
+                    if key_id.as_ref().is_some_and(|id| revoked.borrow().contains(id)) {
+                        return;
+                    }
+                    continue;
+                }
+                () = tx.closed() => return,
+            };
+            match event {
+                Ok(event) if event.position > last => {
+                    last = event.position;
+                    if filter.matches(&event.stored.tenant, &event.stored.event)
+                        && tx.send(event.sse()).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too far behind: take the rest from the database.
+                    published = hub.inner.published.subscribe();
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+-- triggers: the live stream's reading side (SPEC §10). Each time processing stores an
+-- event it takes a delivery position (process.sql, _store) and process_batch NOTIFYs
+-- triggers_stored at commit. A reader resumes after a position and gets every event
+-- stored after it, each once, in position order: a stream's events in seq order.
+--
+-- Positions come from a sequence, so they become visible out of order: a batch that
+-- took positions 10..19 may commit after one that took 20..29. A reader that went on
+-- from 29 would never see 10..19. So `stored` returns only positions below the settled
+-- horizon (claim.sql's _settled): every position under it is committed or never will
+-- be. Only transactions that write events hold it back, never an unrelated long one.
+
+-- An event as the live stream carries it: its delivery position and the inbox's fields.
+CREATE TYPE triggers.stored_row AS (
+    position bigint, tenant text, event_id uuid, status text, payload jsonb, metadata jsonb,
+    stream text, seq bigint, created_at timestamptz, updated_at timestamptz,
+    processed_at timestamptz, delivered_at timestamptz, retry_count int, error_message text,
+    idempotency_key text);
+
+/*
+ * Events stored after position `after` (0: from the first), in position order, up to
+ * lim: a tenant's, or with tenant NULL every tenant's (a server's one reader). Filters
+ * as in inbox: stream, metadata and payload containment (@>). Only settled positions
+ * (see above), unless `upto` names a position a reader has already seen settled: then
+ * exactly those in (after, upto].
+ */
+CREATE FUNCTION triggers.stored(
+    tenant text,
+    after bigint DEFAULT 0,
+    lim int DEFAULT 100,
+    stream text DEFAULT NULL,
+    metadata_contains jsonb DEFAULT NULL,
+    payload_contains jsonb DEFAULT NULL,
+    upto bigint DEFAULT NULL)
+RETURNS SETOF triggers.stored_row
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_below bigint;
+BEGIN
+    IF stored.tenant IS NOT NULL THEN
+        PERFORM triggers._check_text('tenant', stored.tenant);
+    END IF;
+    IF stored.stream IS NOT NULL THEN
+        PERFORM triggers._check_text('stream', stored.stream);
+    END IF;
+    IF after IS NULL OR after < 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG005', MESSAGE = format('after must be a position (0 or more), got %s', coalesce(after::text, 'NULL'));
+    END IF;
+    IF lim IS NULL OR lim < 1 OR lim > 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 10000, got %s', coalesce(lim::text, 'NULL'));
+    END IF;
+    IF metadata_contains IS NOT NULL AND jsonb_typeof(metadata_contains) <> 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'metadata_contains must be a JSON object';
+    END IF;
+    IF payload_contains IS NOT NULL AND jsonb_typeof(payload_contains) <> 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'payload_contains must be a JSON object';
+    END IF;
+    v_below := coalesce(upto + 1, triggers._settled('triggers.event_positions', 'triggers.events', 'live'));
+    IF stored.tenant IS NULL THEN
+        RETURN QUERY
+        SELECT e.position, e.tenant, e.event_id, e.status, e.payload, e.metadata, e.stream, e.seq, e.created_at,
+               e.updated_at, e.processed_at, e.delivered_at, e.retry_count, e.error_message, e.idempotency_key
+          FROM triggers.events e
+         WHERE e.position > after AND e.position < v_below
+           AND (stored.stream IS NULL OR e.stream = stored.stream)
+           AND (metadata_contains IS NULL OR e.metadata @> metadata_contains)
+           AND (payload_contains IS NULL OR e.payload @> payload_contains)
+         ORDER BY e.position
+         LIMIT lim;
+    ELSE
+        RETURN QUERY
+        SELECT e.position, e.tenant, e.event_id, e.status, e.payload, e.metadata, e.stream, e.seq, e.created_at,
+               e.updated_at, e.processed_at, e.delivered_at, e.retry_count, e.error_message, e.idempotency_key
+          FROM triggers.events e
+         WHERE e.tenant = stored.tenant AND e.position > after AND e.position < v_below
+           AND (stored.stream IS NULL OR e.stream = stored.stream)
+           AND (metadata_contains IS NULL OR e.metadata @> metadata_contains)
+           AND (payload_contains IS NULL OR e.payload @> payload_contains)
+         ORDER BY e.position
+         LIMIT lim;
+    END IF;
+END $$;
+COMMENT ON FUNCTION triggers.stored IS
+    'Events stored after a delivery position, in position order, each once though transactions commit out of order: the live stream.';
+
+-- The last delivery position settled, at least every position taken before the call
+-- (it waits, up to 5 s, for the transactions that hold earlier ones to end): a reader
+-- that starts here gets what is stored from now on, and nothing stored before is
+-- missed by one that replays up to it.
+CREATE FUNCTION triggers.stored_horizon() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_taken bigint := coalesce(pg_sequence_last_value('triggers.event_positions'), 0);
+    v_until timestamptz := clock_timestamp() + interval '5 seconds';
+    v_settled bigint;
+BEGIN
+    LOOP
+        v_settled := triggers._settled('triggers.event_positions', 'triggers.events', 'live') - 1;
+        EXIT WHEN v_settled >= v_taken OR clock_timestamp() > v_until;
+        PERFORM pg_sleep(0.005);
+    END LOOP;
+    RETURN v_settled;
+END $$;
+COMMENT ON FUNCTION triggers.stored_horizon IS
+    'The last delivery position settled, at least every one taken before the call: start the live stream here to get what is stored from now on.';
