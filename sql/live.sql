@@ -45,6 +45,9 @@ BEGIN
     IF after IS NULL OR after < 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG005', MESSAGE = format('after must be a position (0 or more), got %s', coalesce(after::text, 'NULL'));
     END IF;
+    IF upto < 0 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG005', MESSAGE = format('upto must be a position (0 or more), got %s', upto);
+    END IF;
     IF lim IS NULL OR lim < 1 OR lim > 10000 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 10000, got %s', coalesce(lim::text, 'NULL'));
     END IF;

@@ -20,11 +20,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let from: Option<Position> = args.next().map(|p| p.parse()).transpose()?;
     let tenant = std::env::var("TRIGGERS_TENANT").unwrap_or_else(|_| "default".into());
     let client = Client::connect(&url)?;
-    let events = client.subscribe(LiveFilter::tenant(tenant), from).take(want);
+    let events = client
+        .subscribe(LiveFilter::tenant(tenant), from)
+        .take(want);
     futures_util::pin_mut!(events);
     while let Some(stored) = events.next().await {
         let stored = stored?;
-        println!("{} {} {}", stored.position, stored.event.event_id, stored.event.payload);
+        println!(
+            "{} {} {}",
+            stored.position, stored.event.event_id, stored.event.payload
+        );
     }
     Ok(())
 }

@@ -134,7 +134,8 @@ impl Client {
     pub async fn listener_on(&self, channel: &str) -> Result<Listener, Error> {
         let config = self.config.as_ref().ok_or_else(|| {
             Error::InvalidParameter(
-                "this client was built from a pool without settings; use Listener::connect_to".into(),
+                "this client was built from a pool without settings; use Listener::connect_to"
+                    .into(),
             )
         })?;
         Listener::connect_to(config, channel).await

@@ -30,7 +30,10 @@ impl Listener {
     }
 
     /// Opens a dedicated connection and LISTENs on `channel`.
-    pub async fn connect_to(config: &tokio_postgres::Config, channel: &str) -> Result<Listener, Error> {
+    pub async fn connect_to(
+        config: &tokio_postgres::Config,
+        channel: &str,
+    ) -> Result<Listener, Error> {
         let (client, mut connection) = config
             .connect(tokio_postgres::NoTls)
             .await

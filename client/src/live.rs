@@ -110,9 +110,9 @@ pub fn json_contains(have: &Value, want: &Value) -> bool {
             (Value::Object(h), Value::Object(w)) => w
                 .iter()
                 .all(|(k, wv)| h.get(k).is_some_and(|hv| inner(hv, wv, false))),
-            (Value::Array(h), Value::Array(w)) => w
-                .iter()
-                .all(|wv| h.iter().any(|hv| inner(hv, wv, false))),
+            (Value::Array(h), Value::Array(w)) => {
+                w.iter().all(|wv| h.iter().any(|hv| inner(hv, wv, false)))
+            }
             (Value::Array(h), w) if top && !w.is_object() => h.iter().any(|hv| scalar_eq(hv, w)),
             (h, w) => scalar_eq(h, w),
         }
@@ -131,7 +131,8 @@ fn scalar_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-const STORED_COLUMNS: &str = "position, tenant, event_id, status, payload, metadata, stream, seq, created_at, \
+const STORED_COLUMNS: &str =
+    "position, tenant, event_id, status, payload, metadata, stream, seq, created_at, \
      updated_at, processed_at, delivered_at, retry_count, error_message, idempotency_key";
 
 impl<E: Exec> On<E> {
@@ -145,12 +146,16 @@ impl<E: Exec> On<E> {
         limit: i32,
         upto: Option<Position>,
     ) -> Result<Vec<StoredEvent>, Error> {
-        let texts: Vec<(&str, &str)> = [("tenant", filter.tenant.as_deref()), ("stream", filter.stream.as_deref())]
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
+        let texts: Vec<(&str, &str)> = [
+            ("tenant", filter.tenant.as_deref()),
+            ("stream", filter.stream.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
         check_texts(&texts)?;
-        let sql = format!("SELECT {STORED_COLUMNS} FROM triggers.stored($1, $2, $3, $4, $5, $6, $7)");
+        let sql =
+            format!("SELECT {STORED_COLUMNS} FROM triggers.stored($1, $2, $3, $4, $5, $6, $7)");
         let rows = self
             .conn
             .all(
@@ -169,8 +174,13 @@ impl<E: Exec> On<E> {
         rows.iter()
             .map(|row| {
                 Ok(StoredEvent {
-                    position: Position(row.try_get("position").map_err(|e| Error::Decode(e.to_string()))?),
-                    tenant: row.try_get("tenant").map_err(|e| Error::Decode(e.to_string()))?,
+                    position: Position(
+                        row.try_get("position")
+                            .map_err(|e| Error::Decode(e.to_string()))?,
+                    ),
+                    tenant: row
+                        .try_get("tenant")
+                        .map_err(|e| Error::Decode(e.to_string()))?,
                     event: event_from_row(row)?,
                 })
             })
@@ -218,7 +228,9 @@ impl Following {
             match self.fill().await {
                 Ok(true) => continue,
                 Ok(false) => self.wait().await,
-                Err(e @ (Error::InvalidParameter(_) | Error::InvalidCursor(_))) => return Some(Err(e)),
+                Err(e @ (Error::InvalidParameter(_) | Error::InvalidCursor(_))) => {
+                    return Some(Err(e))
+                }
                 Err(_) => {
                     self.listener = None;
                     tokio::time::sleep(RETRY).await;
@@ -246,7 +258,11 @@ impl Following {
     }
 
     async fn wait(&mut self) {
-        let pause = if std::mem::take(&mut self.soon) { SOON } else { IDLE };
+        let pause = if std::mem::take(&mut self.soon) {
+            SOON
+        } else {
+            IDLE
+        };
         match &self.listener {
             Some(listener) => match listener.wait_for_events(pause).await {
                 Ok(woken) => self.soon = woken,
@@ -266,7 +282,10 @@ impl Client {
         limit: i32,
         upto: Option<Position>,
     ) -> Result<Vec<StoredEvent>, Error> {
-        self.pooled().await?.stored(filter, after, limit, upto).await
+        self.pooled()
+            .await?
+            .stored(filter, after, limit, upto)
+            .await
     }
 
     /// See [`On::stored_horizon`]. The view is the pooled connection's: follow the
@@ -276,7 +295,10 @@ impl Client {
     }
 
     /// The ids (`trg_<id>_…`) of API keys revoked at or after `since`.
-    pub async fn revoked_keys(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<String>, Error> {
+    pub async fn revoked_keys(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, Error> {
         let rows = self
             .pooled()
             .await?
@@ -320,7 +342,10 @@ mod tests {
 
     #[test]
     fn containment_follows_jsonb() {
-        assert!(json_contains(&json!({"a": 1, "b": {"c": [1, 2]}}), &json!({"b": {"c": [2]}})));
+        assert!(json_contains(
+            &json!({"a": 1, "b": {"c": [1, 2]}}),
+            &json!({"b": {"c": [2]}})
+        ));
         assert!(json_contains(&json!({"a": 1.0}), &json!({"a": 1})));
         assert!(!json_contains(&json!({"a": "1"}), &json!({"a": 1})));
         assert!(!json_contains(&json!({"a": [1]}), &json!({"a": 1})));

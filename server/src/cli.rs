@@ -157,5 +157,6 @@ pub struct TailArgs {
 }
 
 fn parse_position(text: &str) -> Result<triggers_client::Position, String> {
-    text.parse().map_err(|e: triggers_client::NotAPosition| e.to_string())
+    text.parse()
+        .map_err(|e: triggers_client::NotAPosition| e.to_string())
 }

@@ -87,7 +87,9 @@ pub async fn tail(args: TailArgs) -> Result<(), StartupError> {
         futures_util::pin_mut!(events);
         let mut printed = 0u64;
         while args.count.is_none_or(|n| printed < n) {
-            let Some(next) = events.next().await else { break };
+            let Some(next) = events.next().await else {
+                break;
+            };
             let stored = next.map_err(failed)?;
             let mut line = crate::http::render::event_json(&stored.event);
             line["position"] = serde_json::Value::from(stored.position.0);

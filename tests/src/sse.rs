@@ -30,7 +30,12 @@ pub struct Sse {
 
 impl Sse {
     /// GET `url` with the API key, `Last-Event-ID` if given, and any extra headers.
-    pub async fn connect(url: &str, key: &str, last_event_id: Option<&str>, extra: &[(&str, &str)]) -> Sse {
+    pub async fn connect(
+        url: &str,
+        key: &str,
+        last_event_id: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Sse {
         let mut request = reqwest::Client::new()
             .get(url)
             .header("authorization", format!("Bearer {key}"))

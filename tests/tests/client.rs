@@ -392,16 +392,17 @@ async fn the_listener_reports_its_closed_connection() {
     ));
 }
 
-/// The examples, as a user runs them: the producer sends, the consumer acks them all.
+/// The examples, as a user runs them: the producer sends, the consumer acks them all,
+/// subscribe follows the live stream and resumes.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_producer_and_consumer_examples_run() {
     let (_, config) = client_for("client_examples").await;
     let url = triggers_tests::database_url(&config);
     let examples =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/examples");
-    let run = |name: &str, arg: &str| {
+    let run_with = |name: &str, args: &[&str]| {
         let output = std::process::Command::new(examples.join(name))
-            .arg(arg)
+            .args(args)
             .env("DATABASE_URL", &url)
             .output()
             .unwrap_or_else(|e| panic!("{name}: {e} (cargo build -p triggers-client --examples)"));
@@ -412,6 +413,7 @@ async fn the_producer_and_consumer_examples_run() {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
+    let run = |name: &str, arg: &str| run_with(name, &[arg]);
     let lines_with = |text: &str, needle: &str| text.lines().filter(|l| l.contains(needle)).count();
     let produced = run("producer", "5");
     assert_eq!(lines_with(&produced, "duplicate=false"), 5, "{produced}");
@@ -420,6 +422,20 @@ async fn the_producer_and_consumer_examples_run() {
     let consumed = run("consumer", "5");
     assert_eq!(lines_with(&consumed, "acked "), 5, "{consumed}");
     assert!(consumed.contains("done: 5 acked"), "{consumed}");
+    // The live stream from the start: the five stored events, each with its position.
+    let followed = run_with("subscribe", &["5", "0"]);
+    assert_eq!(followed.lines().count(), 5, "{followed}");
+    let positions: Vec<i64> = followed
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{followed}");
+    // Resumed after the third: the last two.
+    let resumed = run_with("subscribe", &["2", &positions[2].to_string()]);
+    assert_eq!(
+        resumed.lines().collect::<Vec<_>>(),
+        followed.lines().skip(3).collect::<Vec<_>>()
+    );
 }
 
 /// The debug flags are listed twice, once per language: `DebugFlag::ALL` in the client

@@ -46,15 +46,23 @@ async fn a_position_taken_by_a_transaction_that_commits_later_is_not_skipped() {
     // Transaction A stores ten events (positions 1..10) and stays open.
     enqueue_many(&db, "t", 10).await;
     let a = connect(&config).await;
-    a.batch_execute("BEGIN; SELECT triggers.process_batch(10)").await.unwrap();
+    a.batch_execute("BEGIN; SELECT triggers.process_batch(10)")
+        .await
+        .unwrap();
     // B stores ten more after it (positions 11..20) and commits first.
     enqueue_many(&db, "t", 10).await;
-    db.batch_execute("SELECT triggers.process_batch(10)").await.unwrap();
-    let b_positions: i64 = triggers_tests::scalar(&db, "SELECT min(position) FROM triggers.events").await;
+    db.batch_execute("SELECT triggers.process_batch(10)")
+        .await
+        .unwrap();
+    let b_positions: i64 =
+        triggers_tests::scalar(&db, "SELECT min(position) FROM triggers.events").await;
     assert_eq!(b_positions, 11, "B's events come after A's positions");
     // A reader that resumed now and took B's events would go on from 20 and never see
     // 1..10: the stream holds B's back while A may still commit.
-    assert_eq!(reader.stored(&t, Position(0), 100, None).await.unwrap(), vec![]);
+    assert_eq!(
+        reader.stored(&t, Position(0), 100, None).await.unwrap(),
+        vec![]
+    );
     a.batch_execute("COMMIT").await.unwrap();
     let got: Vec<i64> = reader
         .stored(&t, Position(0), 100, None)
@@ -71,9 +79,7 @@ async fn subscribe_follows_the_stream_and_resumes_after_the_last_event_it_yielde
     let config = test_database("live_subscribe").await;
     let db = connect(&config).await;
     let client = Client::from_config(config.clone(), 2).unwrap();
-    let process = || async {
-        while client.process_batch(None, None).await.unwrap().read > 0 {}
-    };
+    let process = || async { while client.process_batch(None, None).await.unwrap().read > 0 {} };
     enqueue_many(&db, "t", 5).await;
     enqueue_many(&db, "other", 5).await;
     process().await;
@@ -88,25 +94,40 @@ async fn subscribe_follows_the_stream_and_resumes_after_the_last_event_it_yielde
     // Resumed after the third: the fourth and fifth, then what is stored later.
     let resumed = client.subscribe(LiveFilter::tenant("t"), Some(first[2].position));
     futures_util::pin_mut!(resumed);
-    let next: Vec<_> = (&mut resumed).take(2).map(|e| e.unwrap().event.event_id).collect().await;
+    let next: Vec<_> = (&mut resumed)
+        .take(2)
+        .map(|e| e.unwrap().event.event_id)
+        .collect()
+        .await;
     assert_eq!(next, [first[3].event.event_id, first[4].event.event_id]);
     client
         .enqueue(&NewEvent::new(json!({"later": true})).tenant("t"))
         .await
         .unwrap();
     process().await;
-    let later = tokio::time::timeout(PATIENCE, resumed.next()).await.unwrap().unwrap().unwrap();
+    let later = tokio::time::timeout(PATIENCE, resumed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(later.event.payload, json!({"later": true}));
     // A filter the database refuses ends the stream with its error.
     let refused: Vec<_> = client
         .subscribe(LiveFilter::tenant("bad\u{1}tenant"), None)
         .collect()
         .await;
-    assert!(matches!(refused.as_slice(), [Err(triggers_client::Error::InvalidParameter(_))]));
+    assert!(matches!(
+        refused.as_slice(),
+        [Err(triggers_client::Error::InvalidParameter(_))]
+    ));
 }
 
 /// A server on a test database, with its API key for tenant `t`.
-async fn server(name: &str, workers: &str, extra: &[&str]) -> (Server, String, Pg, tokio_postgres::Config) {
+async fn server(
+    name: &str,
+    workers: &str,
+    extra: &[&str],
+) -> (Server, String, Pg, tokio_postgres::Config) {
     let config = test_database(name).await;
     let db = connect(&config).await;
     let key: String = db
@@ -147,7 +168,9 @@ async fn a_subscriber_that_keeps_disconnecting_gets_every_event_once_in_order() 
         // Read a random number of events, then hang up mid-stream.
         let take = rand::rng().random_range(1..=1_200);
         for _ in 0..take {
-            let Some(frame) = sse.next_event(PATIENCE).await else { break };
+            let Some(frame) = sse.next_event(PATIENCE).await else {
+                break;
+            };
             let event: Value = serde_json::from_str(&frame.data).unwrap();
             received.push(event["event_id"].as_str().unwrap().to_string());
             last = frame.id.expect("every event has an id");
@@ -164,7 +187,6 @@ async fn a_subscriber_that_keeps_disconnecting_gets_every_event_once_in_order() 
     assert_eq!(unique.len(), received.len(), "an event came twice");
     assert_eq!(received, stored_in_order(&db, "t").await);
 }
-
 
 /// Reads `n` events from a stream; returns their payloads' `n`.
 async fn read_events(sse: &mut Sse, n: usize) -> Vec<i64> {
@@ -216,7 +238,11 @@ async fn a_thousand_subscribers_get_the_same_events_over_the_servers_own_connect
     }
     // Subscribers cost no connection of their own: the server's count is what it was
     // (its pool, its workers, the hub's reader and listener, and this test's one).
-    assert!(connections().await <= before.max(24), "{} connections", connections().await);
+    assert!(
+        connections().await <= before.max(24),
+        "{} connections",
+        connections().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,12 +279,19 @@ async fn the_stream_keeps_alive_is_never_compressed_and_keeps_tenants_apart() {
     let mut sse = Sse::connect(&url, &key, None, &[("accept-encoding", "gzip")]).await;
     assert_eq!(sse.status, 200);
     assert_eq!(sse.headers["content-type"], "text/event-stream");
-    assert!(sse.headers.get("content-encoding").is_none(), "compressed: {:?}", sse.headers);
+    assert!(
+        sse.headers.get("content-encoding").is_none(),
+        "compressed: {:?}",
+        sse.headers
+    );
     assert_eq!(sse.headers["x-accel-buffering"], "no");
     assert!(sse.next(PATIENCE).await.unwrap().retry.is_some());
     // Idle: a keep-alive comment comes (every --keep-alive seconds).
     let idle = sse.next(PATIENCE).await.unwrap();
-    assert!(idle.event.is_none() && !idle.comments.is_empty(), "{idle:?}");
+    assert!(
+        idle.event.is_none() && !idle.comments.is_empty(),
+        "{idle:?}"
+    );
     // Tenant u's events never reach tenant t's stream; t's own arrive, unbuffered.
     let mut theirs = Sse::connect(&url, &other, None, &[]).await;
     enqueue_many(&db, "u", 3).await;
@@ -286,7 +319,47 @@ async fn a_stream_ends_when_its_key_is_revoked() {
     let url = format!("{}/inbox/stream", server.url);
     let mut sse = Sse::connect(&url, &key, None, &[]).await;
     assert!(sse.next(PATIENCE).await.unwrap().retry.is_some());
-    db.execute("SELECT triggers.revoke_api_key('t', $1)", &[&key]).await.unwrap();
+    db.execute("SELECT triggers.revoke_api_key('t', $1)", &[&key])
+        .await
+        .unwrap();
     // Keep-alives every second until then; then the server ends the stream.
     while sse.next(PATIENCE).await.is_some() {}
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn triggers_tail_prints_each_stored_event_as_a_json_line_with_its_position() {
+    let config = test_database("live_tail").await;
+    let db = connect(&config).await;
+    enqueue_many(&db, "t", 3).await;
+    db.batch_execute("SELECT triggers.process_batch(100)")
+        .await
+        .unwrap();
+    let mut command = triggers(&["tail", "--tenant", "t", "--from", "0", "--count", "3"]);
+    command.env("DATABASE_URL", database_url(&config));
+    let output = triggers_tests::run(command, PATIENCE);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["payload"]["n"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["position"].as_i64().is_some() && l["event_id"].is_string()));
+    // A bad position is refused before anything runs.
+    let mut bad = triggers(&["tail", "--from", "x"]);
+    bad.env("DATABASE_URL", database_url(&config));
+    let refused = triggers_tests::run(bad, PATIENCE);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a position"));
 }

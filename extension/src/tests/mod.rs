@@ -9,6 +9,7 @@ mod dlq;
 mod enqueue;
 mod inbox;
 mod keys;
+mod live;
 mod metrics;
 mod process;
 mod retention;

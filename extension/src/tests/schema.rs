@@ -51,7 +51,8 @@ delivered_at timestamp with time zone YES -
 retry_count integer NO 0
 error_message text YES -
 idempotency_key text YES -
-manual_retries integer NO 0";
+manual_retries integer NO 0
+position bigint YES nextval('triggers.event_positions'::regclass)";
         assert_eq!(got, want);
     }
 

@@ -229,7 +229,9 @@ pub(super) async fn stream(
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
     tokio::spawn(follow(hub, state.client.clone(), filter, from, key_id, tx));
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
     });
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(keep_alive))
@@ -242,7 +244,10 @@ pub(super) async fn stream(
 
 /// The id of the API key in the request's Authorization header (checked already).
 fn key_id(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let token = value.split_once(' ')?.1.trim();
     let rest = token.strip_prefix(KEY_PREFIX)?;
     Some(rest.split_once('_')?.0.to_string())
