@@ -7,9 +7,12 @@
 //! cargo run --release -p triggers-benches --bin triggers-http-load \
 //!     [-- --seconds 5] [--only raw,post,batch,visible] [--workers 2]
 //! ```
+//! `--only raw,live` (not in the default run) measures the live stream (live.rs).
 
 #[path = "common.rs"]
 mod common;
+#[path = "live.rs"]
+mod live;
 #[path = "wire.rs"]
 mod wire;
 
@@ -229,6 +232,11 @@ async fn main() {
             percentile(&visible, 0.5),
             percentile(&visible, 0.99)
         );
+    }
+    if common::named("live") {
+        drained(&client).await;
+        let other = client.create_api_key("idle", "load").await.expect("key");
+        live::rows(&client, &addr, &key, &other, secs, raw).await;
     }
     drop(admin);
     cluster.stop();

@@ -2,18 +2,19 @@
 //! the server's one reader of stored events that fans them out in memory.
 //!
 //! The hub follows `triggers.stored` on a connection of its own, woken by the
-//! `triggers_stored` notification; it publishes each event after raising `upto` (the
-//! last position it has published) and keeps at most [`BUFFER`] events for slow
-//! subscribers. A subscriber first subscribes, then replays from the database up to
+//! `triggers_stored` notification; it publishes each event, on its tenant's channel
+//! only (a subscriber is never woken for another tenant's events), after raising
+//! `upto` (the last position it has published), and each channel keeps at most
+//! [`BUFFER`] events for slow subscribers. A subscriber first subscribes, then replays from the database up to
 //! `upto`, then takes published events past what it sent: an event is either at most
 //! `upto` when read (replayed) or published after the subscription (received), so none
 //! is missed, and none is sent twice. One that falls more than [`BUFFER`] behind
 //! replays from where it was.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -31,7 +32,7 @@ use super::parse::{self, containment_filters, param, Params};
 use super::render::event_json;
 use super::state::AppState;
 
-/// Published events kept for subscribers that have not taken them yet.
+/// Published events a tenant's channel keeps for subscribers that have not taken them yet.
 pub const BUFFER: usize = 4096;
 /// Events read per query, by the hub and by a replay.
 const PAGE: i32 = 500;
@@ -71,8 +72,11 @@ pub struct Hub {
     keep_alive: Duration,
 }
 
+type Channel = broadcast::Sender<Arc<Published>>;
+
 struct Inner {
-    published: broadcast::Sender<Arc<Published>>,
+    /// One channel per tenant with subscribers.
+    channels: Mutex<HashMap<String, Channel>>,
     /// The last position published; -1 until the hub has found where "now" is.
     upto: AtomicI64,
     ready: watch::Sender<bool>,
@@ -83,10 +87,9 @@ struct Inner {
 impl Hub {
     /// Starts the reader and the revocation watch on `client`'s database.
     pub fn start(client: Client) -> Hub {
-        let (published, _) = broadcast::channel(BUFFER);
         let hub = Hub {
             inner: Arc::new(Inner {
-                published,
+                channels: Mutex::new(HashMap::new()),
                 upto: AtomicI64::new(-1),
                 ready: watch::Sender::new(false),
                 revoked: watch::Sender::new(Arc::new(HashSet::new())),
@@ -106,7 +109,20 @@ impl Hub {
 
     /// How many subscribers are attached.
     pub fn subscribers(&self) -> usize {
-        self.inner.published.receiver_count()
+        self.inner.subscribers()
+    }
+
+    /// A receiver of the tenant's published events.
+    fn subscribe(&self, tenant: &str) -> broadcast::Receiver<Arc<Published>> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        channels
+            .entry(tenant.to_string())
+            .or_insert_with(|| broadcast::channel(BUFFER).0)
+            .subscribe()
     }
 
     async fn until_ready(&self) {
@@ -116,6 +132,28 @@ impl Hub {
 
     fn upto(&self) -> Position {
         Position(self.inner.upto.load(Ordering::SeqCst))
+    }
+}
+
+impl Inner {
+    fn subscribers(&self) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels
+            .values()
+            .map(broadcast::Sender::receiver_count)
+            .sum()
+    }
+
+    /// Sends each event on its tenant's channel, if anyone listens; drops channels
+    /// nobody listens to any more.
+    fn publish(&self, events: Vec<StoredEvent>) {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        for stored in events {
+            if let Some(channel) = channels.get(&stored.tenant) {
+                let _ = channel.send(Arc::new(Published::new(stored)));
+            }
+        }
+        channels.retain(|_, channel| channel.receiver_count() > 0);
     }
 }
 
@@ -146,9 +184,7 @@ async fn read_until_failure(client: &Client, inner: &Inner) -> Result<(), trigge
             // Raise upto first: a subscriber that reads it after this has the events
             // in its replay; one that subscribed before the sends below receives them.
             inner.upto.store(last.position.0, Ordering::SeqCst);
-            for stored in events {
-                let _ = inner.published.send(Arc::new(Published::new(stored)));
-            }
+            inner.publish(events);
             continue;
         }
         // Nothing settled yet: soon again after a notification (a transaction below
@@ -167,7 +203,7 @@ async fn watch_revocations(client: Client, inner: Arc<Inner>) {
     let mut since = chrono::Utc::now() - chrono::Duration::minutes(1);
     loop {
         tokio::time::sleep(REVOCATIONS).await;
-        if inner.published.receiver_count() == 0 {
+        if inner.subscribers() == 0 {
             continue;
         }
         let asked = chrono::Utc::now();
@@ -274,7 +310,8 @@ async fn follow(
     }
     hub.until_ready().await;
     let mut revoked = hub.inner.revoked.subscribe();
-    let mut published = hub.inner.published.subscribe();
+    let tenant = filter.tenant.clone().unwrap_or_default();
+    let mut published = hub.subscribe(&tenant);
     let mut last = from.unwrap_or_else(|| hub.upto());
     loop {
         // Replay: what was published before this subscription, from the database.
@@ -322,7 +359,7 @@ async fn follow(
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Too far behind: take the rest from the database.
-                    published = hub.inner.published.subscribe();
+                    published = hub.subscribe(&tenant);
                     break;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
