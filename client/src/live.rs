@@ -201,8 +201,10 @@ impl<E: Exec> On<E> {
 
 /// How long a subscriber sleeps between looks when no notification comes: short
 /// after a notification (the horizon may be waiting on a transaction that is about to
-/// end), long otherwise (a fallback for a lost connection).
-const SOON: Duration = Duration::from_millis(10);
+/// end) and for [`BUSY`] after it found events (a worker notifies at most every 50 ms),
+/// long otherwise (a fallback for a lost connection).
+const SOON: Duration = Duration::from_millis(5);
+const BUSY: Duration = Duration::from_millis(100);
 const IDLE: Duration = Duration::from_secs(1);
 /// How long a subscriber waits before trying again after the database failed.
 const RETRY: Duration = Duration::from_secs(1);
@@ -214,6 +216,7 @@ struct Following {
     listener: Option<Listener>,
     ready: VecDeque<StoredEvent>,
     soon: bool,
+    found: Option<tokio::time::Instant>,
 }
 
 impl Following {
@@ -253,12 +256,16 @@ impl Following {
             self.listener = self.client.listener_on(STORED_CHANNEL).await.ok();
         }
         let events = on.stored(&self.filter, after, 500, None).await?;
+        if !events.is_empty() {
+            self.found = Some(tokio::time::Instant::now());
+        }
         self.ready.extend(events);
         Ok(!self.ready.is_empty())
     }
 
     async fn wait(&mut self) {
-        let pause = if std::mem::take(&mut self.soon) {
+        let busy = self.found.is_some_and(|at| at.elapsed() < BUSY);
+        let pause = if std::mem::take(&mut self.soon) || busy {
             SOON
         } else {
             IDLE
@@ -325,6 +332,7 @@ impl Client {
             listener: None,
             ready: VecDeque::new(),
             soon: false,
+            found: None,
         };
         futures_util::stream::unfold(Some(following), |state| async move {
             let mut following = state?;

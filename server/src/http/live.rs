@@ -177,6 +177,7 @@ async fn read_until_failure(client: &Client, inner: &Inner) -> Result<(), trigge
     }
     let all = LiveFilter::default();
     let mut soon = false;
+    let mut found = tokio::time::Instant::now();
     loop {
         let upto = Position(inner.upto.load(Ordering::SeqCst));
         let events = conn.stored(&all, upto, PAGE, None).await?;
@@ -185,11 +186,14 @@ async fn read_until_failure(client: &Client, inner: &Inner) -> Result<(), trigge
             // in its replay; one that subscribed before the sends below receives them.
             inner.upto.store(last.position.0, Ordering::SeqCst);
             inner.publish(events);
+            found = tokio::time::Instant::now();
             continue;
         }
         // Nothing settled yet: soon again after a notification (a transaction below
-        // may be about to end), else at the latest in a second.
-        let pause = if std::mem::take(&mut soon) {
+        // may be about to end) and for a while after finding something (a worker
+        // notifies at most every 50 ms), else at the latest in a second.
+        let busy = found.elapsed() < Duration::from_millis(100);
+        let pause = if std::mem::take(&mut soon) || busy {
             Duration::from_millis(5)
         } else {
             Duration::from_secs(1)
