@@ -55,12 +55,7 @@ BEGIN
     IF "order" IS NULL OR "order" NOT IN ('asc', 'desc') THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'order must be asc or desc';
     END IF;
-    IF metadata_contains IS NOT NULL AND jsonb_typeof(metadata_contains) <> 'object' THEN
-        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'metadata_contains must be a JSON object';
-    END IF;
-    IF payload_contains IS NOT NULL AND jsonb_typeof(payload_contains) <> 'object' THEN
-        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'payload_contains must be a JSON object';
-    END IF;
+    PERFORM triggers._check_containment(metadata_contains, payload_contains);
     IF after_cursor IS NOT NULL THEN
         v_ts := triggers._cursor_created_at(after_cursor);
         v_id := triggers._cursor_event_id(after_cursor);

@@ -51,36 +51,19 @@ BEGIN
     IF lim IS NULL OR lim < 1 OR lim > 10000 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 10000, got %s', coalesce(lim::text, 'NULL'));
     END IF;
-    IF metadata_contains IS NOT NULL AND jsonb_typeof(metadata_contains) <> 'object' THEN
-        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'metadata_contains must be a JSON object';
-    END IF;
-    IF payload_contains IS NOT NULL AND jsonb_typeof(payload_contains) <> 'object' THEN
-        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'payload_contains must be a JSON object';
-    END IF;
+    PERFORM triggers._check_containment(metadata_contains, payload_contains);
     v_below := coalesce(upto + 1, triggers._settled('triggers.event_positions', 'triggers.events', 'live'));
-    IF stored.tenant IS NULL THEN
-        RETURN QUERY
-        SELECT e.position, e.tenant, e.event_id, e.status, e.payload, e.metadata, e.stream, e.seq, e.created_at,
-               e.updated_at, e.processed_at, e.delivered_at, e.retry_count, e.error_message, e.idempotency_key
-          FROM triggers.events e
-         WHERE e.position > after AND e.position < v_below
-           AND (stored.stream IS NULL OR e.stream = stored.stream)
-           AND (metadata_contains IS NULL OR e.metadata @> metadata_contains)
-           AND (payload_contains IS NULL OR e.payload @> payload_contains)
-         ORDER BY e.position
-         LIMIT lim;
-    ELSE
-        RETURN QUERY
-        SELECT e.position, e.tenant, e.event_id, e.status, e.payload, e.metadata, e.stream, e.seq, e.created_at,
-               e.updated_at, e.processed_at, e.delivered_at, e.retry_count, e.error_message, e.idempotency_key
-          FROM triggers.events e
-         WHERE e.tenant = stored.tenant AND e.position > after AND e.position < v_below
-           AND (stored.stream IS NULL OR e.stream = stored.stream)
-           AND (metadata_contains IS NULL OR e.metadata @> metadata_contains)
-           AND (payload_contains IS NULL OR e.payload @> payload_contains)
-         ORDER BY e.position
-         LIMIT lim;
-    END IF;
+    RETURN QUERY
+    SELECT e.position, e.tenant, e.event_id, e.status, e.payload, e.metadata, e.stream, e.seq, e.created_at,
+           e.updated_at, e.processed_at, e.delivered_at, e.retry_count, e.error_message, e.idempotency_key
+      FROM triggers.events e
+     WHERE e.position > after AND e.position < v_below
+       AND (stored.tenant IS NULL OR e.tenant = stored.tenant)
+       AND (stored.stream IS NULL OR e.stream = stored.stream)
+       AND (metadata_contains IS NULL OR e.metadata @> metadata_contains)
+       AND (payload_contains IS NULL OR e.payload @> payload_contains)
+     ORDER BY e.position
+     LIMIT lim;
 END $$;
 COMMENT ON FUNCTION triggers.stored IS
     'Events stored after a delivery position, in position order, each once though transactions commit out of order: the live stream.';

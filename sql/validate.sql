@@ -42,6 +42,21 @@ END $$;
 COMMENT ON FUNCTION triggers._check_text IS
     'Internal: raises TG004 unless a text is present, 1 to max_len characters, without control characters.';
 
+-- Raises TG004 unless each containment filter (inbox, stored: `@>` on metadata and
+-- payload) is NULL or a JSON object.
+CREATE FUNCTION triggers._check_containment(metadata_contains jsonb, payload_contains jsonb)
+RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF metadata_contains IS NOT NULL AND jsonb_typeof(metadata_contains) <> 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'metadata_contains must be a JSON object';
+    END IF;
+    IF payload_contains IS NOT NULL AND jsonb_typeof(payload_contains) <> 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'payload_contains must be a JSON object';
+    END IF;
+END $$;
+COMMENT ON FUNCTION triggers._check_containment IS
+    'Internal: raises TG004 unless the metadata and payload containment filters are NULL or JSON objects.';
+
 -- The debug flags (SPEC §3.3), the one list of them: validation_error is refused at
 -- enqueue, processing_error fails every attempt, queue_delay holds the event back
 -- config.queue_delay_ms, dlq_routing sends it to the dead-letter queue at once.
