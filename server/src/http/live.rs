@@ -312,7 +312,11 @@ async fn follow(
     {
         return;
     }
-    hub.until_ready().await;
+    // Until the hub knows where "now" is (its database may be down), or the client goes.
+    tokio::select! {
+        () = hub.until_ready() => {}
+        () = tx.closed() => return,
+    }
     let mut revoked = hub.inner.revoked.subscribe();
     let tenant = filter.tenant.clone().unwrap_or_default();
     let mut published = hub.subscribe(&tenant);
