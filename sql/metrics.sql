@@ -92,6 +92,66 @@ CREATE TRIGGER events_count_delete AFTER DELETE ON triggers.events
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION triggers._count_delete();
 
 /*
+ * How many events of a tenant (all with NULL) were processed in minutes [since, until),
+ * and their latency percentiles (created_at to processed_at, ms), from the per-minute
+ * log histogram (each bucket about 10% wide): what metrics() and metrics_history() show.
+ */
+CREATE FUNCTION triggers._latency(tenant text, since timestamptz, until timestamptz,
+    OUT processed bigint, OUT p50_ms numeric, OUT p95_ms numeric, OUT p99_ms numeric)
+LANGUAGE sql STABLE AS $$
+    WITH h AS (
+        SELECT l.bucket, sum(l.n) AS n
+          FROM (SELECT m.tenant, m.minute, m.bucket, m.n FROM triggers.latency_minutes m
+                 WHERE m.minute >= since AND m.minute < until
+                UNION ALL
+                SELECT d.tenant, d.minute, d.bucket, d.n FROM triggers.latency_deltas d
+                 WHERE d.minute >= since AND d.minute < until) l
+         WHERE _latency.tenant IS NULL OR l.tenant = _latency.tenant
+         GROUP BY l.bucket
+    ), c AS (
+        SELECT h.bucket, sum(h.n) OVER (ORDER BY h.bucket) AS cum, sum(h.n) OVER () AS total FROM h
+    ), p AS (
+        SELECT max(c.total) AS total,
+               min(c.bucket) FILTER (WHERE c.cum >= 0.50 * c.total) AS p50,
+               min(c.bucket) FILTER (WHERE c.cum >= 0.95 * c.total) AS p95,
+               min(c.bucket) FILTER (WHERE c.cum >= 0.99 * c.total) AS p99
+          FROM c
+    )
+    SELECT coalesce(p.total, 0)::bigint, round((exp(p.p50 / 10.0) - 1)::numeric, 1),
+           round((exp(p.p95 / 10.0) - 1)::numeric, 1), round((exp(p.p99 / 10.0) - 1)::numeric, 1)
+      FROM p
+$$;
+COMMENT ON FUNCTION triggers._latency IS
+    'Internal: events processed in a span of minutes and their latency percentiles (ms), of a tenant or all.';
+
+/*
+ * The last `minutes` minutes (1 to 1440, default 60), oldest first, the current one
+ * last: for each, how many events of the tenant (all with NULL) were processed and
+ * their latency percentiles (ms; NULL in a minute without events). For charts.
+ */
+CREATE FUNCTION triggers.metrics_history(tenant text DEFAULT NULL, minutes int DEFAULT 60)
+RETURNS TABLE(minute timestamptz, processed bigint, p50_ms numeric, p95_ms numeric, p99_ms numeric)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_now timestamptz := date_trunc('minute', triggers._now());
+BEGIN
+    IF metrics_history.tenant IS NOT NULL THEN
+        PERFORM triggers._check_text('tenant', metrics_history.tenant);
+    END IF;
+    IF minutes IS NULL OR minutes < 1 OR minutes > 1440 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004',
+            MESSAGE = format('minutes must be 1 to 1440, got %s', coalesce(minutes::text, 'NULL'));
+    END IF;
+    RETURN QUERY
+    SELECT m.at, l.processed, l.p50_ms, l.p95_ms, l.p99_ms
+      FROM generate_series(v_now - (minutes - 1) * interval '1 minute', v_now, interval '1 minute') AS m(at)
+      CROSS JOIN LATERAL triggers._latency(metrics_history.tenant, m.at, m.at + interval '1 minute') l
+     ORDER BY m.at;
+END $$;
+COMMENT ON FUNCTION triggers.metrics_history IS
+    'Per minute over the last hour (or `minutes`): events processed and latency p50/p95/p99 (ms), of a tenant or all.';
+
+/*
  * Metrics of one tenant, or of all when tenant is NULL: total, pending, delivered,
  * failed (exact), queue_depth, dlq_count, streams_waiting, streams_halted,
  * last_processed_at, processing_rate_per_min (last 5 minutes), oldest_queued_age_s, and latency_ms p50/p95/p99 from created_at
@@ -129,21 +189,7 @@ BEGIN
       FROM triggers.stream_progress p
       LEFT JOIN LATERAL triggers._stream_head(p.tenant, p.stream, p.done_seq) h ON true
      WHERE metrics.tenant IS NULL OR p.tenant = metrics.tenant;
-    WITH h AS (
-        SELECT l.bucket, sum(l.n) AS n
-          FROM (SELECT m.tenant, m.minute, m.bucket, m.n FROM triggers.latency_minutes m WHERE m.minute >= v_since
-                UNION ALL
-                SELECT d.tenant, d.minute, d.bucket, d.n FROM triggers.latency_deltas d WHERE d.minute >= v_since) l
-         WHERE metrics.tenant IS NULL OR l.tenant = metrics.tenant
-         GROUP BY l.bucket
-    ), c AS (
-        SELECT h.bucket, sum(h.n) OVER (ORDER BY h.bucket) AS cum, sum(h.n) OVER () AS total FROM h
-    )
-    SELECT max(c.total) AS total,
-           min(c.bucket) FILTER (WHERE c.cum >= 0.50 * c.total) AS p50,
-           min(c.bucket) FILTER (WHERE c.cum >= 0.95 * c.total) AS p95,
-           min(c.bucket) FILTER (WHERE c.cum >= 0.99 * c.total) AS p99
-      INTO v_lat FROM c;
+    SELECT * INTO v_lat FROM triggers._latency(metrics.tenant, v_since, 'infinity');
     RETURN jsonb_build_object(
         'tenant', tenant,
         'total', v_counts.pending + v_counts.delivered + v_counts.failed,
@@ -155,13 +201,11 @@ BEGIN
         'streams_waiting', v_streams.waiting,
         'streams_halted', v_streams.halted,
         'last_processed_at', v_counts.last_processed_at,
-        'processing_rate_per_min', round(coalesce(v_lat.total, 0) / 5.0, 1),
+        'processing_rate_per_min', round(v_lat.processed / 5.0, 1),
         'oldest_queued_age_s', round(coalesce(v_queue.oldest, 0)::numeric, 3),
         'latency_ms', jsonb_build_object(
             'window_s', 300,
-            'p50', round((exp(v_lat.p50 / 10.0) - 1)::numeric, 1),
-            'p95', round((exp(v_lat.p95 / 10.0) - 1)::numeric, 1),
-            'p99', round((exp(v_lat.p99 / 10.0) - 1)::numeric, 1)));
+            'p50', v_lat.p50_ms, 'p95', v_lat.p95_ms, 'p99', v_lat.p99_ms));
 END $$;
 COMMENT ON FUNCTION triggers.metrics IS
     'Exact counts by status, queue and DLQ depth, processing rate and latency percentiles, of one tenant or all.';

@@ -12,7 +12,8 @@ use crate::inbox::{InboxQuery, Page};
 use crate::listener::Listener;
 use crate::new_event::NewEvent;
 use crate::types::{
-    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, Settings, StreamInfo, StreamPage,
+    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, MinuteStats, Settings, StreamInfo,
+    StreamPage,
 };
 
 /// How long a call waits for a pooled connection, or for a new one to open, before it
@@ -233,6 +234,15 @@ impl Client {
     /// Metrics of one tenant, or of all with `None`.
     pub async fn metrics(&self, tenant: Option<&str>) -> Result<Metrics, Error> {
         self.pooled().await?.metrics(tenant).await
+    }
+
+    /// Per minute over the last `minutes` (1 to 1440): events processed and latency.
+    pub async fn metrics_history(
+        &self,
+        tenant: Option<&str>,
+        minutes: i32,
+    ) -> Result<Vec<MinuteStats>, Error> {
+        self.pooled().await?.metrics_history(tenant, minutes).await
     }
 
     /// Deletes delivered and failed events unchanged for `older_than`; returns how many.

@@ -17,7 +17,8 @@ use crate::rows::{
 };
 use crate::storable::check_texts;
 use crate::types::{
-    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, Settings, StreamInfo, StreamPage,
+    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, MinuteStats, Settings, StreamInfo,
+    StreamPage,
 };
 
 impl<E: Exec> On<E> {
@@ -238,6 +239,34 @@ impl<E: Exec> On<E> {
             .await?
             .get(0);
         serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Per minute over the last `minutes` (1 to 1440), oldest first: events processed and
+    /// latency percentiles, of one tenant or of all with `None`.
+    pub async fn metrics_history(
+        &self,
+        tenant: Option<&str>,
+        minutes: i32,
+    ) -> Result<Vec<MinuteStats>, Error> {
+        check_texts(&[("tenant", tenant.unwrap_or_default())])?;
+        let rows = self
+            .conn
+            .all(
+                "SELECT minute, processed, p50_ms::float8, p95_ms::float8, p99_ms::float8
+                   FROM triggers.metrics_history($1, $2)",
+                &[&tenant, &minutes],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MinuteStats {
+                minute: r.get(0),
+                processed: r.get(1),
+                p50_ms: r.get(2),
+                p95_ms: r.get(3),
+                p99_ms: r.get(4),
+            })
+            .collect())
     }
 
     /// Deletes delivered and failed events unchanged for `older_than`; returns how many.

@@ -268,6 +268,22 @@ pub struct Latency {
     pub p99: Option<f64>,
 }
 
+/// One minute of `triggers.metrics_history()`: events processed in it and their
+/// latency percentiles (ms; `None` in a minute without events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinuteStats {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    /// Events processed (stored or dead-lettered after processing) in it.
+    pub processed: i64,
+    /// Median latency, enqueue to processed.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+}
+
 /// `triggers.metrics()`: exact counts by status and the queue's health.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Metrics {

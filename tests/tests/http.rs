@@ -553,3 +553,60 @@ async fn responses_are_gzipped_when_asked_and_keep_the_correlation_id() {
         bytes.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_history_has_a_row_per_minute_of_the_tenants_own_events() {
+    let api = Api::new("http_history").await;
+    let key = api.key("acme").await;
+    let other = api.key("globex").await;
+    for (k, n) in [(&key, 3), (&other, 2)] {
+        for i in 0..n {
+            let body = format!(r#"{{"payload":{{"n":{i}}}}}"#);
+            let sent = api.call("POST", "/events", Some(k), Some(&body)).await;
+            assert_eq!(sent.status, StatusCode::OK, "{}", sent.text);
+        }
+    }
+    while api.client.process_batch(None, None).await.unwrap().read > 0 {}
+    let hour = api.call("GET", "/metrics/history", Some(&key), None).await;
+    assert_eq!(hour.status, StatusCode::OK, "{}", hour.text);
+    let rows = hour.body["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 60);
+    let processed: i64 = rows.iter().map(|r| r["processed"].as_i64().unwrap()).sum();
+    assert_eq!(processed, 3, "only acme's own events: {}", hour.text);
+    let last = &rows[59];
+    assert!(
+        last["minute"].as_str().unwrap().ends_with(":00.000Z"),
+        "{last}"
+    );
+    let five = api
+        .call("GET", "/metrics/history?minutes=5", Some(&key), None)
+        .await;
+    assert_eq!(five.body["data"].as_array().unwrap().len(), 5);
+    api.expect_error(
+        "GET",
+        "/metrics/history?minutes=0",
+        Some(&key),
+        None,
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "GET",
+        "/metrics/history?minutes=x",
+        Some(&key),
+        None,
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+    api.expect_error(
+        "GET",
+        "/metrics/history?hours=1",
+        Some(&key),
+        None,
+        400,
+        "INVALID_PARAMETER",
+    )
+    .await;
+}

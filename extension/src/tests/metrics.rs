@@ -1,8 +1,10 @@
-//! `#[pg_test]`s of sql/metrics.sql: exact counts.
+//! `#[pg_test]`s of sql/metrics.sql: exact counts, and the per-minute history.
 
 #[pgrx::pg_schema]
 mod tests {
-    use crate::test_support::{count, enqueue_and_process, one, run};
+    use crate::test_support::{
+        advance_clock, assert_error, count, enqueue_and_process, freeze_clock, one, run,
+    };
     use pgrx::prelude::*;
 
     #[pg_test]
@@ -30,6 +32,55 @@ mod tests {
         assert_eq!(
             count("SELECT (triggers.metrics('nobody')->>'total')::bigint"),
             0
+        );
+    }
+
+    #[pg_test]
+    fn the_history_has_a_row_per_minute_with_what_was_processed_in_it() {
+        freeze_clock();
+        // Both tenants' events queued before each processing call, so that the claim
+        // knows both lanes without waiting on other tests' open transactions.
+        run("SELECT triggers.enqueue('{}', tenant => 'other')");
+        enqueue_and_process(3, "h");
+        advance_clock(120_000);
+        for _ in 0..4 {
+            run("SELECT triggers.enqueue('{}', tenant => 'other')");
+        }
+        enqueue_and_process(2, "h");
+        let rows =
+            "SELECT string_agg(processed::text, ',' ORDER BY minute) FROM triggers.metrics_history";
+        // The last five minutes, the current one last: three events two minutes ago,
+        // two now; all tenants: one and four more.
+        assert_eq!(one::<String>(&format!("{rows}('h', 5)")), "0,0,3,0,2");
+        assert_eq!(one::<String>(&format!("{rows}(NULL, 5)")), "0,0,4,0,6");
+        assert_eq!(
+            count("SELECT count(*) FROM triggers.metrics_history('h')"),
+            60
+        );
+        // Percentiles where something was processed, NULL where nothing was.
+        assert_eq!(
+            count("SELECT count(*) FROM triggers.metrics_history('h', 5) WHERE (p50_ms IS NULL) = (processed = 0)"),
+            5
+        );
+        // metrics() reads the same histogram: the last five minutes' rate.
+        assert_eq!(
+            one::<String>("SELECT triggers.metrics('h')->>'processing_rate_per_min'"),
+            "1.0"
+        );
+        assert_error(
+            "SELECT * FROM triggers.metrics_history('h', 0)",
+            "TG004",
+            "minutes must be 1 to 1440",
+        );
+        assert_error(
+            "SELECT * FROM triggers.metrics_history('h', 1441)",
+            "TG004",
+            "minutes must be 1 to 1440",
+        );
+        assert_error(
+            "SELECT * FROM triggers.metrics_history('', 5)",
+            "TG004",
+            "tenant",
         );
     }
 }

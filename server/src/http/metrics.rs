@@ -1,5 +1,6 @@
-//! `GET /metrics` (JSON) and `GET /metrics/prometheus` (Prometheus text): the tenant's
-//! counts by status, queue and dead-letter depth, rate and latency.
+//! `GET /metrics` (JSON), `GET /metrics/history` (per minute, for charts) and
+//! `GET /metrics/prometheus` (Prometheus text): the tenant's counts by status, queue and
+//! dead-letter depth, rate and latency.
 
 use axum::extract::State;
 use axum::http::header;
@@ -10,14 +11,16 @@ use serde_json::json;
 
 use super::auth::Tenant;
 use super::error::{AppError, ErrorCode};
+use super::parse::{self, int_param, Params};
 use super::render::{timestamp_now, ts};
-use super::shapes::MetricsOut;
+use super::shapes::{HistoryOut, MetricsOut};
 use super::state::AppState;
 
-/// `GET /metrics`, `GET /metrics/prometheus`.
+/// `GET /metrics`, `GET /metrics/history`, `GET /metrics/prometheus`.
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/metrics/history", get(history))
         .route("/metrics/prometheus", get(prometheus))
 }
 
@@ -32,6 +35,29 @@ pub(super) async fn metrics(
         AppError::new(ErrorCode::InternalError, "internal error").with_detail(e.to_string())
     })?;
     data["last_processed_at"] = json!(m.last_processed_at.as_ref().map(ts));
+    Ok(Json(json!({"data": data, "timestamp": timestamp_now()})).into_response())
+}
+
+/// GET /metrics/history
+#[utoipa::path(get, path = "/metrics/history", params(("minutes" = Option<i32>, Query, minimum = 1, maximum = 1440, description = "how many minutes back, the current one last (default 60)")), responses((status = 200, description = "Per minute: events processed and latency percentiles", body = HistoryOut), (status = 400, description = "minutes out of range", body = super::shapes::ErrorEnvelope)))]
+pub(super) async fn history(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    query: Params,
+) -> Result<Response, AppError> {
+    let pairs = parse::query(query, &["minutes"], false)?;
+    let minutes = int_param(&pairs, "minutes")?.unwrap_or(60);
+    let rows = state.client.metrics_history(Some(&tenant), minutes).await?;
+    let data: Vec<_> = rows
+        .iter()
+        .map(|m| {
+            json!({
+                "minute": ts(&m.minute),
+                "processed": m.processed,
+                "latency_ms": {"p50": m.p50_ms, "p95": m.p95_ms, "p99": m.p99_ms},
+            })
+        })
+        .collect();
     Ok(Json(json!({"data": data, "timestamp": timestamp_now()})).into_response())
 }
 

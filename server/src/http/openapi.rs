@@ -154,6 +154,7 @@ fn describe_debug(openapi: &mut utoipa::openapi::OpenApi) {
         streams::get_stream,
         streams::resume_stream,
         metrics::metrics,
+        metrics::history,
         metrics::prometheus,
         dashboard::index,
         openapi_json,
@@ -163,7 +164,7 @@ fn describe_debug(openapi: &mut utoipa::openapi::OpenApi) {
         BatchAcceptedData, EventEnvelope, InboxPage, Acked, AckedData, Retrying, RetryingData,
         DeadLetters, DeadLetterOut, Redriven, RedrivenData, StreamOut, StreamStateName,
         StreamList, StreamListData, StreamEnvelope, Resumed, ResumedData, MetricsOut,
-        MetricsData, LatencyData, HealthOut, ErrorEnvelope, ErrorBody
+        MetricsData, LatencyData, HistoryOut, MinuteOut, MinuteLatency, HealthOut, ErrorEnvelope, ErrorBody
     )),
     modifiers(&Common),
     security(("api_key" = []))

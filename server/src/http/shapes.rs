@@ -268,6 +268,33 @@ pub struct ResumedData {
     timestamp: String,
 }
 
+/// `GET /metrics/history`: a row per minute, oldest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HistoryOut {
+    data: Vec<MinuteOut>,
+    timestamp: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MinuteOut {
+    /// The minute's start (RFC 3339).
+    minute: String,
+    /// Events processed in it.
+    processed: i64,
+    /// Latency percentiles in ms, enqueue to processed; null in a minute without events.
+    latency_ms: MinuteLatency,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MinuteLatency {
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+}
+
 /// `GET /metrics` (SPEC §5).
 #[derive(ToSchema)]
 #[allow(dead_code)]
