@@ -582,31 +582,9 @@ async fn metrics_history_has_a_row_per_minute_of_the_tenants_own_events() {
         .call("GET", "/metrics/history?minutes=5", Some(&key), None)
         .await;
     assert_eq!(five.body["data"].as_array().unwrap().len(), 5);
-    api.expect_error(
-        "GET",
-        "/metrics/history?minutes=0",
-        Some(&key),
-        None,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
-    api.expect_error(
-        "GET",
-        "/metrics/history?minutes=x",
-        Some(&key),
-        None,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
-    api.expect_error(
-        "GET",
-        "/metrics/history?hours=1",
-        Some(&key),
-        None,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
+    for bad in ["minutes=0", "minutes=x", "hours=1"] {
+        let path = format!("/metrics/history?{bad}");
+        api.expect_error("GET", &path, Some(&key), None, 400, "INVALID_PARAMETER")
+            .await;
+    }
 }
