@@ -1,8 +1,8 @@
 //! `GET /inbox/stream`: the live stream as Server-Sent Events (SPEC §10), and [`Hub`],
 //! the server's one reader of stored events that fans them out in memory.
 //!
-//! The hub follows `triggers.stored` on a connection of its own, woken by the
-//! `triggers_stored` notification; it publishes each event, on its tenant's channel
+//! The hub follows `triggers.stored` for every tenant (`Client::subscribe`, on a
+//! connection of its own, woken by the `triggers_stored` notification); it publishes each event, on its tenant's channel
 //! only (a subscriber is never woken for another tenant's events), after raising
 //! `upto` (the last position it has published), and each channel keeps at most
 //! [`BUFFER`] events for slow subscribers. A subscriber first subscribes, then replays from the database up to
@@ -23,8 +23,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
-use triggers_client::{Client, LiveFilter, Position, StoredEvent, KEY_PREFIX, STORED_CHANNEL};
+use triggers_client::{Client, LiveFilter, Position, StoredEvent, KEY_PREFIX};
 
 use super::auth::Tenant;
 use super::error::{AppError, ErrorCode};
@@ -107,11 +108,6 @@ impl Hub {
         self
     }
 
-    /// How many subscribers are attached.
-    pub fn subscribers(&self) -> usize {
-        self.inner.subscribers()
-    }
-
     /// A receiver of the tenant's published events.
     fn subscribe(&self, tenant: &str) -> broadcast::Receiver<Arc<Published>> {
         let mut channels = self
@@ -157,49 +153,40 @@ impl Inner {
     }
 }
 
-/// The hub's reader: forever, reconnecting after a failure.
+/// The hub's reader: where "now" is, then the live stream of every tenant from there
+/// (`Client::subscribe`, which reconnects and resumes by itself), each run of events
+/// that are ready published together.
 async fn read(client: Client, inner: Arc<Inner>) {
-    loop {
-        if let Err(e) = read_until_failure(&client, &inner).await {
-            tracing::warn!(error = %e, "live stream reader: retrying in 1 s");
+    let start = loop {
+        match client.stored_horizon().await {
+            Ok(now) => break now,
+            Err(e) => tracing::warn!(error = %e, "live stream reader: retrying in 1 s"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn read_until_failure(client: &Client, inner: &Inner) -> Result<(), triggers_client::Error> {
-    let conn = client.dedicated().unwrap_or_else(|| client.clone());
-    let listener = conn.listener_on(STORED_CHANNEL).await?;
-    if inner.upto.load(Ordering::SeqCst) < 0 {
-        let now = conn.stored_horizon().await?;
-        inner.upto.store(now.0, Ordering::SeqCst);
-        inner.ready.send_replace(true);
-    }
-    let all = LiveFilter::default();
-    let mut soon = false;
-    let mut found = tokio::time::Instant::now();
-    loop {
-        let upto = Position(inner.upto.load(Ordering::SeqCst));
-        let events = conn.stored(&all, upto, PAGE, None).await?;
-        if let Some(last) = events.last() {
+    };
+    inner.upto.store(start.0, Ordering::SeqCst);
+    inner.ready.send_replace(true);
+    let events = client
+        .subscribe(LiveFilter::default(), Some(start))
+        .ready_chunks(PAGE as usize);
+    futures_util::pin_mut!(events);
+    while let Some(ready) = events.next().await {
+        let ready: Vec<StoredEvent> = ready
+            .into_iter()
+            .filter_map(|event| {
+                event
+                    .map_err(|e| tracing::error!(error = %e, "live stream reader"))
+                    .ok()
+            })
+            .collect();
+        if let Some(last) = ready.last() {
             // Raise upto first: a subscriber that reads it after this has the events
             // in its replay; one that subscribed before the sends below receives them.
             inner.upto.store(last.position.0, Ordering::SeqCst);
-            inner.publish(events);
-            found = tokio::time::Instant::now();
-            continue;
+            inner.publish(ready);
         }
-        // Nothing settled yet: soon again after a notification (a transaction below
-        // may be about to end) and for a while after finding something (a worker
-        // notifies at most every 50 ms), else at the latest in a second.
-        let busy = found.elapsed() < Duration::from_millis(100);
-        let pause = if std::mem::take(&mut soon) || busy {
-            Duration::from_millis(5)
-        } else {
-            Duration::from_secs(1)
-        };
-        soon = listener.wait_for_events(pause).await?;
     }
+    tracing::error!("live stream reader stopped: the stream refused its filter");
 }
 
 /// Collects the ids of keys revoked while this server runs, while anyone subscribes.
