@@ -108,6 +108,19 @@ fn remove_stale_clusters() {
     }
 }
 
+/// Queues `n` events for `tenant` in one `enqueue_batch`, payloads `{"n": 1}` to
+/// `{"n": n}`, each with the debug flag if one is given.
+pub async fn enqueue_many(db: &tokio_postgres::Client, tenant: &str, n: i64, debug: Option<&str>) {
+    db.execute(
+        "SELECT triggers.enqueue_batch(
+                    (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('payload', jsonb_build_object('n', g), 'debug', $3::text)))
+                       FROM generate_series(1, $2::bigint) g), $1)",
+        &[&tenant, &n, &debug],
+    )
+    .await
+    .expect("enqueue_batch");
+}
+
 /// The single bigint `sql` returns.
 pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client

@@ -11,7 +11,7 @@ mod process;
 pub mod sse;
 mod wait;
 
-pub use database::{connect, database_url, scalar, test_database, HungWorker};
+pub use database::{connect, database_url, enqueue_many, scalar, test_database, HungWorker};
 pub use process::{
     bin, free_port, get_json, is_root, postgres_processes_of, run, triggers, Server, TempDir,
     START_TIMEOUT,

@@ -5,18 +5,7 @@
 //! does not hold back another tenant's event.
 
 use tokio_postgres::Client;
-use triggers_tests::{connect, scalar, test_database};
-
-async fn enqueue_many(db: &Client, tenant: &str, n: i64, debug: Option<&str>) {
-    db.execute(
-        "SELECT triggers.enqueue_batch(
-                    (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('payload', jsonb_build_object('n', g), 'debug', $3::text)))
-                       FROM generate_series(1, $2::bigint) g), $1)",
-        &[&tenant, &n, &debug],
-    )
-    .await
-    .expect("enqueue_batch");
-}
+use triggers_tests::{connect, enqueue_many, scalar, test_database};
 
 /// process_batch(100) until a call reads nothing; returns the number of calls.
 async fn drain(db: &Client) -> usize {

@@ -12,17 +12,9 @@ use serde_json::{json, Value};
 use tokio_postgres::Client as Pg;
 use triggers_client::{Client, LiveFilter, NewEvent, Position};
 use triggers_tests::sse::Sse;
-use triggers_tests::{connect, database_url, free_port, test_database, triggers, Server, PATIENCE};
-
-async fn enqueue_many(db: &Pg, tenant: &str, n: i64) {
-    db.execute(
-        "SELECT triggers.enqueue_batch((SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', g)))
-                                          FROM generate_series(1, $2::bigint) g), $1)",
-        &[&tenant, &n],
-    )
-    .await
-    .expect("enqueue_batch");
-}
+use triggers_tests::{
+    connect, database_url, enqueue_many, free_port, test_database, triggers, Server, PATIENCE,
+};
 
 /// The event ids of a tenant's stored events in position order: what a subscriber
 /// must have received.
@@ -45,13 +37,13 @@ async fn a_position_taken_by_a_transaction_that_commits_later_is_not_skipped() {
     let reader = Client::from_config(config.clone(), 1).unwrap();
     let t = LiveFilter::tenant("t");
     // Transaction A stores ten events (positions 1..10) and stays open.
-    enqueue_many(&db, "t", 10).await;
+    enqueue_many(&db, "t", 10, None).await;
     let a = connect(&config).await;
     a.batch_execute("BEGIN; SELECT triggers.process_batch(10)")
         .await
         .unwrap();
     // B stores ten more after it (positions 11..20) and commits first.
-    enqueue_many(&db, "t", 10).await;
+    enqueue_many(&db, "t", 10, None).await;
     db.batch_execute("SELECT triggers.process_batch(10)")
         .await
         .unwrap();
@@ -81,8 +73,8 @@ async fn subscribe_follows_the_stream_and_resumes_after_the_last_event_it_yielde
     let db = connect(&config).await;
     let client = Client::from_config(config.clone(), 2).unwrap();
     let process = || async { while client.process_batch(None, None).await.unwrap().read > 0 {} };
-    enqueue_many(&db, "t", 5).await;
-    enqueue_many(&db, "other", 5).await;
+    enqueue_many(&db, "t", 5, None).await;
+    enqueue_many(&db, "other", 5, None).await;
     process().await;
     // From the start: the tenant's five, not the other tenant's.
     let first: Vec<_> = client
@@ -154,7 +146,7 @@ async fn a_subscriber_that_keeps_disconnecting_gets_every_event_once_in_order() 
         let db = connect(&config).await;
         tokio::spawn(async move {
             for _ in 0..40 {
-                enqueue_many(&db, "t", (TOTAL / 40) as i64).await;
+                enqueue_many(&db, "t", (TOTAL / 40) as i64, None).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -229,7 +221,7 @@ async fn a_thousand_subscribers_get_the_same_events_over_the_servers_own_connect
         .await
     };
     let before = connections().await;
-    enqueue_many(&db, "t", 1000).await;
+    enqueue_many(&db, "t", 1000, None).await;
     let readers: Vec<_> = subscribers
         .into_iter()
         .map(|mut sse| tokio::spawn(async move { read_events(&mut sse, 1000).await }))
@@ -271,7 +263,7 @@ async fn a_subscriber_that_never_reads_holds_no_one_back_and_memory_stays_bounde
     let mut reader = Sse::connect(&url, &key, Some("0"), &[]).await;
     let before = rss_kib(server.pid());
     for round in 0..4 {
-        enqueue_many(&db, "t", 5_000).await;
+        enqueue_many(&db, "t", 5_000, None).await;
         let got = read_events(&mut reader, 5_000).await;
         assert_eq!(got.len(), 5_000, "round {round}");
     }
@@ -311,8 +303,8 @@ async fn the_stream_keeps_alive_is_never_compressed_and_keeps_tenants_apart() {
     );
     // Tenant u's events never reach tenant t's stream; t's own arrive, unbuffered.
     let mut theirs = Sse::connect(&url, &other, None, &[]).await;
-    enqueue_many(&db, "u", 3).await;
-    enqueue_many(&db, "t", 2).await;
+    enqueue_many(&db, "u", 3, None).await;
+    enqueue_many(&db, "t", 2, None).await;
     let sorted = |mut v: Vec<i64>| {
         v.sort();
         v
@@ -351,7 +343,7 @@ async fn a_stream_ends_when_its_key_is_revoked() {
 async fn triggers_tail_prints_each_stored_event_as_a_json_line_with_its_position() {
     let config = test_database("live_tail").await;
     let db = connect(&config).await;
-    enqueue_many(&db, "t", 3).await;
+    enqueue_many(&db, "t", 3, None).await;
     db.batch_execute("SELECT triggers.process_batch(100)")
         .await
         .unwrap();
