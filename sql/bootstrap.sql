@@ -141,17 +141,33 @@ CREATE TABLE triggers.stream_progress (
 -- deadlock); one worker at a time folds them into metric_totals. Reads sum both.
 CREATE TABLE triggers.metric_deltas (
     tenant            text        NOT NULL,
-    pending           bigint      NOT NULL,
-    delivered         bigint      NOT NULL,
-    failed            bigint      NOT NULL,
-    last_processed_at timestamptz NULL
+    pending           bigint      NOT NULL DEFAULT 0,
+    delivered         bigint      NOT NULL DEFAULT 0,
+    failed            bigint      NOT NULL DEFAULT 0,
+    last_processed_at timestamptz NULL,
+    -- Counters that only grow (Prometheus `..._total`): events queued by producers
+    -- (repeated idempotency keys not counted), stored by processing, queued again after
+    -- a failure (back-off, manual retry, redrive), dead-lettered, and acknowledged; and
+    -- the sum of every processing latency (the histogram's buckets are latency_totals).
+    enqueued          bigint      NOT NULL DEFAULT 0,
+    stored            bigint      NOT NULL DEFAULT 0,
+    retried           bigint      NOT NULL DEFAULT 0,
+    dead_lettered     bigint      NOT NULL DEFAULT 0,
+    acknowledged      bigint      NOT NULL DEFAULT 0,
+    latency_sum_s     float8      NOT NULL DEFAULT 0
 );
 CREATE TABLE triggers.metric_totals (
     tenant            text        PRIMARY KEY,
-    pending           bigint      NOT NULL,
-    delivered         bigint      NOT NULL,
-    failed            bigint      NOT NULL,
-    last_processed_at timestamptz NULL
+    pending           bigint      NOT NULL DEFAULT 0,
+    delivered         bigint      NOT NULL DEFAULT 0,
+    failed            bigint      NOT NULL DEFAULT 0,
+    last_processed_at timestamptz NULL,
+    enqueued          bigint      NOT NULL DEFAULT 0,
+    stored            bigint      NOT NULL DEFAULT 0,
+    retried           bigint      NOT NULL DEFAULT 0,
+    dead_lettered     bigint      NOT NULL DEFAULT 0,
+    acknowledged      bigint      NOT NULL DEFAULT 0,
+    latency_sum_s     float8      NOT NULL DEFAULT 0
 );
 
 -- Processing latency (created_at -> processed_at) per minute as a log-scale histogram:
@@ -169,6 +185,14 @@ CREATE TABLE triggers.latency_minutes (
     bucket  smallint    NOT NULL,
     n       bigint      NOT NULL,
     PRIMARY KEY (tenant, minute, bucket)
+);
+-- The same histogram over all time (the buckets of the Prometheus latency histogram),
+-- folded from latency_deltas beside latency_minutes and never pruned.
+CREATE TABLE triggers.latency_totals (
+    tenant  text        NOT NULL,
+    bucket  smallint    NOT NULL,
+    n       bigint      NOT NULL,
+    PRIMARY KEY (tenant, bucket)
 );
 
 -- API keys: only a SHA-256 of the key is kept. key_id is the public part of the key
@@ -218,6 +242,7 @@ SELECT pg_catalog.pg_extension_config_dump('triggers.metric_deltas', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.metric_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.latency_deltas', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.latency_minutes', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.latency_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.api_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.q_triggers_events', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.a_triggers_events', '');

@@ -55,6 +55,7 @@ BEGIN
     )
     SELECT count(*) INTO v_n FROM queued;
     IF v_n > 0 THEN
+        PERFORM triggers._count(tenant, 'retried', v_n);
         PERFORM triggers._register_tenant(tenant);
         PERFORM triggers._wake();
     END IF;

@@ -171,6 +171,7 @@ BEGIN
             triggers._message(v.event_id, v.tenant, v.payload, v.metadata, v.idempotency_key, v.stream,
                               v.seq, NULL, v.created_at),
             triggers._requeue_headers(v.tenant, v.stream, v.seq));
+    PERFORM triggers._count(v.tenant, 'retried');
     PERFORM triggers._register_tenant(v.tenant);
     -- On a stream halted on this event, the event takes its place again at the head.
     IF v.stream IS NOT NULL THEN

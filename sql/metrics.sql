@@ -7,11 +7,20 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 COMMENT ON FUNCTION triggers._latency_bucket IS 'Internal: the log-scale latency histogram bucket of a duration.';
 
+-- The processing latency of an event, in seconds (NULL until it is processed).
+CREATE FUNCTION triggers._latency_s(created_at timestamptz, processed_at timestamptz) RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT greatest(extract(epoch FROM processed_at - created_at), 0)::float8
+$$;
+COMMENT ON FUNCTION triggers._latency_s IS 'Internal: an event''s processing latency in seconds, NULL before it is processed.';
+
 CREATE FUNCTION triggers._count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO triggers.metric_deltas (tenant, pending, delivered, failed, last_processed_at)
+    INSERT INTO triggers.metric_deltas (tenant, pending, delivered, failed, last_processed_at, stored, latency_sum_s)
     SELECT n.tenant, count(*) FILTER (WHERE n.status = 'pending'), count(*) FILTER (WHERE n.status = 'delivered'),
-           count(*) FILTER (WHERE n.status = 'failed'), max(n.processed_at)
+           count(*) FILTER (WHERE n.status = 'failed'), max(n.processed_at),
+           count(*) FILTER (WHERE n.status = 'pending'),
+           coalesce(sum(triggers._latency_s(n.created_at, n.processed_at)), 0)
       FROM new_rows n GROUP BY n.tenant;
     INSERT INTO triggers.latency_deltas (tenant, minute, bucket, n)
     SELECT n.tenant, date_trunc('minute', n.processed_at), triggers._latency_bucket(n.processed_at - n.created_at), count(*)
@@ -21,19 +30,25 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION triggers._count_insert IS 'Internal: statement trigger appending metric deltas for inserted events.';
 
+-- A status change moves one count to another; failed -> pending is the event stored
+-- again (after a manual retry), any -> delivered an acknowledgement.
 CREATE FUNCTION triggers._count_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO triggers.metric_deltas (tenant, pending, delivered, failed, last_processed_at)
-    SELECT d.tenant, sum(d.p), sum(d.d), sum(d.f), max(d.processed_at)
-      FROM (SELECT n.tenant, (n.status = 'pending')::int AS p, (n.status = 'delivered')::int AS d,
-                   (n.status = 'failed')::int AS f, n.processed_at
-              FROM new_rows n
-            UNION ALL
-            SELECT o.tenant, -(o.status = 'pending')::int, -(o.status = 'delivered')::int,
-                   -(o.status = 'failed')::int, NULL
-              FROM old_rows o) d
+    INSERT INTO triggers.metric_deltas (tenant, pending, delivered, failed, last_processed_at, stored,
+                                        acknowledged, latency_sum_s)
+    SELECT d.tenant, sum(d.p), sum(d.d), sum(d.f), max(d.processed_at), sum(d.s), sum(d.a), coalesce(sum(d.l), 0)
+      FROM (SELECT n.tenant, (n.status = 'pending')::int - (o.status = 'pending')::int AS p,
+                   (n.status = 'delivered')::int - (o.status = 'delivered')::int AS d,
+                   (n.status = 'failed')::int - (o.status = 'failed')::int AS f,
+                   (n.status = 'pending' AND o.status = 'failed')::int AS s,
+                   (n.status = 'delivered' AND o.status <> 'delivered')::int AS a,
+                   CASE WHEN n.processed_at IS DISTINCT FROM o.processed_at
+                        THEN triggers._latency_s(n.created_at, n.processed_at) END AS l,
+                   n.processed_at
+              FROM new_rows n JOIN old_rows o ON o.event_id = n.event_id) d
      GROUP BY d.tenant
-    HAVING sum(d.p) <> 0 OR sum(d.d) <> 0 OR sum(d.f) <> 0;
+    HAVING sum(d.p) <> 0 OR sum(d.d) <> 0 OR sum(d.f) <> 0 OR sum(d.s) <> 0 OR sum(d.a) <> 0
+        OR count(d.l) > 0;
     INSERT INTO triggers.latency_deltas (tenant, minute, bucket, n)
     SELECT n.tenant, date_trunc('minute', n.processed_at), triggers._latency_bucket(n.processed_at - n.created_at), count(*)
       FROM new_rows n JOIN old_rows o ON o.event_id = n.event_id
@@ -42,6 +57,17 @@ BEGIN
     RETURN NULL;
 END $$;
 COMMENT ON FUNCTION triggers._count_update IS 'Internal: statement trigger appending metric deltas for status changes.';
+
+-- Counts `n` events of a tenant in one of the counters no status change shows:
+-- 'enqueued', 'retried' or 'dead_lettered' (a delta row, like the triggers').
+CREATE FUNCTION triggers._count(tenant text, counter text, n bigint DEFAULT 1) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO triggers.metric_deltas (tenant, enqueued, retried, dead_lettered)
+    SELECT coalesce(_count.tenant, ''), CASE counter WHEN 'enqueued' THEN n ELSE 0 END,
+           CASE counter WHEN 'retried' THEN n ELSE 0 END, CASE counter WHEN 'dead_lettered' THEN n ELSE 0 END
+     WHERE n > 0
+$$;
+COMMENT ON FUNCTION triggers._count IS 'Internal: adds to the enqueued, retried or dead_lettered counter of a tenant.';
 
 CREATE FUNCTION triggers._count_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -70,17 +96,28 @@ BEGIN
     END IF;
     PERFORM set_config('triggers.folded_at_ms', v_now::text, false);
     WITH d AS (DELETE FROM triggers.metric_deltas RETURNING *)
-    INSERT INTO triggers.metric_totals AS t (tenant, pending, delivered, failed, last_processed_at)
-    SELECT d.tenant, sum(d.pending), sum(d.delivered), sum(d.failed), max(d.last_processed_at)
+    INSERT INTO triggers.metric_totals AS t (tenant, pending, delivered, failed, last_processed_at, enqueued,
+                                             stored, retried, dead_lettered, acknowledged, latency_sum_s)
+    SELECT d.tenant, sum(d.pending), sum(d.delivered), sum(d.failed), max(d.last_processed_at), sum(d.enqueued),
+           sum(d.stored), sum(d.retried), sum(d.dead_lettered), sum(d.acknowledged), sum(d.latency_sum_s)
       FROM d GROUP BY d.tenant
     ON CONFLICT (tenant) DO UPDATE
        SET pending = t.pending + EXCLUDED.pending, delivered = t.delivered + EXCLUDED.delivered,
            failed = t.failed + EXCLUDED.failed,
-           last_processed_at = greatest(t.last_processed_at, EXCLUDED.last_processed_at);
-    WITH d AS (DELETE FROM triggers.latency_deltas RETURNING *)
-    INSERT INTO triggers.latency_minutes AS l (tenant, minute, bucket, n)
-    SELECT d.tenant, d.minute, d.bucket, sum(d.n) FROM d GROUP BY 1, 2, 3
-    ON CONFLICT (tenant, minute, bucket) DO UPDATE SET n = l.n + EXCLUDED.n;
+           last_processed_at = greatest(t.last_processed_at, EXCLUDED.last_processed_at),
+           enqueued = t.enqueued + EXCLUDED.enqueued, stored = t.stored + EXCLUDED.stored,
+           retried = t.retried + EXCLUDED.retried, dead_lettered = t.dead_lettered + EXCLUDED.dead_lettered,
+           acknowledged = t.acknowledged + EXCLUDED.acknowledged,
+           latency_sum_s = t.latency_sum_s + EXCLUDED.latency_sum_s;
+    WITH d AS (DELETE FROM triggers.latency_deltas RETURNING *),
+    minutes AS (
+        INSERT INTO triggers.latency_minutes AS l (tenant, minute, bucket, n)
+        SELECT d.tenant, d.minute, d.bucket, sum(d.n) FROM d GROUP BY 1, 2, 3
+        ON CONFLICT (tenant, minute, bucket) DO UPDATE SET n = l.n + EXCLUDED.n
+    )
+    INSERT INTO triggers.latency_totals AS l (tenant, bucket, n)
+    SELECT d.tenant, d.bucket, sum(d.n) FROM d GROUP BY 1, 2
+    ON CONFLICT (tenant, bucket) DO UPDATE SET n = l.n + EXCLUDED.n;
 END $$;
 COMMENT ON FUNCTION triggers._fold_metrics IS 'Internal: folds metric deltas into the totals, one session at a time.';
 
@@ -209,3 +246,60 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION triggers.metrics IS
     'Exact counts by status, queue and DLQ depth, processing rate and latency percentiles, of one tenant or all.';
+
+/*
+ * The counters that only grow, of one tenant or all (NULL), for Prometheus: events
+ * enqueued (repeated idempotency keys not counted), stored, retried (queued again after
+ * a failure: back-off, manual retry, redrive), dead_lettered and acknowledged; and the
+ * processing-latency histogram over all time: `latency_count`, `latency_sum_s` and
+ * `latency_buckets`, cumulative counts at upper bounds `le_s` (seconds). The bounds are
+ * edges of the stored log histogram (metrics.sql's buckets, about 10% apart) nearest to
+ * 1, 2.5, 5, 10, 25, 50, 100, 250, 500 ms, 1, 2.5, 5, 10, 30, 60 s and 5 min, so every
+ * count is exact for its bound.
+ */
+CREATE FUNCTION triggers.counters(tenant text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v record;
+    v_buckets jsonb;
+    v_count bigint;
+BEGIN
+    IF tenant IS NOT NULL THEN
+        PERFORM triggers._check_text('tenant', tenant);
+    END IF;
+    SELECT coalesce(sum(s.enqueued), 0) AS enqueued, coalesce(sum(s.stored), 0) AS stored,
+           coalesce(sum(s.retried), 0) AS retried, coalesce(sum(s.dead_lettered), 0) AS dead_lettered,
+           coalesce(sum(s.acknowledged), 0) AS acknowledged, coalesce(sum(s.latency_sum_s), 0) AS latency_sum_s
+      INTO v
+      FROM (SELECT t.tenant, t.enqueued, t.stored, t.retried, t.dead_lettered, t.acknowledged, t.latency_sum_s
+              FROM triggers.metric_totals t
+            UNION ALL
+            SELECT d.tenant, d.enqueued, d.stored, d.retried, d.dead_lettered, d.acknowledged, d.latency_sum_s
+              FROM triggers.metric_deltas d) s
+     WHERE counters.tenant IS NULL OR s.tenant = counters.tenant;
+    WITH h AS (
+        SELECT l.bucket, sum(l.n) AS n
+          FROM (SELECT t.tenant, t.bucket, t.n FROM triggers.latency_totals t
+                UNION ALL
+                SELECT d.tenant, d.bucket, d.n FROM triggers.latency_deltas d) l
+         WHERE counters.tenant IS NULL OR l.tenant = counters.tenant
+         GROUP BY l.bucket
+    ), bounds AS (
+        -- Bucket b holds latencies below exp((b + 0.5) / 10) - 1 ms (_latency_bucket rounds).
+        SELECT DISTINCT round(10 * ln(1 + t) - 0.5)::int AS b
+          FROM unnest('{1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}'::float8[]) t
+    )
+    SELECT jsonb_agg(jsonb_build_object(
+               'le_s', round(((exp((bounds.b + 0.5) / 10.0) - 1) / 1000)::numeric, 9),
+               'count', (SELECT coalesce(sum(h.n), 0) FROM h WHERE h.bucket <= bounds.b)) ORDER BY bounds.b),
+           (SELECT coalesce(sum(h.n), 0) FROM h)
+      INTO v_buckets, v_count
+      FROM bounds;
+    RETURN jsonb_build_object(
+        'tenant', tenant,
+        'enqueued', v.enqueued, 'stored', v.stored, 'retried', v.retried,
+        'dead_lettered', v.dead_lettered, 'acknowledged', v.acknowledged,
+        'latency_count', v_count, 'latency_sum_s', v.latency_sum_s, 'latency_buckets', v_buckets);
+END $$;
+COMMENT ON FUNCTION triggers.counters IS
+    'Counters that only grow (enqueued, stored, retried, dead_lettered, acknowledged) and the all-time latency histogram, of one tenant or all.';

@@ -39,6 +39,7 @@ BEGIN
     INSERT INTO pgmq.q_triggers_events_dlq (vt, message, read_ct)
     VALUES (v_now, message || jsonb_build_object('error', error, 'failed_at', v_now, 'attempts', read_ct), 0);
     DELETE FROM pgmq.q_triggers_events q WHERE q.msg_id = _dead_letter.msg_id;
+    PERFORM triggers._count(message->>'tenant', 'dead_lettered');
     -- An event row is written only for a message well-formed enough to describe one.
     IF triggers._malformed(message - 'debug') IS NULL THEN
         INSERT INTO triggers.events AS ev (event_id, tenant, stream, seq, payload, metadata, status,
@@ -485,6 +486,7 @@ BEGIN
                 PERFORM triggers._back_off(v_ids[k], v_now
                             + make_interval(secs => triggers._backoff_ms(v_read_cts[k], cfg.backoff_base_ms, cfg.backoff_cap_ms) / 1000.0),
                        v_read_cts[k], v_fail_errors[i]);
+                PERFORM triggers._count(v_msgs[k]->>'tenant', 'retried');
                 retried := retried + 1;
             END IF;
         END LOOP;

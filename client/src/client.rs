@@ -12,8 +12,8 @@ use crate::inbox::{InboxQuery, Page};
 use crate::listener::Listener;
 use crate::new_event::NewEvent;
 use crate::types::{
-    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, MinuteStats, Settings, StreamInfo,
-    StreamPage,
+    BatchResult, Counters, DeadLetter, Enqueued, Event, EventId, Metrics, MinuteStats, Settings,
+    StreamInfo, StreamPage,
 };
 
 /// How long a call waits for a pooled connection, or for a new one to open, before it
@@ -234,6 +234,11 @@ impl Client {
     /// Metrics of one tenant, or of all with `None`.
     pub async fn metrics(&self, tenant: Option<&str>) -> Result<Metrics, Error> {
         self.pooled().await?.metrics(tenant).await
+    }
+
+    /// The counters that only grow and the all-time latency histogram (for Prometheus).
+    pub async fn counters(&self, tenant: Option<&str>) -> Result<Counters, Error> {
+        self.pooled().await?.counters(tenant).await
     }
 
     /// Per minute over the last `minutes` (1 to 1440): events processed and latency.

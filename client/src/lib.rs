@@ -64,6 +64,7 @@ pub use new_event::{DebugFlag, NewEvent, UnknownDebugFlag};
 pub use storable::check_texts;
 pub use triggers_core::{ErrorCode, KEY_PREFIX};
 pub use types::{
-    BatchResult, DeadLetter, Enqueued, Event, EventId, Latency, Metrics, MinuteStats, Settings,
-    Status, StreamInfo, StreamPage, StreamState, UnknownStatus, UnknownStreamState,
+    BatchResult, Counters, DeadLetter, Enqueued, Event, EventId, Latency, LatencyBucket, Metrics,
+    MinuteStats, Settings, Status, StreamInfo, StreamPage, StreamState, UnknownStatus,
+    UnknownStreamState,
 };

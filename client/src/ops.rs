@@ -17,8 +17,8 @@ use crate::rows::{
 };
 use crate::storable::check_texts;
 use crate::types::{
-    BatchResult, DeadLetter, Enqueued, Event, EventId, Metrics, MinuteStats, Settings, StreamInfo,
-    StreamPage,
+    BatchResult, Counters, DeadLetter, Enqueued, Event, EventId, Metrics, MinuteStats, Settings,
+    StreamInfo, StreamPage,
 };
 
 impl<E: Exec> On<E> {
@@ -236,6 +236,18 @@ impl<E: Exec> On<E> {
         let json: Value = self
             .conn
             .one("SELECT triggers.metrics($1)", &[&tenant])
+            .await?
+            .get(0);
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// The counters that only grow and the all-time latency histogram, of one tenant or of
+    /// all with `None` (`triggers.counters()`).
+    pub async fn counters(&self, tenant: Option<&str>) -> Result<Counters, Error> {
+        check_texts(&[("tenant", tenant.unwrap_or_default())])?;
+        let json: Value = self
+            .conn
+            .one("SELECT triggers.counters($1)", &[&tenant])
             .await?
             .get(0);
         serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))

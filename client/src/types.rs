@@ -284,6 +284,39 @@ pub struct MinuteStats {
     pub p99_ms: Option<f64>,
 }
 
+/// `triggers.counters()`: what only grows, for Prometheus's `rate()` and
+/// `histogram_quantile()`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// The tenant, or `None` for all tenants.
+    pub tenant: Option<String>,
+    /// Events queued by producers (a repeated idempotency key is not counted).
+    pub enqueued: i64,
+    /// Times processing stored an event (again after a manual retry).
+    pub stored: i64,
+    /// Times an event was queued again after a failure: back-off, manual retry, redrive.
+    pub retried: i64,
+    /// Messages moved to the dead-letter queue.
+    pub dead_lettered: i64,
+    /// Events acknowledged (pending to delivered).
+    pub acknowledged: i64,
+    /// Latencies (enqueue to stored) in the histogram.
+    pub latency_count: i64,
+    /// Their sum, in seconds.
+    pub latency_sum_s: f64,
+    /// Cumulative counts at increasing upper bounds.
+    pub latency_buckets: Vec<LatencyBucket>,
+}
+
+/// One bound of [`Counters::latency_buckets`]: how many latencies were at most `le_s`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LatencyBucket {
+    /// The upper bound, in seconds.
+    pub le_s: f64,
+    /// Latencies at most `le_s`.
+    pub count: i64,
+}
+
 /// `triggers.metrics()`: exact counts by status and the queue's health.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Metrics {

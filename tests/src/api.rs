@@ -16,6 +16,8 @@ pub struct Api {
     pub router: axum::Router,
     /// A client of the same database.
     pub client: Client,
+    /// The database's connection settings.
+    pub config: tokio_postgres::Config,
 }
 
 /// What a route answered.
@@ -34,10 +36,11 @@ impl Api {
     /// A fresh database `t_<name>` with the extension, and the router over it.
     pub async fn new(name: &str) -> Api {
         let config = test_database(name).await;
-        let client = Client::from_config(config, 4).unwrap();
+        let client = Client::from_config(config.clone(), 4).unwrap();
         Api {
             router: app(AppState::new(client.clone())),
             client,
+            config,
         }
     }
 
@@ -46,6 +49,7 @@ impl Api {
         Api {
             router: app(AppState::new(self.client.clone()).with_rate_limit(per_minute)),
             client: self.client.clone(),
+            config: self.config.clone(),
         }
     }
 

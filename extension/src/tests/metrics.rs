@@ -1,9 +1,11 @@
-//! `#[pg_test]`s of sql/metrics.sql: exact counts, and the per-minute history.
+//! `#[pg_test]`s of sql/metrics.sql: exact counts, the per-minute history, and the
+//! counters that only grow (Prometheus).
 
 #[pgrx::pg_schema]
 mod tests {
     use crate::test_support::{
-        advance_clock, assert_error, count, enqueue_and_process, freeze_clock, one, run,
+        advance_clock, assert_error, count, enqueue_and_process, fast_retries, freeze_clock, one,
+        run,
     };
     use pgrx::prelude::*;
 
@@ -82,5 +84,82 @@ mod tests {
             "TG004",
             "tenant",
         );
+    }
+
+    #[pg_test]
+    fn counters_follow_each_event_through_its_life() {
+        freeze_clock();
+        fast_retries(1);
+        let enqueue = |args: &str| {
+            run(&format!(
+                "SELECT triggers.enqueue('{{}}', tenant => 'ctr'{args})"
+            ))
+        };
+        enqueue(", idempotency_key => 'k1'");
+        enqueue("");
+        enqueue(", idempotency_key => 'k1'"); // a repeat: not queued, not counted
+        run(
+            r#"SELECT triggers.enqueue_batch('[{"payload":{}},{"payload":{},"idempotency_key":"k1"}]', 'ctr')"#,
+        );
+        enqueue(", debug => 'processing_error'");
+        enqueue(", debug => 'dlq_routing'");
+        advance_clock(30);
+        // Three stored 30 ms after they were sent; processing_error backs off once;
+        // dlq_routing goes straight to the dead-letter queue.
+        run("SELECT * FROM triggers.process_batch(1000)");
+        advance_clock(10);
+        // processing_error's second attempt is past max_retries (1): dead-lettered.
+        run("SELECT * FROM triggers.process_batch(1000)");
+        let plain: String = one("SELECT event_id::text FROM triggers.events WHERE tenant = 'ctr' AND status = 'pending' LIMIT 1");
+        run(&format!("SELECT triggers.ack('{plain}', 'ctr')"));
+        let failed: String = one("SELECT event_id::text FROM triggers.events WHERE tenant = 'ctr' AND error_message LIKE '%processing_error%'");
+        run(&format!("SELECT triggers.retry('{failed}', 'ctr')"));
+        advance_clock(5);
+        // The manual retry carries no debug flag: stored, 45 ms after it was first sent.
+        run("SELECT * FROM triggers.process_batch(1000)");
+        run("SELECT triggers.redrive('ctr')");
+
+        let check = |when: &str| {
+            let c: pgrx::JsonB = one("SELECT triggers.counters('ctr')");
+            let c = c.0;
+            for (name, want) in [
+                ("enqueued", 5),
+                ("stored", 4),
+                ("retried", 3),
+                ("dead_lettered", 2),
+                ("acknowledged", 1),
+                ("latency_count", 4),
+            ] {
+                assert_eq!(c[name], want, "{name} {when}: {c}");
+            }
+            let sum = c["latency_sum_s"].as_f64().unwrap();
+            assert!((sum - 0.135).abs() < 1e-9, "3 × 30 ms + 45 ms {when}: {c}");
+            let buckets = c["latency_buckets"].as_array().unwrap();
+            assert_eq!(buckets.len(), 16, "{c}");
+            let at = |le: f64| {
+                buckets
+                    .iter()
+                    .find(|b| (b["le_s"].as_f64().unwrap() - le).abs() / le < 0.06)
+                    .unwrap()["count"]
+                    .clone()
+            };
+            assert_eq!(at(0.025), 0, "none at or below ~25 ms {when}: {c}");
+            assert_eq!(at(0.05), 4, "all at or below ~50 ms {when}: {c}");
+            assert_eq!(at(300.0), 4, "{c}");
+            let counts: Vec<i64> = buckets
+                .iter()
+                .map(|b| b["count"].as_i64().unwrap())
+                .collect();
+            assert!(
+                counts.windows(2).all(|w| w[0] <= w[1]),
+                "cumulative {when}: {c}"
+            );
+        };
+        check("before the fold");
+        run("SELECT triggers._fold_metrics()");
+        check("after the fold");
+        let all: pgrx::JsonB = one("SELECT triggers.counters()");
+        assert!(all.0["enqueued"].as_i64().unwrap() >= 5);
+        assert_error("SELECT triggers.counters('')", "TG004", "tenant");
     }
 }

@@ -1,6 +1,7 @@
 //! `GET /metrics` (JSON), `GET /metrics/history` (per minute, for charts) and
 //! `GET /metrics/prometheus` (Prometheus text): the tenant's counts by status, queue and
-//! dead-letter depth, rate and latency.
+//! dead-letter depth, rate and latency; for Prometheus also counters that only grow
+//! (`triggers_events_*_total`) and an all-time latency histogram.
 
 use axum::extract::State;
 use axum::http::header;
@@ -68,6 +69,7 @@ pub(super) async fn prometheus(
     Tenant(tenant): Tenant,
 ) -> Result<Response, AppError> {
     let m = state.client.metrics(Some(&tenant)).await?;
+    let c = state.client.counters(Some(&tenant)).await?;
     let mut text = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -137,5 +139,57 @@ pub(super) async fn prometheus(
         "Enqueue-to-stored latency quantiles, last 5 minutes.",
         &latency,
     );
+    for (name, value, help) in [
+        (
+            "enqueued",
+            c.enqueued,
+            "Events queued by producers (a repeated idempotency key is not counted).",
+        ),
+        (
+            "stored",
+            c.stored,
+            "Times processing stored an event (again after a manual retry).",
+        ),
+        (
+            "retried",
+            c.retried,
+            "Times an event was queued again after a failure: back-off, manual retry, redrive.",
+        ),
+        (
+            "dead_lettered",
+            c.dead_lettered,
+            "Messages moved to the dead-letter queue.",
+        ),
+        (
+            "acknowledged",
+            c.acknowledged,
+            "Events acknowledged (pending to delivered).",
+        ),
+    ] {
+        metric(
+            &format!("triggers_events_{name}_total"),
+            "counter",
+            help,
+            &[(&t, value as f64)],
+        );
+    }
+    // The histogram's samples: cumulative buckets (bounds are the edges of the stored log
+    // histogram, so each count is exact for its bound), +Inf, then sum and count.
+    let name = "triggers_processing_latency_seconds";
+    text.push_str(&format!(
+        "# HELP {name} Enqueue-to-stored latency of every processed event.\n# TYPE {name} histogram\n"
+    ));
+    for b in &c.latency_buckets {
+        text.push_str(&format!(
+            "{name}_bucket{{{t},le=\"{}\"}} {}\n",
+            b.le_s, b.count
+        ));
+    }
+    text.push_str(&format!(
+        "{name}_bucket{{{t},le=\"+Inf\"}} {}\n",
+        c.latency_count
+    ));
+    text.push_str(&format!("{name}_sum{{{t}}} {}\n", c.latency_sum_s));
+    text.push_str(&format!("{name}_count{{{t}}} {}\n", c.latency_count));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
