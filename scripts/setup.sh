@@ -2,12 +2,14 @@
 # Installs whatever is missing to build, run and test triggers on a Debian machine, as
 # root: apt packages, cargo-pgrx, `cargo pgrx init`, pgmq's extension files, and the
 # built `triggers` extension in the system Postgres; with --with-fuzzer (the test command)
-# also the OpenAPI fuzzer, schemathesis, in target/schemathesis. Every step checks first and skips
+# also the OpenAPI fuzzer, schemathesis, in target/schemathesis; with --with-browser (the
+# test command) Debian's chromium and chromium-driver and, from npm, axe-core (the
+# dashboard's accessibility check) in target/axe. Every step checks first and skips
 # itself when there is nothing to do, so a second run only pays for `cargo pgrx install`.
 #
 # Versions come from [workspace.metadata.triggers] in Cargo.toml, nowhere else.
 #
-# Usage: scripts/setup.sh [--no-install-extension] [--release] [--with-fuzzer]
+# Usage: scripts/setup.sh [--no-install-extension] [--release] [--with-fuzzer] [--with-browser]
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,12 +17,14 @@ cd "$root"
 
 install_extension=1
 fuzzer=0
+browser=0
 profile_flag=()
 for arg in "$@"; do
     case "$arg" in
         --no-install-extension) install_extension=0 ;;
         --release) profile_flag=(--release) ;;
         --with-fuzzer) fuzzer=1 ;;
+        --with-browser) browser=1 ;;
         *) echo "setup: unknown argument '$arg'" >&2; exit 2 ;;
     esac
 done
@@ -38,6 +42,7 @@ PGRX_VERSION=$(pin cargo-pgrx)
 PGMQ_CRATE_VERSION=$(pin pgmq-crate)
 PG_MAJOR=$(pin postgres)
 SCHEMATHESIS_VERSION=$(pin schemathesis)
+AXE_VERSION=$(pin axe-core)
 PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
 export RUSTUP_TOOLCHAIN=$RUST_VERSION
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -68,6 +73,12 @@ apt_packages=(
 # Python with venv, for the OpenAPI fuzzer (machines with a Python of their own keep it).
 if [ "$fuzzer" -eq 1 ] && ! python3 -m venv --help >/dev/null 2>&1; then
     apt_packages+=(python3 python3-venv)
+fi
+# A real headless browser and its WebDriver, for the dashboard's tests; npm for axe-core
+# (machines with a Node.js of their own keep it).
+if [ "$browser" -eq 1 ]; then
+    apt_packages+=(chromium chromium-driver)
+    command -v npm >/dev/null || apt_packages+=(nodejs npm)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -150,6 +161,18 @@ else
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    done_ installed
+fi
+
+axe="$root/target/axe"
+if [ "$browser" -eq 0 ]; then
+    :
+elif step "axe-core $AXE_VERSION (the dashboard's accessibility check)" &&
+    [ "$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$axe/node_modules/axe-core/package.json" 2>/dev/null | head -n 1)" = "$AXE_VERSION" ]; then
+    done_ present
+else
+    mkdir -p "$axe"
+    npm install --silent --no-audit --no-fund --prefix "$axe" "axe-core@$AXE_VERSION" >/dev/null
     done_ installed
 fi
 

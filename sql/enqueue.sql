@@ -159,7 +159,6 @@ BEGIN
                               enqueue_ex.metadata, enqueue_ex.idempotency_key, enqueue_ex.stream,
                               v_seq, enqueue_ex.debug, v_now),
             triggers._headers(enqueue_ex.tenant, enqueue_ex.stream, v_seq));
-    PERFORM triggers._count(enqueue_ex.tenant, 'enqueued');
     PERFORM triggers._register_tenant(enqueue_ex.tenant);
     PERFORM triggers._wake(cfg.notify_throttle_ms);
 END $$;
@@ -239,7 +238,6 @@ BEGIN
              ORDER BY ord
         )
         SELECT items.id, false FROM items ORDER BY items.ord;
-        PERFORM triggers._count(enqueue_batch_ex.tenant, 'enqueued', v_n);
         PERFORM triggers._register_tenant(enqueue_batch_ex.tenant);
         PERFORM triggers._wake(cfg.notify_throttle_ms);
         RETURN;
@@ -293,11 +291,6 @@ BEGIN
                triggers._headers(enqueue_batch_ex.tenant, e->>'stream', v_seqs[ord])
           FROM items WHERE id = fresh_id
          ORDER BY ord
-        RETURNING 1
-    ), counted AS (
-        -- Runs although nothing reads it (a data-modifying WITH always does).
-        INSERT INTO triggers.metric_deltas (tenant, enqueued)
-        SELECT enqueue_batch_ex.tenant, count(*) FROM queued HAVING count(*) > 0
     )
     SELECT items.id, items.id <> items.fresh_id FROM items ORDER BY items.ord;
     PERFORM triggers._register_tenant(enqueue_batch_ex.tenant);

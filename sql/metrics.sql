@@ -16,9 +16,10 @@ COMMENT ON FUNCTION triggers._latency_s IS 'Internal: an event''s processing lat
 
 CREATE FUNCTION triggers._count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO triggers.metric_deltas (tenant, pending, delivered, failed, last_processed_at, stored, latency_sum_s)
+    INSERT INTO triggers.metric_deltas (tenant, pending, delivered, failed, last_processed_at, enqueued, stored,
+                                        latency_sum_s)
     SELECT n.tenant, count(*) FILTER (WHERE n.status = 'pending'), count(*) FILTER (WHERE n.status = 'delivered'),
-           count(*) FILTER (WHERE n.status = 'failed'), max(n.processed_at),
+           count(*) FILTER (WHERE n.status = 'failed'), max(n.processed_at), count(*),
            count(*) FILTER (WHERE n.status = 'pending'),
            coalesce(sum(triggers._latency_s(n.created_at, n.processed_at)), 0)
       FROM new_rows n GROUP BY n.tenant;
@@ -58,16 +59,17 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION triggers._count_update IS 'Internal: statement trigger appending metric deltas for status changes.';
 
--- Counts `n` events of a tenant in one of the counters no status change shows:
--- 'enqueued', 'retried' or 'dead_lettered' (a delta row, like the triggers').
+-- Counts `n` events of a tenant in one of the counters no status change shows,
+-- 'retried' or 'dead_lettered' (a delta row, like the triggers'). Failure paths only:
+-- nothing on the way of an event that succeeds writes here.
 CREATE FUNCTION triggers._count(tenant text, counter text, n bigint DEFAULT 1) RETURNS void
 LANGUAGE sql AS $$
-    INSERT INTO triggers.metric_deltas (tenant, enqueued, retried, dead_lettered)
-    SELECT coalesce(_count.tenant, ''), CASE counter WHEN 'enqueued' THEN n ELSE 0 END,
-           CASE counter WHEN 'retried' THEN n ELSE 0 END, CASE counter WHEN 'dead_lettered' THEN n ELSE 0 END
+    INSERT INTO triggers.metric_deltas (tenant, retried, dead_lettered)
+    SELECT coalesce(_count.tenant, ''), CASE counter WHEN 'retried' THEN n ELSE 0 END,
+           CASE counter WHEN 'dead_lettered' THEN n ELSE 0 END
      WHERE n > 0
 $$;
-COMMENT ON FUNCTION triggers._count IS 'Internal: adds to the enqueued, retried or dead_lettered counter of a tenant.';
+COMMENT ON FUNCTION triggers._count IS 'Internal: adds to the retried or dead_lettered counter of a tenant.';
 
 CREATE FUNCTION triggers._count_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -267,7 +269,17 @@ BEGIN
     IF tenant IS NOT NULL THEN
         PERFORM triggers._check_text('tenant', tenant);
     END IF;
-    SELECT coalesce(sum(s.enqueued), 0) AS enqueued, coalesce(sum(s.stored), 0) AS stored,
+    -- Enqueued costs producers nothing: an event is counted when processing first
+    -- records it (the insert trigger), and until then found in the queue as a message
+    -- whose event has no row yet. One snapshot sees each event in exactly one of the two.
+    SELECT coalesce(sum(s.enqueued), 0) + (
+               SELECT count(*) FROM pgmq.q_triggers_events q
+                WHERE (counters.tenant IS NULL OR q.message->>'tenant' = counters.tenant)
+                  AND triggers._malformed(q.message - 'debug') IS NULL  -- an event's (its id a uuid)
+                  AND NOT EXISTS (SELECT 1 FROM triggers.events e
+                                   WHERE e.event_id = CASE WHEN triggers._malformed(q.message - 'debug') IS NULL
+                                                          THEN (q.message->>'event_id')::uuid END)) AS enqueued,
+           coalesce(sum(s.stored), 0) AS stored,
            coalesce(sum(s.retried), 0) AS retried, coalesce(sum(s.dead_lettered), 0) AS dead_lettered,
            coalesce(sum(s.acknowledged), 0) AS acknowledged, coalesce(sum(s.latency_sum_s), 0) AS latency_sum_s
       INTO v

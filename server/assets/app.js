@@ -8,7 +8,10 @@
 
 const KEY_STORAGE = "triggers.apiKey"; // sessionStorage: gone when the tab closes
 const REFRESH_STORAGE = "triggers.refreshMs"; // localStorage: a preference, not a secret
-const REFRESH_CHOICES = [2000, 5000, 10000, 30000];
+// 0 turns the periodic refresh off: the live stream alone updates the page (and the
+// page still retries every 5 s while it shows an error, so it recovers by itself).
+const REFRESH_CHOICES = [2000, 5000, 10000, 30000, 0];
+const ERROR_RETRY_MS = 5000;
 const INBOX_LIMIT = 25;
 const ACTIVITY_LIMIT = 50; // entries kept in the debug panel's list
 const CHARTS_EVERY_MS = 30000;
@@ -30,6 +33,8 @@ const state = {
   again: false, // a refresh was asked for while one ran: run another right after
   backoffUntil: 0, // 429: no request before this time (ms since epoch)
   cardsTimer: null,
+  metricsRequest: 0, // the last GET /metrics sent
+  metricsShown: 0, // the last one whose answer is on the page
   chartsAt: 0,
   history: null,
   metrics: null,
@@ -40,7 +45,8 @@ const state = {
   },
   dlq: { letters: [], request: 0 },
   streams: { list: [], request: 0 },
-  // Debug panel activity: {n, time, flag, eventId, status, error, retry}
+  // Debug panel activity, newest first: {n, time, flag, eventId, status (queued, pending,
+  // delivered, failed, refused), error, retried, note, node (its <li>)}
   activity: [],
   activitySeq: 0,
   // Events re-queued by Retry: id → the updated_at of the row as first seen after the
@@ -49,7 +55,7 @@ const state = {
   requeued: new Map(),
   live: {
     controller: null, connected: false, lastId: null, retryMs: 1000, failures: 0,
-    timer: null,
+    timer: null, parked: false,
   },
 };
 
@@ -85,7 +91,7 @@ function shortTime(iso) {
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
   return d.toLocaleString(undefined, {
-    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
   });
 }
 
@@ -111,6 +117,7 @@ function ago(iso) {
 }
 
 const numberFormat = new Intl.NumberFormat("en-US");
+const compactFormat = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
 
 /** Replaces a container's children. */
 function replaceChildren(node, children) {
@@ -134,7 +141,7 @@ function showError(error) {
   setPageState("error");
   $("error-code").textContent = error.code;
   $("error-message").textContent = error.message;
-  const seconds = Math.round(state.refreshMs / 1000);
+  const seconds = Math.round((state.refreshMs || ERROR_RETRY_MS) / 1000);
   $("error-hint").textContent = error.code === "INVALID_TOKEN" || error.code === "MISSING_AUTHORIZATION"
     ? "The key was refused: check it, or enter another one above."
     : `Trying again every ${seconds} s; the page recovers by itself when the server answers.`;
@@ -303,6 +310,8 @@ async function refresh(options = {}) {
   }
   const generation = state.generation;
   state.refreshing = true;
+  // Assistive technology (and tests) can tell a refresh under way from a settled page.
+  $("app").setAttribute("aria-busy", "true");
   try {
     if (await refreshMetrics()) {
       const work = [loadInbox(), refreshActivity(), maybeLoadCharts()];
@@ -316,17 +325,25 @@ async function refresh(options = {}) {
       if (state.again) {
         state.again = false;
         scheduleRefresh(0);
-      } else {
+      } else if (state.refreshMs > 0) {
         scheduleRefresh(state.refreshMs);
+      } else if (document.documentElement.dataset.state === "error") {
+        scheduleRefresh(ERROR_RETRY_MS);
       }
     }
+    if (!state.refreshing) $("app").setAttribute("aria-busy", "false");
   }
 }
 
 /** GET /metrics → cards, bar, tenant, and the page state. True when it answered. */
 async function refreshMetrics() {
+  // Two of these may overlap (the periodic one, and the one after a live event): an
+  // answer older than the one already shown is dropped.
+  const request = ++state.metricsRequest;
   const r = await api("GET", "/metrics");
   if (r.stale) return false;
+  if (request < state.metricsShown) return r.ok;
+  state.metricsShown = request;
   if (!r.ok) {
     // A 429 is not the server failing: keep what is shown and wait (see rateLimited).
     if (r.status === 429) return false;
@@ -337,6 +354,7 @@ async function refreshMetrics() {
   renderMetrics(state.metrics);
   hideError();
   setPageState("ready");
+  if (state.live.parked) startLive();
   return true;
 }
 
@@ -344,7 +362,7 @@ async function refreshMetrics() {
 function scheduleCardsRefresh() {
   clearTimeout(state.cardsTimer);
   state.cardsTimer = setTimeout(() => {
-    if (state.key && Date.now() >= state.backoffUntil && !state.refreshing) refreshMetrics();
+    if (state.key && Date.now() >= state.backoffUntil) refreshMetrics();
   }, CARDS_DEBOUNCE_MS);
 }
 
@@ -423,14 +441,14 @@ function niceMax(max) {
 /** "HH:MM" in local time for an axis label. */
 function hhmm(iso) {
   const d = new Date(iso);
-  return d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  return d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
 /** The frame both charts share: size, plot box, y grid with labels, x labels. */
 function chartFrame(box, rows, yMax, yUnit) {
   const width = Math.max(260, Math.floor(box.clientWidth || 600));
   const height = 200;
-  const pad = { left: 44, right: 10, top: 10, bottom: 26 };
+  const pad = { left: 48, right: 14, top: 22, bottom: 26 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", class: "chart-svg" });
@@ -438,16 +456,19 @@ function chartFrame(box, rows, yMax, yUnit) {
   for (let i = 0; i <= 4; i += 1) {
     const v = (yMax / 4) * i;
     root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v), class: "grid" }));
-    const label = Number.isInteger(v) ? numberFormat.format(v) : v.toFixed(1);
+    const label = v >= 10000 ? compactFormat.format(v) : Number.isInteger(v) ? numberFormat.format(v) : v.toFixed(1);
     root.append(svg("text", { x: pad.left - 6, y: y(v) + 4, class: "axis-label", "text-anchor": "end" }, label));
   }
-  root.append(svg("text", { x: 4, y: pad.top + 8, class: "axis-label axis-unit" }, yUnit));
+  root.append(svg("text", { x: 4, y: 11, class: "axis-label axis-unit" }, yUnit));
   const slot = plotW / Math.max(1, rows.length);
   const x = (i) => pad.left + slot * i + slot / 2;
   // About five time labels, the last one the current minute.
   const step = Math.max(1, Math.ceil(rows.length / 5));
   for (let i = rows.length - 1; i >= 0; i -= step) {
-    root.append(svg("text", { x: x(i), y: height - 8, class: "axis-label", "text-anchor": "middle" }, hhmm(rows[i].minute)));
+    // The last label ends at the plot's edge, so it is never cut off.
+    const anchor = i === rows.length - 1 ? "end" : "middle";
+    const at = i === rows.length - 1 ? width - pad.right : x(i);
+    root.append(svg("text", { x: at, y: height - 8, class: "axis-label", "text-anchor": anchor }, hhmm(rows[i].minute)));
   }
   root.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y(0), y2: y(0), class: "axis" }));
   return { root, x, y, slot, plotH };
@@ -472,7 +493,9 @@ function renderLatency(box, rows) {
   const keys = ["p50", "p95", "p99"];
   const values = rows.flatMap((r) => keys.map((k) => r.latency_ms[k])).filter((v) => v !== null && v !== undefined);
   const max = values.length ? Math.max(...values) : 0;
-  const f = chartFrame(box, rows, niceMax(max), "ms");
+  // Past 10 s the axis reads in seconds: "120 s" says more than "120,000 ms".
+  const scale = max >= 10000 ? 1000 : 1;
+  const f = chartFrame(box, rows, niceMax(max / scale), scale === 1 ? "ms" : "s");
   const last = [...rows].reverse().find((r) => r.latency_ms.p50 !== null && r.latency_ms.p50 !== undefined);
   f.root.setAttribute("aria-label", last
     ? `Latency, last ${rows.length} minutes: latest minute with events p50 ${last.latency_ms.p50} ms, p95 ${last.latency_ms.p95} ms, p99 ${last.latency_ms.p99} ms; highest ${max} ms`
@@ -487,7 +510,7 @@ function renderLatency(box, rows) {
         open = false;
         return;
       }
-      d += `${open ? "L" : "M"}${f.x(i).toFixed(1)} ${f.y(v).toFixed(1)} `;
+      d += `${open ? "L" : "M"}${f.x(i).toFixed(1)} ${f.y(v / scale).toFixed(1)} `;
       open = true;
     });
     if (d) f.root.append(svg("path", { d, class: `line line-${k}` }));
@@ -497,7 +520,7 @@ function renderLatency(box, rows) {
       const before = i > 0 ? rows[i - 1].latency_ms[k] : null;
       const after = i < rows.length - 1 ? rows[i + 1].latency_ms[k] : null;
       if (v !== null && v !== undefined && (before === null || before === undefined) && (after === null || after === undefined)) {
-        f.root.append(svg("circle", { cx: f.x(i), cy: f.y(v), r: 2.5, class: `dot dot-${k}` }));
+        f.root.append(svg("circle", { cx: f.x(i), cy: f.y(v / scale), r: 2.5, class: `dot dot-${k}` }));
       }
     });
   }
@@ -577,9 +600,10 @@ function inboxRow(event) {
   li.dataset.updated = event.updated_at;
   const requeued = isRequeued(event);
 
+  const body = el("div", "row-body");
   const main = el("div", "row-main", null, badge(event.status), el("code", "event-id", event.event_id));
   if (requeued) main.append(el("span", "pill", "re-queued, waiting for processing"));
-  li.append(main);
+  body.append(main);
 
   const meta = el("div", "row-meta");
   meta.append(el("span", "", "created ", timeEl(event.created_at)));
@@ -587,9 +611,11 @@ function inboxRow(event) {
     meta.append(el("span", "stream-ref", `stream ${event.stream} #${event.seq}`));
   }
   meta.append(el("span", "", `retries ${event.retry_count}`));
-  li.append(meta);
-
-  if (event.error_message) li.append(el("p", "row-error", event.error_message));
+  body.append(meta);
+  const preview = JSON.stringify(event.payload);
+  body.append(el("p", "row-preview", preview.length > 140 ? `${preview.slice(0, 140)}…` : preview));
+  if (event.error_message) body.append(el("p", "row-error", event.error_message));
+  li.append(body);
 
   const actions = el("div", "row-actions");
   const details = button("Details", "details");
@@ -894,7 +920,7 @@ function renderStreams() {
     li.append(meta);
     if (s.blocking_event) {
       const block = el("div", "blocker");
-      block.append(el("span", "", "blocked by "), el("code", "event-id", s.blocking_event));
+      block.append(el("p", "", "blocked by event ", el("code", "event-id", s.blocking_event)));
       const letter = letters.get(s.blocking_event);
       if (letter) {
         if (letter.error) block.append(el("p", "row-error", letter.error));
@@ -1007,32 +1033,52 @@ async function refreshActivity() {
   for (const event of r.body.data) noteEvent(event);
 }
 
+/** The contents of one activity entry: time, flag, id or error, status, what it means. */
+function activityContent(a) {
+  const parts = [];
+  const head = el("div", "row-main", null,
+    el("span", "muted", null, timeEl(a.time)),
+    el("code", "flag", a.flag === "none" ? "plain event" : a.flag));
+  const statusClass = a.status === "refused" ? "failed" : a.status;
+  head.append(badge(a.status, statusClass !== a.status ? `badge-${statusClass}` : ""));
+  parts.push(head);
+  if (a.eventId) {
+    parts.push(el("p", "activity-id", null, el("span", "muted", "event "), el("code", "event-id", a.eventId)));
+    const hints = FLAG_HINTS[a.flag] || FLAG_HINTS.none;
+    let hint = hints[a.status] || "";
+    if (a.retried && a.status === "queued") hint = `re-queued by Retry (manual attempt ${a.retried}); waiting for processing`;
+    if (a.note) hint = `${a.note}; ${hint}`;
+    if (hint) parts.push(el("p", "muted", hint));
+  } else if (a.error) {
+    parts.push(el("p", "row-error", `${a.error.code}: ${a.error.message}`));
+    parts.push(el("p", "muted", "refused before anything was stored or queued"));
+  }
+  return parts;
+}
+
+/**
+ * Draws the activity list. Entries are kept and changed in place, newest on top, so
+ * the polite live region announces what is new or changed, not the whole list again.
+ */
 function renderActivity() {
-  const rows = state.activity.map((a) => {
-    const li = el("li", "activity-item");
-    li.dataset.activityFlag = a.flag;
-    if (a.eventId) li.dataset.activityEvent = a.eventId;
-    li.dataset.activityStatus = a.status;
-    const head = el("div", "row-main", null,
-      el("span", "muted", null, timeEl(a.time)),
-      el("code", "flag", a.flag === "none" ? "plain event" : a.flag));
-    const statusClass = a.status === "refused" ? "failed" : a.status;
-    head.append(badge(a.status, statusClass !== a.status ? `badge-${statusClass}` : ""));
-    li.append(head);
-    if (a.eventId) {
-      li.append(el("p", "activity-id", null, el("span", "muted", "event "), el("code", "event-id", a.eventId)));
-      const hints = FLAG_HINTS[a.flag] || FLAG_HINTS.none;
-      let hint = hints[a.status] || "";
-      if (a.retried && a.status === "queued") hint = `re-queued by Retry (manual attempt ${a.retried}); waiting for processing`;
-      if (a.note) hint = `${a.note}; ${hint}`;
-      if (hint) li.append(el("p", "muted", hint));
-    } else if (a.error) {
-      li.append(el("p", "row-error", `${a.error.code}: ${a.error.message}`));
-      li.append(el("p", "muted", "refused before anything was stored or queued"));
+  const list = $("debug-activity");
+  const wanted = state.activity.map((a) => {
+    const signature = `${a.status}|${a.retried || ""}`;
+    if (!a.node) a.node = el("li", "activity-item");
+    if (a.node.dataset.signature !== signature) {
+      a.node.dataset.signature = signature;
+      a.node.dataset.activityFlag = a.flag;
+      if (a.eventId) a.node.dataset.activityEvent = a.eventId;
+      a.node.dataset.activityStatus = a.status;
+      a.node.replaceChildren(...activityContent(a));
     }
-    return li;
+    return a.node;
   });
-  replaceChildren($("debug-activity"), rows);
+  const keep = new Set(wanted);
+  for (const li of [...list.children]) if (!keep.has(li)) li.remove();
+  wanted.forEach((li, i) => {
+    if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
+  });
   $("debug-empty").hidden = state.activity.length > 0;
 }
 
@@ -1042,12 +1088,16 @@ function renderActivity() {
 function renderLive() {
   const live = state.live.connected && Boolean(state.key);
   $("live-status").dataset.live = String(live);
-  $("live-text").textContent = live ? "live" : `polling every ${Math.round(state.refreshMs / 1000)} s`;
+  let text = "live";
+  if (!live) text = state.refreshMs > 0 ? `polling every ${Math.round(state.refreshMs / 1000)} s` : "not live; refresh off";
+  $("live-text").textContent = text;
 }
 
 function stopLive() {
   const live = state.live;
   clearTimeout(live.timer);
+  live.timer = null;
+  live.parked = false;
   if (live.controller) live.controller.abort();
   live.controller = null;
   live.connected = false;
@@ -1064,6 +1114,10 @@ function stopLive() {
 async function startLive() {
   const live = state.live;
   if (!state.key || live.controller) return;
+  clearTimeout(live.timer);
+  live.timer = null;
+  live.parked = false;
+  let status = 0;
   const controller = new AbortController();
   live.controller = controller;
   const generation = state.generation;
@@ -1074,9 +1128,10 @@ async function startLive() {
       cache: "no-store",
       signal: controller.signal,
     });
+    status = response.status;
     if (!response.ok || !response.body) {
-      if (response.status === 429) rateLimited(response.headers.get("Retry-After"));
-      throw new Error(`stream answered ${response.status}`);
+      if (status === 429) rateLimited(response.headers.get("Retry-After"));
+      throw new Error(`stream answered ${status}`);
     }
     live.connected = true;
     live.failures = 0;
@@ -1089,6 +1144,14 @@ async function startLive() {
   live.controller = null;
   live.connected = false;
   renderLive();
+  if (status === 401) {
+    // The key is refused: wait until /metrics accepts it again (see refreshMetrics)
+    // rather than knocking every few seconds.
+    live.parked = true;
+    return;
+  }
+  // A position this server does not know (another database behind it): start from now.
+  if (status === 400) live.lastId = null;
   live.failures += 1;
   // The server's retry (1 s), doubled per failure in a row, at most 10 s.
   const delay = Math.min(STREAM_MAX_BACKOFF_MS, live.retryMs * 2 ** Math.min(4, live.failures - 1));
@@ -1183,7 +1246,8 @@ function onTabKey(e) {
 function loadRefreshChoice() {
   let ms = 5000;
   try {
-    ms = Number(localStorage.getItem(REFRESH_STORAGE)) || 5000;
+    const saved = localStorage.getItem(REFRESH_STORAGE);
+    if (saved !== null) ms = Number(saved);
   } catch {
     // storage disabled: the default
   }
@@ -1191,15 +1255,19 @@ function loadRefreshChoice() {
 }
 
 function onRefreshChange() {
-  const ms = Number($("refresh-interval").value);
-  state.refreshMs = REFRESH_CHOICES.includes(ms) ? ms : 5000;
+  const value = $("refresh-interval").value;
+  const ms = Number(value);
+  state.refreshMs = value !== "" && REFRESH_CHOICES.includes(ms) ? ms : 5000;
   try {
     localStorage.setItem(REFRESH_STORAGE, String(state.refreshMs));
   } catch {
     // storage disabled: the choice lasts until reload
   }
   renderLive();
-  if (state.key && !state.refreshing) scheduleRefresh(state.refreshMs);
+  if (state.key && !state.refreshing) {
+    if (state.refreshMs > 0) scheduleRefresh(state.refreshMs);
+    else clearTimeout(state.timer);
+  }
 }
 
 let resizeTimer = null;
@@ -1218,11 +1286,8 @@ function wire() {
   $("refresh-interval").addEventListener("change", onRefreshChange);
   $("error-panel").addEventListener("click", (e) => {
     if (e.target.closest("[data-action=reload]")) {
-      if (!state.live.connected) {
-        // Reconnect the stream now too, rather than after its backoff.
-        clearTimeout(state.live.timer);
-        if (!state.live.controller) startLive();
-      }
+      // Reconnect the stream now too, rather than after its backoff.
+      if (!state.live.controller) startLive();
       refreshNow(true);
     }
   });

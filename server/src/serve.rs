@@ -45,15 +45,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     }
     tracing::info!(%addr, database = %database.description, workers = args.workers, "listening");
     let workers = Workers::start(&database.client, args.workers);
-    let result = axum::serve(
-        listener,
-        app(AppState::new(database.client.clone())
-            .with_rate_limit(args.rate_limit)
-            .with_keep_alive(std::time::Duration::from_secs(args.keep_alive))),
-    )
-    .with_graceful_shutdown(async move { signals.recv().await })
-    .await
-    .map_err(|e| StartupError::Listen(e.to_string()));
+    let state = AppState::new(database.client.clone())
+        .with_rate_limit(args.rate_limit)
+        .with_keep_alive(std::time::Duration::from_secs(args.keep_alive));
+    let hub = state.live.clone();
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            signals.recv().await;
+            // Open live streams would hold the graceful shutdown forever: end them.
+            hub.close();
+        })
+        .await
+        .map_err(|e| StartupError::Listen(e.to_string()));
     workers.stop().await;
     if let Some(cluster) = database.cluster.as_mut() {
         cluster.stop();

@@ -121,6 +121,7 @@ async fn openapi_document_lists_every_route() {
         ("/ready", "get"),
         ("/openapi.json", "get"),
         ("/", "get"),
+        ("/assets/{file}", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -187,3 +187,44 @@ impl HungWorker {
         );
     }
 }
+
+/// A cluster started directly (not through `triggers serve`), stopped on drop.
+pub struct ExternalCluster {
+    cluster: triggers_server::embedded::Cluster,
+}
+
+impl ExternalCluster {
+    /// Starts the cluster in `data_dir` (creating it the first time), on the port it
+    /// kept there before.
+    pub async fn start(data_dir: &std::path::Path) -> ExternalCluster {
+        let options = triggers_server::embedded::ClusterOptions {
+            data_dir: data_dir.to_path_buf(),
+            pg_config: None,
+        };
+        let cluster = triggers_server::embedded::Cluster::start(&options)
+            .await
+            .expect("start cluster");
+        ExternalCluster { cluster }
+    }
+
+    /// Its connection settings.
+    pub fn config(&self) -> tokio_postgres::Config {
+        self.cluster.config()
+    }
+
+    /// Its URL, for DATABASE_URL.
+    pub fn url(&self) -> String {
+        let password = std::fs::read_to_string(self.cluster.dir().join("triggers.auth")).unwrap();
+        let port = self.cluster.config().get_ports()[0];
+        format!(
+            "postgres://triggers:{}@127.0.0.1:{port}/triggers",
+            password.trim()
+        )
+    }
+}
+
+impl Drop for ExternalCluster {
+    fn drop(&mut self) {
+        self.cluster.stop();
+    }
+}

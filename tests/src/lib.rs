@@ -3,15 +3,19 @@
 //!
 //! process.rs: the binary as a child process; database.rs: the shared test cluster and
 //! a database per test; wait.rs: condition waits and notifications; api.rs: the router
-//! driven in process; sse.rs: a Server-Sent Events client.
+//! driven in process; sse.rs: a Server-Sent Events client; browser.rs: headless Chromium
+//! through chromedriver.
 
 pub mod api;
+pub mod browser;
 mod database;
 mod process;
 pub mod sse;
 mod wait;
 
-pub use database::{connect, database_url, enqueue_many, scalar, test_database, HungWorker};
+pub use database::{
+    connect, database_url, enqueue_many, scalar, test_database, ExternalCluster, HungWorker,
+};
 pub use process::{
     bin, free_port, get_json, is_root, postgres_processes_of, run, triggers, Server, TempDir,
     START_TIMEOUT,

@@ -376,3 +376,14 @@ async fn triggers_tail_prints_each_stored_event_as_a_json_line_with_its_position
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a position"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_ends_open_streams_instead_of_waiting_for_them() {
+    let (mut server, key, _db, _) = server("live_shutdown", "1", &[]).await;
+    let mut sse = Sse::connect(&format!("{}/inbox/stream", server.url), &key, None, &[]).await;
+    assert!(sse.next(PATIENCE).await.unwrap().retry.is_some());
+    // An open stream once held the graceful shutdown until the client went away.
+    let status = server.stop_with(libc::SIGTERM, PATIENCE);
+    assert!(status.success(), "{status}");
+    assert!(sse.next(PATIENCE).await.is_none(), "the stream ended");
+}

@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use triggers_tests::{
-    free_port, get_json, is_root, postgres_processes_of, run, triggers, wait_until, Server,
-    TempDir, PATIENCE,
+    free_port, get_json, is_root, postgres_processes_of, run, triggers, wait_until,
+    ExternalCluster, Server, TempDir, PATIENCE,
 };
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -203,39 +203,6 @@ async fn database_url_uses_that_database_and_starts_no_cluster() {
     }
     assert!(server.stop_with(libc::SIGTERM, EXIT_TIMEOUT).success());
     drop(external);
-}
-
-/// A cluster started directly (not through `triggers serve`), stopped on drop.
-struct ExternalCluster {
-    cluster: triggers_server::embedded::Cluster,
-}
-
-impl ExternalCluster {
-    async fn start(data_dir: &std::path::Path) -> ExternalCluster {
-        let options = triggers_server::embedded::ClusterOptions {
-            data_dir: data_dir.to_path_buf(),
-            pg_config: None,
-        };
-        let cluster = triggers_server::embedded::Cluster::start(&options)
-            .await
-            .expect("start cluster");
-        ExternalCluster { cluster }
-    }
-
-    fn url(&self) -> String {
-        let password = std::fs::read_to_string(self.cluster.dir().join("triggers.auth")).unwrap();
-        let port = self.cluster.config().get_ports()[0];
-        format!(
-            "postgres://triggers:{}@127.0.0.1:{port}/triggers",
-            password.trim()
-        )
-    }
-}
-
-impl Drop for ExternalCluster {
-    fn drop(&mut self) {
-        self.cluster.stop();
-    }
 }
 
 #[test]
@@ -447,7 +414,7 @@ async fn workers_process_the_queue_and_listen_for_enqueues() {
         .arg("--listen")
         .arg(format!("127.0.0.1:{}", free_port()));
     let mut server = Server::start(command);
-    let db = triggers_tests::connect(&external.cluster.config()).await;
+    let db = triggers_tests::connect(&external.config()).await;
 
     db.query(
         "SELECT triggers.enqueue_batch((SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', i))) FROM generate_series(1, 500) i))",

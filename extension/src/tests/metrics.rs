@@ -103,10 +103,13 @@ mod tests {
         );
         enqueue(", debug => 'processing_error'");
         enqueue(", debug => 'dlq_routing'");
+        let enqueued = || count("SELECT (triggers.counters('ctr')->>'enqueued')::bigint");
+        assert_eq!(enqueued(), 5, "queued, none processed yet");
         advance_clock(30);
         // Three stored 30 ms after they were sent; processing_error backs off once;
         // dlq_routing goes straight to the dead-letter queue.
         run("SELECT * FROM triggers.process_batch(1000)");
+        assert_eq!(enqueued(), 5, "four recorded, one backing off in the queue");
         advance_clock(10);
         // processing_error's second attempt is past max_retries (1): dead-lettered.
         run("SELECT * FROM triggers.process_batch(1000)");

@@ -6,13 +6,13 @@
 //! For work on the page itself, `TRIGGERS_DASHBOARD_DIR=server/assets` makes the server
 //! read the files from that directory on every request instead (edit, reload).
 
-use axum::extract::Path;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use super::error::{AppError, ErrorCode};
+use super::parse::NamePath;
 use super::state::AppState;
 
 /// `GET /`, `GET /assets/{file}`.
@@ -59,7 +59,8 @@ pub(super) async fn index() -> Response {
 }
 
 /// `GET /assets/{file}`: the page's script, style and icon.
-pub(super) async fn asset(Path(file): Path<String>) -> Response {
+#[utoipa::path(get, path = "/assets/{file}", security(()), params(("file" = String, Path, description = "app.js, app.css or icon.svg")), responses((status = 200, description = "One of the dashboard's files", content((String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))), (status = 404, description = "No such file", body = super::shapes::ErrorEnvelope)))]
+pub(super) async fn asset(NamePath(file): NamePath) -> Response {
     if file == "index.html" {
         return AppError::new(ErrorCode::NotFound, "no such asset").into_response();
     }

@@ -83,6 +83,9 @@ struct Inner {
     ready: watch::Sender<bool>,
     /// Ids of keys revoked while this server runs.
     revoked: watch::Sender<Arc<HashSet<String>>>,
+    /// Set when the server shuts down: every stream ends, so that the graceful
+    /// shutdown, which waits for open responses, does not wait for subscribers.
+    closing: watch::Sender<bool>,
 }
 
 impl Hub {
@@ -94,6 +97,7 @@ impl Hub {
                 upto: AtomicI64::new(-1),
                 ready: watch::Sender::new(false),
                 revoked: watch::Sender::new(Arc::new(HashSet::new())),
+                closing: watch::Sender::new(false),
             }),
             keep_alive: KEEP_ALIVE,
         };
@@ -106,6 +110,19 @@ impl Hub {
     pub fn with_keep_alive(mut self, every: Duration) -> Hub {
         self.keep_alive = every;
         self
+    }
+
+    /// Ends every stream, now and from now on (the server is shutting down).
+    pub fn close(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Hub::close`] has been called.
+    fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.inner.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|c| *c).await;
+        }
     }
 
     /// A receiver of the tenant's published events.
@@ -253,13 +270,15 @@ pub(super) async fn stream(
     let key_id = key_id(&headers);
     let hub = state.live.clone();
     let keep_alive = hub.keep_alive;
+    let closed = hub.closed();
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
     tokio::spawn(follow(hub, state.client.clone(), filter, from, key_id, tx));
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|event| (Ok::<_, Infallible>(event), rx))
-    });
+    })
+    .take_until(closed);
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response();

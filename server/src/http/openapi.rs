@@ -157,6 +157,7 @@ fn describe_debug(openapi: &mut utoipa::openapi::OpenApi) {
         metrics::history,
         metrics::prometheus,
         dashboard::index,
+        dashboard::asset,
         openapi_json,
     ),
     components(schemas(
