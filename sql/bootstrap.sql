@@ -157,17 +157,8 @@ CREATE TABLE triggers.metric_deltas (
     latency_sum_s     float8      NOT NULL DEFAULT 0
 );
 CREATE TABLE triggers.metric_totals (
-    tenant            text        PRIMARY KEY,
-    pending           bigint      NOT NULL DEFAULT 0,
-    delivered         bigint      NOT NULL DEFAULT 0,
-    failed            bigint      NOT NULL DEFAULT 0,
-    last_processed_at timestamptz NULL,
-    enqueued          bigint      NOT NULL DEFAULT 0,
-    stored            bigint      NOT NULL DEFAULT 0,
-    retried           bigint      NOT NULL DEFAULT 0,
-    dead_lettered     bigint      NOT NULL DEFAULT 0,
-    acknowledged      bigint      NOT NULL DEFAULT 0,
-    latency_sum_s     float8      NOT NULL DEFAULT 0
+    LIKE triggers.metric_deltas INCLUDING DEFAULTS,
+    PRIMARY KEY (tenant)
 );
 
 -- Processing latency (created_at -> processed_at) per minute as a log-scale histogram:

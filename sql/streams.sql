@@ -128,9 +128,9 @@ COMMENT ON FUNCTION triggers._requeue_headers IS
 
 -- The head of a stream: its first queued message after done_seq (none: nothing queued).
 CREATE FUNCTION triggers._stream_head(tenant text, stream text, done_seq bigint,
-    OUT msg_id bigint, OUT vt timestamptz, OUT event_id uuid)
+    OUT msg_id bigint, OUT vt timestamptz, OUT event_id uuid, OUT last_error text)
 LANGUAGE sql STABLE AS $$
-    SELECT q.msg_id, q.vt, (q.message->>'event_id')::uuid FROM pgmq.q_triggers_events q
+    SELECT q.msg_id, q.vt, (q.message->>'event_id')::uuid, q.message->>'last_error' FROM pgmq.q_triggers_events q
      WHERE q.headers ? 'seq' AND q.headers->>'tenant' = _stream_head.tenant
        AND q.headers->>'stream' = _stream_head.stream AND (q.headers->>'seq')::bigint > _stream_head.done_seq
      ORDER BY (q.headers->>'seq')::bigint
@@ -141,7 +141,8 @@ COMMENT ON FUNCTION triggers._stream_head IS 'Internal: a stream''s first queued
 -- The rows of streams() and stream(): a tenant's streams by name after `after_cursor`,
 -- or just the one named `one_stream`.
 CREATE FUNCTION triggers._stream_rows(tenant text, one_stream text, lim int, after_cursor text)
-RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid, cursor text)
+RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid,
+    blocking_error text, next_attempt_at timestamptz, cursor text)
 LANGUAGE sql STABLE AS $$
     SELECT s.stream, s.last_seq, coalesce(p.done_seq, 0),
            CASE WHEN p.halted_event IS NOT NULL THEN 'halted'
@@ -149,6 +150,10 @@ LANGUAGE sql STABLE AS $$
                 WHEN h.vt > triggers._now() THEN 'waiting'
                 ELSE 'active' END,
            coalesce(p.halted_event, CASE WHEN h.vt > triggers._now() THEN h.event_id END),
+           CASE WHEN p.halted_event IS NOT NULL
+                THEN (SELECT e.error_message FROM triggers.events e WHERE e.event_id = p.halted_event)
+                WHEN h.vt > triggers._now() THEN h.last_error END,
+           CASE WHEN p.halted_event IS NULL AND h.vt > triggers._now() THEN h.vt END,
            s.stream
       FROM triggers.streams s
       LEFT JOIN triggers.stream_progress p ON p.tenant = s.tenant AND p.stream = s.stream
@@ -166,10 +171,12 @@ COMMENT ON FUNCTION triggers._stream_rows IS 'Internal: the rows of streams() an
  * page): last_seq (handed out), done_seq (finished up to), state — idle (nothing
  * queued), active (queued and ready, or being processed), waiting (its head backs off
  * after a failure), halted (on a dead-lettered head, policy 'halt') — and the event
- * that blocks it when waiting or halted.
+ * that blocks it when waiting or halted, with its last error and, when waiting, when
+ * its next attempt is due.
  */
 CREATE FUNCTION triggers.streams(tenant text, lim int DEFAULT 50, after_cursor text DEFAULT NULL)
-RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid, cursor text)
+RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid,
+    blocking_error text, next_attempt_at timestamptz, cursor text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     PERFORM triggers._check_text('tenant', streams.tenant);
@@ -184,7 +191,8 @@ COMMENT ON FUNCTION triggers.streams IS
 
 /* One stream of the tenant, as streams() shows it; no row when there is none. */
 CREATE FUNCTION triggers.stream(tenant text, name text)
-RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid, cursor text)
+RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid,
+    blocking_error text, next_attempt_at timestamptz, cursor text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     PERFORM triggers._check_text('tenant', stream.tenant);

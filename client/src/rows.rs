@@ -51,7 +51,8 @@ pub(crate) fn dead_letter_from_row(r: &Row) -> DeadLetter {
 }
 
 /// The columns of a stream, in the order [`stream_from_row`] reads them.
-pub(crate) const STREAM_COLUMNS: &str = "stream, last_seq, done_seq, state, blocking_event, cursor";
+pub(crate) const STREAM_COLUMNS: &str =
+    "stream, last_seq, done_seq, state, blocking_event, blocking_error, next_attempt_at, cursor";
 
 /// A row of `triggers.streams` (selected with [`STREAM_COLUMNS`]).
 pub(crate) fn stream_from_row(row: &Row) -> Result<StreamInfo, Error> {
@@ -68,6 +69,8 @@ pub(crate) fn stream_from_row(row: &Row) -> Result<StreamInfo, Error> {
             .try_get::<_, Option<uuid::Uuid>>("blocking_event")
             .map_err(decode)?
             .map(EventId),
+        blocking_error: row.try_get("blocking_error").map_err(decode)?,
+        next_attempt_at: row.try_get("next_attempt_at").map_err(decode)?,
         cursor: row.try_get("cursor").map_err(decode)?,
     })
 }

@@ -241,6 +241,10 @@ pub struct StreamInfo {
     /// The event it waits on: the backing-off head when waiting, the dead-lettered head
     /// when halted.
     pub blocking_event: Option<EventId>,
+    /// Why: the blocking event's last error.
+    pub blocking_error: Option<String>,
+    /// When a waiting stream's head is tried again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// Pass to the next `streams` call to read the page after this stream.
     pub cursor: String,
 }

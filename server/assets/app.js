@@ -898,14 +898,11 @@ async function loadStreams() {
     return;
   }
   streams.list = r.body.data.streams;
-  // A halted stream's head is dead-lettered: its error is in the DLQ listing.
-  if (streams.list.some((s) => s.state === "halted") && state.tab === "streams") await loadDlq();
   renderStreams();
 }
 
 function renderStreams() {
   const list = state.streams.list;
-  const letters = new Map(state.dlq.letters.filter((d) => d.event_id).map((d) => [d.event_id, d]));
   const rows = list.map((s) => {
     const li = el("li", "row");
     li.dataset.stream = s.name;
@@ -921,13 +918,12 @@ function renderStreams() {
     if (s.blocking_event) {
       const block = el("div", "blocker");
       block.append(el("p", "", "blocked by event ", el("code", "event-id", s.blocking_event)));
-      const letter = letters.get(s.blocking_event);
-      if (letter) {
-        if (letter.error) block.append(el("p", "row-error", letter.error));
-        block.append(el("p", "muted", null, "dead-lettered ", timeEl(letter.failed_at),
-          document.createTextNode(" — Retry it in the inbox, redrive it, or Resume to skip it")));
-      } else if (s.state === "waiting") {
-        block.append(el("p", "muted", "retried automatically with backoff (1 s, 2 s, 4 s … up to 5 min); the error shows once its retries run out"));
+      if (s.blocking_error) block.append(el("p", "row-error", s.blocking_error));
+      if (s.state === "halted") {
+        block.append(el("p", "muted", "dead-lettered — Retry it in the inbox, redrive it, or Resume to skip it"));
+      } else if (s.next_attempt_at) {
+        block.append(el("p", "muted", null, "next attempt ", timeEl(s.next_attempt_at),
+          document.createTextNode(" (retried with backoff until its retries run out)")));
       }
       li.append(block);
     }

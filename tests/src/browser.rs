@@ -115,9 +115,9 @@ impl Browser {
     /// A DevTools protocol command through chromedriver.
     async fn cdp(&self, cmd: &str, params: Value) -> Value {
         self.client
-            .issue_cmd(Cdp {
-                cmd: cmd.to_string(),
-                params,
+            .issue_cmd(Post {
+                path: "goog/cdp/execute",
+                body: json!({"cmd": cmd, "params": params}),
             })
             .await
             .unwrap_or_else(|e| panic!("{cmd}: {e}"))
@@ -125,9 +125,13 @@ impl Browser {
 
     /// What the page logged to the console since the last call: (level, message).
     pub async fn console(&self) -> Vec<(String, String)> {
+        // chromedriver's browser log.
         let log = self
             .client
-            .issue_cmd(BrowserLog)
+            .issue_cmd(Post {
+                path: "se/log",
+                body: json!({"type": "browser"}),
+            })
             .await
             .expect("browser log");
         log.as_array()
@@ -221,48 +225,27 @@ impl Drop for Browser {
     }
 }
 
-/// chromedriver's browser log (`POST /session/{id}/se/log`), which fantoccini lacks.
+/// A chromedriver command fantoccini lacks: `POST /session/{id}/<path>` with `body`.
 #[derive(Debug)]
-struct BrowserLog;
-
-impl WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(
-        &self,
-        base: &url::Url,
-        session: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (
-            http::Method::POST,
-            Some(r#"{"type":"browser"}"#.to_string()),
-        )
-    }
+struct Post {
+    path: &'static str,
+    body: Value,
 }
 
-/// A DevTools protocol command through chromedriver (`POST /session/{id}/goog/cdp/execute`).
-#[derive(Debug)]
-struct Cdp {
-    cmd: String,
-    params: Value,
-}
-
-impl WebDriverCompatibleCommand for Cdp {
+impl WebDriverCompatibleCommand for Post {
     fn endpoint(
         &self,
         base: &url::Url,
         session: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
         base.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session.unwrap_or_default()
+            "session/{}/{}",
+            session.unwrap_or_default(),
+            self.path
         ))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        let body = json!({"cmd": self.cmd, "params": self.params});
-        (http::Method::POST, Some(body.to_string()))
+        (http::Method::POST, Some(self.body.to_string()))
     }
 }

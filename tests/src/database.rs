@@ -130,6 +130,21 @@ pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .get(0)
 }
 
+/// The first column of every row `sql` (with `params`) returns.
+pub async fn column<T: tokio_postgres::types::FromSqlOwned>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<T> {
+    client
+        .query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// A worker that claims and processes a batch, then hangs before committing (the
 /// batch's locks held); [`HungWorker::kill`] terminates its backend.
 pub struct HungWorker {

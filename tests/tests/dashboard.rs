@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 use triggers_tests::browser::Browser;
 use triggers_tests::{
-    connect, database_url, free_port, test_database, triggers, ExternalCluster, Server, TempDir,
+    column, connect, database_url, free_port, test_database, triggers, ExternalCluster, Server,
+    TempDir,
 };
 
 /// A server on a fresh test database with `workers` workers, and an API key of `tenant`.
@@ -133,17 +134,37 @@ async fn wait_row(browser: &Browser, id: &str, status: &str) {
         .await;
 }
 
+/// Waits until the card `name` shows `figure`.
+async fn wait_card(browser: &Browser, name: &str, figure: &str) {
+    browser
+        .until(
+            &format!("card {name} = {figure}"),
+            &format!("return document.querySelector('[data-metric={name}]').textContent.trim() === '{figure}'"),
+        )
+        .await;
+}
+
+/// Picks `ms` in the page's "Refresh every" menu (0: off).
+async fn set_refresh(browser: &Browser, ms: &str) {
+    browser
+        .js(
+            "const s = document.querySelector('#refresh-interval'); s.value = arguments[0]; s.dispatchEvent(new Event('change'));",
+            vec![json!(ms)],
+        )
+        .await;
+}
+
 /// Every event id the server has accepted: queued or stored.
 async fn accepted(db: &tokio_postgres::Client) -> HashSet<String> {
-    db.query(
+    column::<Option<String>>(
+        db,
         "SELECT message->>'event_id' FROM pgmq.q_triggers_events
           UNION SELECT event_id::text FROM triggers.events",
         &[],
     )
     .await
-    .unwrap()
-    .iter()
-    .filter_map(|r| r.get::<_, Option<String>>(0))
+    .into_iter()
+    .flatten()
     .collect()
 }
 
@@ -243,16 +264,12 @@ async fn the_cards_equal_the_api_and_the_page_loads_clean() {
             "return document.querySelectorAll('[data-event-id]').length === 6",
         )
         .await;
-    let others: Vec<String> = db
-        .query(
-            "SELECT event_id::text FROM triggers.events WHERE tenant = 'other'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let others: Vec<String> = column(
+        &db,
+        "SELECT event_id::text FROM triggers.events WHERE tenant = 'other'",
+        &[],
+    )
+    .await;
     for id in others {
         let shown = browser
             .js(
@@ -306,9 +323,7 @@ async fn each_debug_button_shows_what_happened_to_its_event_live() {
     // A mark that a reload would wipe: everything below arrives without one.
     browser.js("window.__noReload = true", vec![]).await;
     // Live stream only: no periodic refresh, so what appears came through the stream.
-    browser
-        .js("const s = document.querySelector('#refresh-interval'); s.value = '0'; s.dispatchEvent(new Event('change'));", vec![])
-        .await;
+    set_refresh(&browser, "0").await;
     browser
         .until(
             "the live stream connected",
@@ -329,12 +344,7 @@ async fn each_debug_button_shows_what_happened_to_its_event_live() {
         .await
         .unwrap();
     wait_row(&browser, &plain, "pending").await;
-    browser
-        .until(
-            "total 1",
-            "return document.querySelector('[data-metric=total]').textContent.trim() === '1'",
-        )
-        .await;
+    wait_card(&browser, "total", "1").await;
 
     // A worker from here on, and the periodic refresh back on (failures and acks do not
     // travel on the stream).
@@ -348,21 +358,14 @@ async fn each_debug_button_shows_what_happened_to_its_event_live() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     });
-    browser
-        .js("const s = document.querySelector('#refresh-interval'); s.value = '2000'; s.dispatchEvent(new Event('change'));", vec![])
-        .await;
+    set_refresh(&browser, "2000").await;
 
     // Ack moves it to delivered.
     browser
         .click(&format!("[data-event-id=\"{plain}\"] [data-action=ack]"))
         .await;
     wait_row(&browser, &plain, "delivered").await;
-    browser
-        .until(
-            "delivered 1",
-            "return document.querySelector('[data-metric=delivered]').textContent.trim() === '1'",
-        )
-        .await;
+    wait_card(&browser, "delivered", "1").await;
 
     // validation_error: refused with its code, nothing stored.
     browser.click("#tab-debug").await;
@@ -375,12 +378,7 @@ async fn each_debug_button_shows_what_happened_to_its_event_live() {
     // carries no debug flag) it is stored.
     let failing = send_from_panel(&browser, &db, "processing_error").await;
     wait_row(&browser, &failing, "failed").await;
-    browser
-        .until(
-            "failed 1",
-            "return document.querySelector('[data-metric=failed]').textContent.trim() === '1'",
-        )
-        .await;
+    wait_card(&browser, "failed", "1").await;
     browser
         .click(&format!(
             "[data-event-id=\"{failing}\"] [data-action=retry]"
@@ -391,12 +389,7 @@ async fn each_debug_button_shows_what_happened_to_its_event_live() {
     // dlq_routing: failed at once, and counted in the dead-letter card.
     let routed = send_from_panel(&browser, &db, "dlq_routing").await;
     wait_row(&browser, &routed, "failed").await;
-    browser
-        .until(
-            "dlq_count 1",
-            "return document.querySelector('[data-metric=dlq_count]').textContent.trim() === '1'",
-        )
-        .await;
+    wait_card(&browser, "dlq_count", "1").await;
 
     // queue_delay: queued first (the queue card counts it), stored after the delay.
     let delayed = send_from_panel(&browser, &db, "queue_delay").await;

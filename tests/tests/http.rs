@@ -140,7 +140,11 @@ async fn every_route_works_for_its_tenant() {
 
     let page = api.call("GET", "/", None, None).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.text.contains("<title>triggers</title>"));
+    assert!(page.text.contains("<title>triggers"), "{}", page.text);
+    assert!(
+        page.text.contains("data-metric=\"total\""),
+        "the dashboard's cards"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

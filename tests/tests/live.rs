@@ -13,21 +13,19 @@ use tokio_postgres::Client as Pg;
 use triggers_client::{Client, LiveFilter, NewEvent, Position};
 use triggers_tests::sse::Sse;
 use triggers_tests::{
-    connect, database_url, enqueue_many, free_port, test_database, triggers, Server, PATIENCE,
+    column, connect, database_url, enqueue_many, free_port, test_database, triggers, Server,
+    PATIENCE,
 };
 
 /// The event ids of a tenant's stored events in position order: what a subscriber
 /// must have received.
 async fn stored_in_order(db: &Pg, tenant: &str) -> Vec<String> {
-    db.query(
+    column(
+        db,
         "SELECT event_id::text FROM triggers.events WHERE tenant = $1 AND position IS NOT NULL ORDER BY position",
         &[&tenant],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,16 +231,12 @@ async fn a_thousand_subscribers_get_the_same_events_over_the_servers_own_connect
         .collect();
     // Each got all of them in the order they were stored (two workers store batches
     // side by side, so not necessarily the order they were sent).
-    let stored: Vec<i64> = db
-        .query(
-            "SELECT (payload->>'n')::bigint FROM triggers.events ORDER BY position",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored: Vec<i64> = column(
+        &db,
+        "SELECT (payload->>'n')::bigint FROM triggers.events ORDER BY position",
+        &[],
+    )
+    .await;
     assert_eq!(stored.len(), 1000);
     assert!(received.iter().all(|r| *r == stored));
     // Subscribers cost no connection of their own: the server's count is what it was

@@ -108,6 +108,14 @@ async fn the_client_lists_reads_and_resumes_a_tenants_streams() {
         (a.state, a.blocking_event),
         (StreamState::Halted, Some(head))
     );
+    assert_eq!(
+        (a.blocking_error.as_deref(), a.next_attempt_at),
+        (
+            Some("routed to the dead-letter queue (debug flag dlq_routing)"),
+            None
+        ),
+        "why it is halted; no attempt is due"
+    );
     assert_eq!(client.stream("t", "nope").await.unwrap(), None);
     let metrics = client.metrics(Some("t")).await.unwrap();
     assert_eq!((metrics.streams_halted, metrics.streams_waiting), (1, 0));
@@ -356,8 +364,10 @@ async fn the_stream_routes_work_for_their_tenant_as_documented() {
     assert_eq!(
         list.body["data"]["streams"],
         json!([
-            {"name": "a", "last_seq": 2, "done_seq": 0, "state": "halted", "blocking_event": head},
-            {"name": "b/c", "last_seq": 1, "done_seq": 1, "state": "idle", "blocking_event": null},
+            {"name": "a", "last_seq": 2, "done_seq": 0, "state": "halted", "blocking_event": head,
+             "blocking_error": "routed to the dead-letter queue (debug flag dlq_routing)", "next_attempt_at": null},
+            {"name": "b/c", "last_seq": 1, "done_seq": 1, "state": "idle", "blocking_event": null,
+             "blocking_error": null, "next_attempt_at": null},
         ])
     );
     assert_eq!(

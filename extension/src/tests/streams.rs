@@ -80,6 +80,11 @@ mod tests {
         assert_eq!(stored("a"), "");
         assert_eq!(stored("b"), "1:pending 2:pending 3:pending");
         assert_eq!(state("a"), format!("waiting 0 {head}"));
+        // What blocks it, and until when (the clock stands still: now + 1 s of backoff).
+        assert_eq!(
+            one::<String>("SELECT blocking_error || ' until ' || (next_attempt_at - triggers._now())::text FROM triggers.stream('t', 'a')"),
+            "processing failed (debug flag processing_error) until 00:00:01"
+        );
         // While the head backs off, nothing of a is claimed.
         assert_eq!(stats(), "0 0 0 0");
         advance_clock(1000);

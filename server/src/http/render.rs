@@ -41,5 +41,7 @@ pub(super) fn stream_json(s: &StreamInfo) -> Value {
         "done_seq": s.done_seq,
         "state": s.state,
         "blocking_event": s.blocking_event,
+        "blocking_error": s.blocking_error,
+        "next_attempt_at": s.next_attempt_at.as_ref().map(ts),
     })
 }

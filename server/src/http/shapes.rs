@@ -212,6 +212,10 @@ pub struct StreamOut {
     /// The event the stream waits on: its backing-off head (waiting) or its
     /// dead-lettered head (halted); null otherwise.
     blocking_event: Option<uuid::Uuid>,
+    /// The blocking event's last error; null when nothing blocks the stream.
+    blocking_error: Option<String>,
+    /// When a waiting stream's head is tried again (RFC 3339); null unless waiting.
+    next_attempt_at: Option<String>,
 }
 
 /// Where a stream is: idle (nothing queued), active (its head is ready or being
