@@ -14,7 +14,7 @@ const REFRESH_CHOICES = [2000, 5000, 10000, 30000, 0];
 const ERROR_RETRY_MS = 5000;
 const INBOX_LIMIT = 25;
 const ACTIVITY_LIMIT = 50; // entries kept in the debug panel's list
-const CHARTS_EVERY_MS = 30000;
+const CHARTS_EVERY_MS = 10000;
 const CARDS_DEBOUNCE_MS = 300;
 const STREAM_MAX_BACKOFF_MS = 10000;
 const METRICS = ["total", "pending", "delivered", "failed", "queue_depth", "dlq_count",
@@ -287,7 +287,7 @@ function scheduleRefresh(delay) {
 
 /**
  * One refresh: /metrics first (it decides ready or error), then the inbox, the visible
- * tab, the debug activity and, every 30 s or when asked, the charts. Runs every
+ * tab, the debug activity and, every 10 s or when asked, the charts. Runs every
  * refreshMs in both live and polling modes: the stream does not carry failures, acks
  * or queue depth.
  */

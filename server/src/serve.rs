@@ -38,6 +38,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     if let Some(key) = first_key {
         println!("First start: an API key for tenant \"default\" (shown only now; make more with `triggers keys create`):");
         println!("  {key}");
+        println!("Dashboard: open http://{addr}/ and paste the key.");
         println!("Try it:");
         println!(
             "  curl -s http://{addr}/events -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"payload\":{{\"hello\":\"world\"}}}}'"

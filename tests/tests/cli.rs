@@ -43,7 +43,7 @@ async fn first_start_prints_a_working_key_and_a_thousand_events_flow_end_to_end(
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--data-dir")
         .arg(&data_dir);
-    let mut server = Server::start_with_lines(command, 5);
+    let mut server = Server::start_with_lines(command, 6);
     let key = server
         .banner_lines
         .iter()
@@ -58,6 +58,14 @@ async fn first_start_prints_a_working_key_and_a_thousand_events_flow_end_to_end(
             .banner_lines
             .iter()
             .any(|l| l.contains("curl -s") && l.contains(&key)),
+        "{:?}",
+        server.banner_lines
+    );
+    assert!(
+        server
+            .banner_lines
+            .iter()
+            .any(|l| l.contains(&format!("Dashboard: open {}/", server.url))),
         "{:?}",
         server.banner_lines
     );
@@ -255,7 +263,7 @@ async fn debug_logs_carry_the_correlation_id_and_never_an_api_key() {
         .arg("--data-dir")
         .arg(tmp.join("data"))
         .env("RUST_LOG", "debug");
-    let mut server = Server::start_with_lines(command, 5);
+    let mut server = Server::start_with_lines(command, 6);
     let key = server
         .banner_lines
         .iter()
