@@ -1,7 +1,8 @@
 //! # triggers-core
 //!
 //! The logic of triggers that needs no Postgres: the SQLSTATEs the extension raises,
-//! the inbox cursor format, the retry backoff schedule and the API-key format. The
+//! the inbox cursor format, the retry backoff schedule, the API-key format and the
+//! webhook signatures ([`webhooks`]). The
 //! extension, the client and the server all use these, so they agree by construction.
 //!
 //! ```
@@ -17,6 +18,7 @@ mod backoff;
 mod codes;
 mod cursor;
 mod keys;
+pub mod webhooks;
 
 pub use backoff::backoff_ms;
 pub use codes::ErrorCode;
