@@ -198,6 +198,27 @@ CREATE TABLE triggers.api_keys (
 );
 CREATE INDEX api_keys_tenant_idx ON triggers.api_keys (tenant);
 
+-- Webhook endpoints (sql/webhooks.sql). A secret is kept sealed (AES-256-GCM) under the
+-- server's secrets key, which is not in the database: a dump alone cannot sign. After a
+-- rotation the previous secret signs beside the new one until previous_until.
+CREATE TABLE triggers.webhook_endpoints (
+    endpoint_id     uuid        PRIMARY KEY,
+    tenant          text        NOT NULL CHECK (tenant <> ''),
+    url             text        NOT NULL,
+    -- NULL: every event; else {"stream": s, "metadata": {...}} (either or both), by containment.
+    filter          jsonb       NULL,
+    description     text        NULL,
+    enabled         boolean     NOT NULL DEFAULT true,
+    disabled_reason text        NULL,
+    secret          bytea       NOT NULL,
+    previous_secret bytea       NULL,
+    previous_until  timestamptz NULL,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    CHECK (enabled OR disabled_reason IS NOT NULL)
+);
+CREATE INDEX webhook_endpoints_tenant_idx ON triggers.webhook_endpoints (tenant, created_at);
+
 -- The work queue and its dead-letter queue.
 SELECT pgmq.create('triggers_events');
 SELECT pgmq.create('triggers_events_dlq');
@@ -234,6 +255,7 @@ SELECT pg_catalog.pg_extension_config_dump('triggers.metric_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.latency_deltas', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.latency_minutes', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.latency_totals', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.webhook_endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.api_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.q_triggers_events', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.a_triggers_events', '');

@@ -93,6 +93,38 @@ impl Secret {
     }
 }
 
+/// Seals `plaintext` (an endpoint secret) for storage: AES-256-GCM under the SHA-256 of
+/// `key`, with `nonce` (12 random bytes, never reused with one key) in front of the
+/// ciphertext. A dump of the database holds only this; signing needs `key`, which the
+/// server keeps outside the database.
+pub fn seal(key: &str, nonce: [u8; 12], plaintext: &[u8]) -> Vec<u8> {
+    use aes_gcm::aead::{Aead, KeyInit as _};
+    let cipher = aes_gcm::Aes256Gcm::new(&sealing_key(key));
+    let sealed = cipher
+        .encrypt(aes_gcm::Nonce::from_slice(&nonce), plaintext)
+        .expect("AES-GCM seals any plaintext that fits in memory");
+    [nonce.as_slice(), &sealed].concat()
+}
+
+/// Opens what [`seal`] sealed under the same `key`; `None` for another key or
+/// altered bytes.
+pub fn open(key: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+    use aes_gcm::aead::{Aead, KeyInit as _};
+    if sealed.len() < 12 {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(12);
+    aes_gcm::Aes256Gcm::new(&sealing_key(key))
+        .decrypt(aes_gcm::Nonce::from_slice(nonce), ciphertext)
+        .ok()
+}
+
+fn sealing_key(key: &str) -> aes_gcm::Key<aes_gcm::Aes256Gcm> {
+    use sha2::Digest;
+    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    digest.into()
+}
+
 /// The `webhook-signature` header for a message: one entry per secret, space-separated.
 pub fn signature_header(secrets: &[Secret], id: &str, timestamp: i64, body: &[u8]) -> String {
     secrets
@@ -235,6 +267,26 @@ mod tests {
         let ts = TS.to_string();
         assert_eq!(verify(&old, ID, &ts, &header, BODY, TS), Ok(()));
         assert_eq!(verify(&new, ID, &ts, &header, BODY, TS), Ok(()));
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_with_its_key() {
+        let sealed = seal("the server's key", [3; 12], SECRET.as_bytes());
+        assert!(!sealed.windows(6).any(|w| w == b"whsec_"), "no plaintext");
+        assert_eq!(
+            open("the server's key", &sealed).as_deref(),
+            Some(SECRET.as_bytes())
+        );
+        assert_eq!(open("another key", &sealed), None);
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert_eq!(open("the server's key", &altered), None);
+        assert_eq!(open("the server's key", &sealed[..11]), None);
+        assert_ne!(
+            seal("the server's key", [4; 12], SECRET.as_bytes()),
+            sealed,
+            "the nonce matters"
+        );
     }
 
     #[test]

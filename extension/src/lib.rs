@@ -21,6 +21,7 @@
 //! | `sql/dlq.sql` | `dead_letters`, `redrive` |
 //! | `sql/retention.sql` | `purge` |
 //! | `sql/keys.sql` | API keys |
+//! | `sql/webhooks.sql` | webhook endpoints and their sealed secrets |
 //! | `sql/finalize.sql` | grants, once everything exists |
 //!
 //! ```sql
@@ -102,6 +103,17 @@ pgrx::extension_sql_file!(
         api::ids::_random_token,
         api::keys::_bytes_equal,
         api::keys::_key_prefix
+    ]
+);
+pgrx::extension_sql_file!(
+    "../../sql/webhooks.sql",
+    name = "webhooks",
+    requires = [
+        "validate",
+        api::ids::_uuid_v7,
+        api::webhooks::_new_webhook_secret,
+        api::webhooks::_seal_secret,
+        api::webhooks::_open_secret
     ]
 );
 // Last, once every SQL and Rust function exists.

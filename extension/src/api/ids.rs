@@ -14,6 +14,15 @@ pgrx::extension_sql!(
     requires = [_uuid_v7]
 );
 
+/// Fills `buf` from Postgres's strong random source (an ERROR if it fails).
+pub fn strong_random(buf: &mut [u8]) {
+    // SAFETY: buf is valid for writes of buf.len() bytes.
+    let ok = unsafe { pgrx::pg_sys::pg_strong_random(buf.as_mut_ptr().cast(), buf.len()) };
+    if !ok {
+        error!("could not generate random bytes");
+    }
+}
+
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// `len` random characters from [0-9A-Za-z], drawn from Postgres's strong random source.
@@ -23,11 +32,7 @@ pub fn _random_token(len: i32) -> String {
     let mut out = String::with_capacity(len);
     while out.len() < len {
         let mut buf = [0u8; 64];
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let ok = unsafe { pgrx::pg_sys::pg_strong_random(buf.as_mut_ptr().cast(), buf.len()) };
-        if !ok {
-            error!("could not generate random bytes");
-        }
+        strong_random(&mut buf);
         // 248 = 4 * 62: rejecting larger bytes keeps every character equally likely.
         for b in buf.into_iter().filter(|b| *b < 248) {
             if out.len() == len {

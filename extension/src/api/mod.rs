@@ -5,3 +5,4 @@ pub mod cursor;
 pub mod ids;
 pub mod info;
 pub mod keys;
+pub mod webhooks;

@@ -16,3 +16,4 @@ mod retention;
 mod schema;
 mod streams;
 mod validate;
+mod webhooks;
