@@ -25,6 +25,16 @@ CREATE TABLE triggers.config (
     -- What a stream does when its head is dead-lettered: go on with the next event
     -- ('continue'), or stop until the head is retried, redriven or skipped ('halt').
     stream_failure_policy  text    NOT NULL DEFAULT 'continue' CHECK (stream_failure_policy IN ('continue', 'halt')),
+    -- Webhooks: the wait before each attempt of a delivery (seconds; the first is the
+    -- wait after the event is stored), ±webhook_jitter_pct percent so that failures of
+    -- many deliveries at once do not come back at once; after the last, the delivery
+    -- has failed. An endpoint that has not succeeded for endpoint_disable_after_s while
+    -- failing is disabled.
+    webhook_schedule_s     integer[] NOT NULL DEFAULT '{0,5,300,1800,7200,18000,36000,36000}'
+        CHECK (cardinality(webhook_schedule_s) BETWEEN 1 AND 100 AND 0 <= ALL(webhook_schedule_s)
+               AND 604800 >= ALL(webhook_schedule_s)),
+    webhook_jitter_pct     integer NOT NULL DEFAULT 10      CHECK (webhook_jitter_pct BETWEEN 0 AND 50),
+    endpoint_disable_after_s integer NOT NULL DEFAULT 432000 CHECK (endpoint_disable_after_s BETWEEN 1 AND 31536000),
     CHECK (backoff_base_ms <= backoff_cap_ms)
 );
 INSERT INTO triggers.config DEFAULT VALUES;
@@ -213,11 +223,44 @@ CREATE TABLE triggers.webhook_endpoints (
     secret          bytea       NOT NULL,
     previous_secret bytea       NULL,
     previous_until  timestamptz NULL,
+    -- Since when its attempts fail without a success in between (NULL: it is fine).
+    failing_since   timestamptz NULL,
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL,
     CHECK (enabled OR disabled_reason IS NOT NULL)
 );
 CREATE INDEX webhook_endpoints_tenant_idx ON triggers.webhook_endpoints (tenant, created_at);
+
+-- The transactional outbox: one delivery per event and matching endpoint, written by
+-- processing in the transaction that stores the event; every attempt at it is logged.
+CREATE TABLE triggers.webhook_deliveries (
+    delivery_id     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant          text        NOT NULL,
+    endpoint_id     uuid        NOT NULL REFERENCES triggers.webhook_endpoints ON DELETE CASCADE,
+    event_id        uuid        NOT NULL,
+    status          text        NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts        integer     NOT NULL DEFAULT 0,
+    -- When the next attempt is due (pending only).
+    next_attempt_at timestamptz NULL,
+    created_at      timestamptz NOT NULL,
+    finished_at     timestamptz NULL,
+    UNIQUE (endpoint_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due_idx ON triggers.webhook_deliveries (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_event_idx ON triggers.webhook_deliveries (event_id);
+CREATE TABLE triggers.webhook_attempts (
+    delivery_id  bigint      NOT NULL REFERENCES triggers.webhook_deliveries ON DELETE CASCADE,
+    attempt      integer     NOT NULL,
+    attempted_at timestamptz NOT NULL,
+    -- The receiver's HTTP status, or NULL when there was no answer (see error).
+    status_code  integer     NULL,
+    latency_ms   integer     NULL,
+    -- The first 1,000 characters of the answer's body.
+    response     text        NULL,
+    error        text        NULL,
+    PRIMARY KEY (delivery_id, attempt)
+);
 
 -- The work queue and its dead-letter queue.
 SELECT pgmq.create('triggers_events');
@@ -256,6 +299,8 @@ SELECT pg_catalog.pg_extension_config_dump('triggers.latency_deltas', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.latency_minutes', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.latency_totals', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.webhook_endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.webhook_deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.webhook_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.api_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.q_triggers_events', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.a_triggers_events', '');

@@ -103,6 +103,8 @@ BEGIN
           FROM triggers._storing_order(messages, read_cts) AS t(m, rc, k)
          WHERE ev.event_id = (t.m->>'event_id')::uuid AND ev.status = 'failed';
     END IF;
+    -- Webhooks: the outbox rows of what was just stored (webhooks.sql).
+    PERFORM triggers._write_deliveries(v_positions, v_now);
 END $$;
 COMMENT ON FUNCTION triggers._store IS 'Internal: stores messages as pending events; a failed event becomes pending again.';
 

@@ -232,3 +232,219 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION triggers._endpoint_secrets IS
     'Internal: the secrets an endpoint signs with now (newest first), unsealed with triggers.secrets_key.';
+
+-- ---------------------------------------------------------------- deliveries
+
+-- The transactional outbox: a delivery for each event stored with `positions` (by this
+-- _store call) and each enabled endpoint of its tenant whose filter matches, due after
+-- the schedule's first wait. Called by _store, in the storing transaction: no event is
+-- stored without its deliveries. Costs one look at an empty table when no endpoint exists.
+CREATE FUNCTION triggers._write_deliveries(positions bigint[], v_now timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM triggers.webhook_endpoints e WHERE e.enabled) THEN
+        RETURN;
+    END IF;
+    INSERT INTO triggers.webhook_deliveries (tenant, endpoint_id, event_id, next_attempt_at, created_at)
+    SELECT ev.tenant, e.endpoint_id, ev.event_id,
+           v_now + make_interval(secs => (SELECT c.webhook_schedule_s[1] FROM triggers.config c)), v_now
+      FROM triggers.events ev
+      JOIN triggers.webhook_endpoints e ON e.tenant = ev.tenant AND e.enabled
+     WHERE ev.position = ANY(positions)
+       AND triggers._filter_matches(e.filter, ev.stream, ev.metadata)
+     ORDER BY ev.position
+    ON CONFLICT ON CONSTRAINT webhook_deliveries_endpoint_id_event_id_key DO NOTHING;
+END $$;
+COMMENT ON FUNCTION triggers._write_deliveries IS
+    'Internal: the outbox rows of just-stored events, one per matching enabled endpoint.';
+
+/*
+ * For the delivery workers: takes up to `lim` due deliveries of enabled endpoints
+ * (SKIP LOCKED: workers never wait on each other), counts the attempt and leases them
+ * for `lease_s` seconds. The caller commits at once and sends; an attempt whose result
+ * is never recorded (the server died) is due again when the lease ends: at least once.
+ */
+CREATE FUNCTION triggers._claim_deliveries(lim int, lease_s int DEFAULT 60)
+RETURNS TABLE(delivery_id bigint, endpoint_id uuid, url text, event_id uuid, attempt int)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := triggers._now();
+BEGIN
+    RETURN QUERY
+    WITH due AS (
+        SELECT d.delivery_id FROM triggers.webhook_deliveries d
+         WHERE d.status = 'pending' AND d.next_attempt_at <= v_now
+           AND EXISTS (SELECT 1 FROM triggers.webhook_endpoints e WHERE e.endpoint_id = d.endpoint_id AND e.enabled)
+         ORDER BY d.next_attempt_at
+         LIMIT lim
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE triggers.webhook_deliveries d
+       SET attempts = d.attempts + 1, next_attempt_at = v_now + make_interval(secs => lease_s)
+      FROM due, triggers.webhook_endpoints e
+     WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
+    RETURNING d.delivery_id, d.endpoint_id, e.url, d.event_id, d.attempts;
+END $$;
+COMMENT ON FUNCTION triggers._claim_deliveries IS
+    'Internal: due deliveries for a worker, each attempt counted and leased for lease_s seconds.';
+
+/*
+ * Records what attempt `attempt` of a delivery got: the receiver's status (NULL when
+ * none: `error` says why), latency, the start of its answer, and Retry-After (seconds)
+ * if it sent one. 2xx: succeeded, and the event is delivered once every delivery of it
+ * has succeeded. Otherwise the next attempt per webhook_schedule_s (± jitter, not
+ * before Retry-After), or failed after the last; 410 disables the endpoint, and so does
+ * failing for endpoint_disable_after_s without a success. Returns the delivery's status.
+ */
+CREATE FUNCTION triggers._record_attempt(delivery_id bigint, attempt int, status_code int, latency_ms int,
+    response text, error text, retry_after_s int DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := triggers._now();
+    cfg triggers.config;
+    d triggers.webhook_deliveries;
+    v_ok boolean := status_code BETWEEN 200 AND 299;
+    v_wait float8;
+    v_failing_since timestamptz;
+BEGIN
+    SELECT * INTO cfg FROM triggers.config;
+    SELECT * INTO d FROM triggers.webhook_deliveries w WHERE w.delivery_id = _record_attempt.delivery_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- its endpoint was deleted meanwhile
+    END IF;
+    INSERT INTO triggers.webhook_attempts (delivery_id, attempt, attempted_at, status_code, latency_ms, response, error)
+    VALUES (d.delivery_id, attempt, v_now, status_code, latency_ms, left(response, 1000), left(error, 1000))
+    ON CONFLICT DO NOTHING;
+    IF d.status <> 'pending' OR d.attempts <> attempt THEN
+        RETURN d.status;  -- a late answer to an attempt whose lease ran out: logged only
+    END IF;
+    IF v_ok THEN
+        UPDATE triggers.webhook_deliveries w SET status = 'succeeded', finished_at = v_now, next_attempt_at = NULL
+         WHERE w.delivery_id = d.delivery_id;
+        UPDATE triggers.webhook_endpoints e SET failing_since = NULL
+         WHERE e.endpoint_id = d.endpoint_id AND e.failing_since IS NOT NULL;
+        UPDATE triggers.events ev SET status = 'delivered', delivered_at = v_now, updated_at = v_now
+         WHERE ev.event_id = d.event_id AND ev.status = 'pending'
+           AND NOT EXISTS (SELECT 1 FROM triggers.webhook_deliveries o
+                            WHERE o.event_id = d.event_id AND o.status <> 'succeeded');
+        RETURN 'succeeded';
+    END IF;
+    IF attempt >= cardinality(cfg.webhook_schedule_s) THEN
+        UPDATE triggers.webhook_deliveries w SET status = 'failed', finished_at = v_now, next_attempt_at = NULL
+         WHERE w.delivery_id = d.delivery_id;
+    ELSE
+        v_wait := cfg.webhook_schedule_s[attempt + 1]
+                  * (1 + cfg.webhook_jitter_pct / 100.0 * (2 * random() - 1));
+        UPDATE triggers.webhook_deliveries w
+           SET next_attempt_at = v_now + make_interval(secs => greatest(v_wait, coalesce(retry_after_s, 0)))
+         WHERE w.delivery_id = d.delivery_id;
+    END IF;
+    UPDATE triggers.webhook_endpoints e SET failing_since = coalesce(e.failing_since, v_now)
+     WHERE e.endpoint_id = d.endpoint_id
+    RETURNING e.failing_since INTO v_failing_since;
+    IF status_code = 410 THEN
+        UPDATE triggers.webhook_endpoints e
+           SET enabled = false, disabled_reason = 'the receiver answered 410 Gone', updated_at = v_now
+         WHERE e.endpoint_id = d.endpoint_id AND e.enabled;
+    ELSIF v_now - v_failing_since >= make_interval(secs => cfg.endpoint_disable_after_s) THEN
+        UPDATE triggers.webhook_endpoints e
+           SET enabled = false, updated_at = v_now,
+               disabled_reason = format('no successful delivery since %s (endpoint_disable_after_s = %s)',
+                                        to_char(v_failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                                        cfg.endpoint_disable_after_s)
+         WHERE e.endpoint_id = d.endpoint_id AND e.enabled;
+    END IF;
+    RETURN CASE WHEN attempt >= cardinality(cfg.webhook_schedule_s) THEN 'failed' ELSE 'pending' END;
+END $$;
+COMMENT ON FUNCTION triggers._record_attempt IS
+    'Internal: logs an attempt and moves its delivery on: succeeded, the next attempt, or failed; may disable the endpoint.';
+
+-- A delivery as deliveries() shows it, with its last attempt.
+CREATE TYPE triggers.delivery_row AS (
+    delivery_id     bigint,
+    endpoint_id     uuid,
+    event_id        uuid,
+    status          text,
+    attempts        integer,
+    next_attempt_at timestamptz,
+    created_at      timestamptz,
+    finished_at     timestamptz,
+    last_status_code integer,
+    last_latency_ms integer,
+    last_error      text
+);
+
+/*
+ * The tenant's deliveries of one event or to one endpoint (or both), newest first,
+ * each with its last attempt. TG004 unless one of them is given.
+ */
+CREATE FUNCTION triggers.deliveries(tenant text, event_id uuid DEFAULT NULL, endpoint_id uuid DEFAULT NULL,
+    lim int DEFAULT 50) RETURNS SETOF triggers.delivery_row
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM triggers._check_text('tenant', tenant);
+    IF event_id IS NULL AND endpoint_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'give an event_id or an endpoint_id';
+    END IF;
+    IF lim IS NULL OR lim < 1 OR lim > 1000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 1000, got %s', coalesce(lim::text, 'NULL'));
+    END IF;
+    RETURN QUERY
+    SELECT d.delivery_id, d.endpoint_id, d.event_id, d.status, d.attempts,
+           CASE WHEN d.status = 'pending' THEN d.next_attempt_at END, d.created_at, d.finished_at,
+           a.status_code, a.latency_ms, a.error
+      FROM triggers.webhook_deliveries d
+      LEFT JOIN LATERAL (SELECT * FROM triggers.webhook_attempts x WHERE x.delivery_id = d.delivery_id
+                          ORDER BY x.attempt DESC LIMIT 1) a ON true
+     WHERE d.tenant = deliveries.tenant
+       AND (deliveries.event_id IS NULL OR d.event_id = deliveries.event_id)
+       AND (deliveries.endpoint_id IS NULL OR d.endpoint_id = deliveries.endpoint_id)
+     ORDER BY d.delivery_id DESC
+     LIMIT lim;
+END $$;
+COMMENT ON FUNCTION triggers.deliveries IS
+    'A tenant''s webhook deliveries of an event or to an endpoint, newest first, with the last attempt of each.';
+
+/*
+ * Sends a stored event of the tenant to one of its endpoints again, now (whatever the
+ * filter says): its delivery becomes pending and due. Returns the delivery id.
+ */
+CREATE FUNCTION triggers.resend(tenant text, event_id uuid, endpoint_id uuid) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_endpoint triggers.webhook_endpoints := triggers._endpoint(resend.tenant, resend.endpoint_id, false);
+    v_event triggers.events := triggers._event(resend.event_id, resend.tenant, false);
+    v_now timestamptz := triggers._now();
+    v_id bigint;
+BEGIN
+    IF v_event.status = 'failed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG007',
+            MESSAGE = format('event %s failed processing: it was never stored, so it is not delivered', v_event.event_id);
+    END IF;
+    INSERT INTO triggers.webhook_deliveries AS w (tenant, endpoint_id, event_id, next_attempt_at, created_at)
+    VALUES (resend.tenant, v_endpoint.endpoint_id, v_event.event_id, v_now, v_now)
+    ON CONFLICT ON CONSTRAINT webhook_deliveries_endpoint_id_event_id_key DO UPDATE
+       SET status = 'pending', next_attempt_at = v_now, finished_at = NULL
+    RETURNING w.delivery_id INTO v_id;
+    RETURN v_id;
+END $$;
+COMMENT ON FUNCTION triggers.resend IS 'Delivers a stored event to one of the tenant''s endpoints again, now; returns the delivery id.';
+
+/* Makes the endpoint's failed deliveries created since `since` pending and due now; returns how many. */
+CREATE FUNCTION triggers.recover(tenant text, endpoint_id uuid, since timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_endpoint triggers.webhook_endpoints := triggers._endpoint(recover.tenant, recover.endpoint_id, false);
+    v_n bigint;
+BEGIN
+    IF since IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'since must not be NULL';
+    END IF;
+    UPDATE triggers.webhook_deliveries w
+       SET status = 'pending', next_attempt_at = triggers._now(), finished_at = NULL
+     WHERE w.endpoint_id = v_endpoint.endpoint_id AND w.status = 'failed' AND w.created_at >= since;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END $$;
+COMMENT ON FUNCTION triggers.recover IS
+    'Queues again every failed delivery to an endpoint created since a time; returns how many.';

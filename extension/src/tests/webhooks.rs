@@ -191,4 +191,233 @@ mod tests {
             "http:// or https://",
         );
     }
+
+    // The outbox and the delivery state machine, on a stopped clock.
+
+    fn setup() {
+        freeze_clock();
+        run("SELECT set_config('triggers.secrets_key', repeat('k', 32), false)");
+    }
+
+    fn endpoint(tenant: &str, filter: &str) -> String {
+        one(&format!(
+            "SELECT endpoint_id::text FROM triggers.create_endpoint('{tenant}', 'https://example.com/{tenant}', {filter})"
+        ))
+    }
+
+    fn store(sql_events: &[&str]) {
+        for e in sql_events {
+            run(&format!("SELECT triggers.enqueue({e})"));
+        }
+        run("SELECT * FROM triggers.process_batch(1000)");
+    }
+
+    /// Claims due deliveries: "event_id endpoint attempt" sorted.
+    fn claim() -> Vec<(i64, String, i32)> {
+        let rows: Option<pgrx::JsonB> = Spi::get_one(
+            "SELECT jsonb_agg(jsonb_build_array(delivery_id, endpoint_id, attempt) ORDER BY delivery_id) FROM triggers._claim_deliveries(100)",
+        )
+        .unwrap();
+        rows.map(|j| {
+            j.0.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r[0].as_i64().unwrap(),
+                        r[1].as_str().unwrap().to_string(),
+                        r[2].as_i64().unwrap() as i32,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    fn record(delivery: i64, attempt: i32, status: &str, retry_after: &str) -> String {
+        one(&format!(
+            "SELECT triggers._record_attempt({delivery}, {attempt}, {status}, 12, 'body', NULL, {retry_after})"
+        ))
+    }
+
+    #[pg_test]
+    fn storing_writes_one_delivery_per_matching_enabled_endpoint() {
+        setup();
+        let all = endpoint("t", "NULL");
+        let orders = endpoint("t", r#"'{"stream": "orders"}'"#);
+        let vip = endpoint("t", r#"'{"metadata": {"vip": true}}'"#);
+        let off = endpoint("t", "NULL");
+        run(&format!(
+            "SELECT * FROM triggers.update_endpoint('t', '{off}', enabled => false)"
+        ));
+        endpoint("u", "NULL");
+        store(&[
+            "'{}', tenant => 't'",
+            "'{}', tenant => 't', stream => 'orders'",
+            r#"'{}', '{"vip": true}', tenant => 't'"#,
+        ]);
+        let per = |id: &str| {
+            count(&format!(
+                "SELECT count(*) FROM triggers.webhook_deliveries WHERE endpoint_id = '{id}'"
+            ))
+        };
+        assert_eq!(
+            (per(&all), per(&orders), per(&vip), per(&off)),
+            (3, 1, 1, 0)
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM triggers.webhook_deliveries WHERE tenant = 'u'"),
+            0
+        );
+        // Due at once (the schedule's first wait is 0), each once; then leased.
+        assert_eq!(claim().len(), 5);
+        assert_eq!(claim().len(), 0, "leased");
+        advance_clock(60_000);
+        let again = claim();
+        assert_eq!(
+            again.len(),
+            5,
+            "a lease that ran out: due again (at least once)"
+        );
+        assert!(again.iter().all(|c| c.2 == 2), "{again:?}");
+    }
+
+    #[pg_test]
+    fn an_event_is_delivered_when_every_endpoint_has_it() {
+        setup();
+        let a = endpoint("t", "NULL");
+        endpoint("t", r#"'{"stream": "s"}'"#);
+        store(&["'{}', tenant => 't', stream => 's'"]);
+        let claimed = claim();
+        assert_eq!(claimed.len(), 2);
+        let status =
+            || one::<String>("SELECT status::text FROM triggers.events WHERE tenant = 't'");
+        let (first, second) = if claimed[0].1 == a {
+            (claimed[0].0, claimed[1].0)
+        } else {
+            (claimed[1].0, claimed[0].0)
+        };
+        assert_eq!(record(first, 1, "200", "NULL"), "succeeded");
+        assert_eq!(status(), "pending", "one endpoint still to go");
+        assert_eq!(record(second, 1, "204", "NULL"), "succeeded");
+        assert_eq!(status(), "delivered");
+        // The log: one attempt each, with its status and latency.
+        assert_eq!(
+            one::<String>("SELECT string_agg(status || ':' || last_status_code || ':' || last_latency_ms, ' ') FROM triggers.deliveries('t', endpoint_id => NULL, event_id => (SELECT event_id FROM triggers.events WHERE tenant = 't'))"),
+            "succeeded:204:12 succeeded:200:12"
+        );
+    }
+
+    #[pg_test]
+    fn failures_follow_the_schedule_then_fail_and_retry_after_is_honoured() {
+        setup();
+        run("UPDATE triggers.config SET webhook_schedule_s = '{0, 10, 20}', webhook_jitter_pct = 10");
+        endpoint("t", "NULL");
+        store(&["'{}', tenant => 't'"]);
+        let d = claim()[0].0;
+        let due_in = || {
+            one::<f64>(&format!("SELECT extract(epoch FROM next_attempt_at - triggers._now())::float8 FROM triggers.webhook_deliveries WHERE delivery_id = {d}"))
+        };
+        assert_eq!(record(d, 1, "500", "NULL"), "pending");
+        let wait = due_in();
+        assert!((9.0..=11.0).contains(&wait), "10 s ± 10 %: {wait}");
+        advance_clock(11_000);
+        assert_eq!(claim()[0].2, 2);
+        assert_eq!(record(d, 2, "503", "120"), "pending");
+        assert!(due_in() >= 120.0, "Retry-After beats the schedule");
+        advance_clock(121_000);
+        assert_eq!(claim()[0].2, 3);
+        assert_eq!(
+            record(d, 3, "NULL", "NULL"),
+            "failed",
+            "the last attempt of the schedule"
+        );
+        assert_eq!(claim().len(), 0);
+        assert_eq!(count("SELECT count(*) FROM triggers.webhook_attempts"), 3);
+        // A late answer to an old attempt changes nothing.
+        assert_eq!(record(d, 2, "200", "NULL"), "failed");
+        // recover makes it pending and due again.
+        let e: String =
+            one("SELECT endpoint_id::text FROM triggers.webhook_endpoints WHERE tenant = 't'");
+        assert_eq!(
+            count(&format!(
+                "SELECT triggers.recover('t', '{e}', triggers._now() - interval '1 hour')"
+            )),
+            1
+        );
+        assert_eq!(claim().len(), 1);
+    }
+
+    #[pg_test]
+    fn gone_or_failing_too_long_disables_the_endpoint_with_its_reason() {
+        setup();
+        run("UPDATE triggers.config SET webhook_schedule_s = '{0, 1, 1, 1, 1}', endpoint_disable_after_s = 60");
+        let gone = endpoint("t", "NULL");
+        store(&["'{}', tenant => 't'"]);
+        let d = claim()[0].0;
+        record(d, 1, "410", "NULL");
+        let reason = |id: &str| {
+            one::<String>(&format!("SELECT coalesce(disabled_reason, 'enabled') FROM triggers.endpoints('t') WHERE endpoint_id = '{id}'"))
+        };
+        assert_eq!(reason(&gone), "the receiver answered 410 Gone");
+        advance_clock(5_000);
+        assert_eq!(
+            claim().len(),
+            0,
+            "a disabled endpoint's deliveries wait, kept"
+        );
+        run(&format!(
+            "SELECT * FROM triggers.update_endpoint('t', '{gone}', enabled => true)"
+        ));
+        let again = claim();
+        assert_eq!(again.len(), 1, "and go on when it is enabled again");
+        // Failing for 60 s without a success disables it too.
+        record(again[0].0, again[0].2, "500", "NULL");
+        advance_clock(61_000);
+        let next = claim();
+        record(next[0].0, next[0].2, "500", "NULL");
+        assert!(
+            reason(&gone).starts_with("no successful delivery since "),
+            "{}",
+            reason(&gone)
+        );
+    }
+
+    #[pg_test]
+    fn resend_and_the_arguments_of_deliveries() {
+        setup();
+        let e = endpoint("t", r#"'{"stream": "nope"}'"#);
+        store(&["'{}', tenant => 't'"]);
+        let id: String = one("SELECT event_id::text FROM triggers.events WHERE tenant = 't'");
+        assert_eq!(claim().len(), 0, "the filter matched nothing");
+        // Resend ignores the filter: the owner asked for it.
+        run(&format!("SELECT triggers.resend('t', '{id}', '{e}')"));
+        assert_eq!(claim().len(), 1);
+        assert_error(
+            &format!("SELECT triggers.resend('u', '{id}', '{e}')"),
+            "TG006",
+            "",
+        );
+        assert_error(
+            "SELECT * FROM triggers.deliveries('t')",
+            "TG004",
+            "event_id or an endpoint_id",
+        );
+        assert_error(
+            &format!("SELECT * FROM triggers.deliveries('t', endpoint_id => '{e}', lim => 0)"),
+            "TG004",
+            "lim",
+        );
+        assert_error(
+            &format!("SELECT triggers.recover('t', '{e}', NULL)"),
+            "TG004",
+            "since",
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM triggers.deliveries('u', endpoint_id => '{e}')"
+            )),
+            0
+        );
+    }
 }
