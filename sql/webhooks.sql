@@ -265,7 +265,7 @@ COMMENT ON FUNCTION triggers._write_deliveries IS
  * is never recorded (the server died) is due again when the lease ends: at least once.
  */
 CREATE FUNCTION triggers._claim_deliveries(lim int, lease_s int DEFAULT 60)
-RETURNS TABLE(delivery_id bigint, endpoint_id uuid, url text, event_id uuid, attempt int)
+RETURNS TABLE(delivery_id bigint, endpoint_id uuid, tenant text, url text, event_id uuid, attempt int)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := triggers._now();
@@ -283,7 +283,7 @@ BEGIN
        SET attempts = d.attempts + 1, next_attempt_at = v_now + make_interval(secs => lease_s)
       FROM due, triggers.webhook_endpoints e
      WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
-    RETURNING d.delivery_id, d.endpoint_id, e.url, d.event_id, d.attempts;
+    RETURNING d.delivery_id, d.endpoint_id, d.tenant, e.url, d.event_id, d.attempts;
 END $$;
 COMMENT ON FUNCTION triggers._claim_deliveries IS
     'Internal: due deliveries for a worker, each attempt counted and leased for lease_s seconds.';

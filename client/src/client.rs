@@ -236,6 +236,62 @@ impl Client {
         self.pooled().await?.metrics(tenant).await
     }
 
+    /// Creates a webhook endpoint; returns its id and its secret (shown only now).
+    pub async fn create_endpoint(
+        &self,
+        tenant: &str,
+        url: &str,
+        filter: Option<&serde_json::Value>,
+        description: Option<&str>,
+    ) -> Result<crate::NewEndpoint, Error> {
+        self.pooled()
+            .await?
+            .create_endpoint(tenant, url, filter, description)
+            .await
+    }
+
+    /// The tenant's webhook endpoints.
+    pub async fn endpoints(&self, tenant: &str) -> Result<Vec<crate::Endpoint>, Error> {
+        self.pooled().await?.endpoints(tenant).await
+    }
+
+    /// The tenant's webhook deliveries of an event or to an endpoint.
+    pub async fn deliveries(
+        &self,
+        tenant: &str,
+        event_id: Option<EventId>,
+        endpoint_id: Option<uuid::Uuid>,
+        limit: i32,
+    ) -> Result<Vec<crate::Delivery>, Error> {
+        self.pooled()
+            .await?
+            .deliveries(tenant, event_id, endpoint_id, limit)
+            .await
+    }
+
+    /// For delivery workers: due deliveries, counted and leased (see [`On::claim_deliveries`]).
+    pub async fn claim_deliveries(
+        &self,
+        limit: i32,
+        lease_s: i32,
+    ) -> Result<Vec<crate::ClaimedDelivery>, Error> {
+        self.pooled().await?.claim_deliveries(limit, lease_s).await
+    }
+
+    /// Logs an attempt's outcome (see [`On::record_attempt`]).
+    pub async fn record_attempt(
+        &self,
+        delivery: &crate::ClaimedDelivery,
+        outcome: &crate::AttemptOutcome,
+    ) -> Result<Option<String>, Error> {
+        self.pooled().await?.record_attempt(delivery, outcome).await
+    }
+
+    /// The secrets an endpoint signs with now (needs the secrets key).
+    pub async fn endpoint_secrets(&self, endpoint_id: uuid::Uuid) -> Result<Vec<String>, Error> {
+        self.pooled().await?.endpoint_secrets(endpoint_id).await
+    }
+
     /// The counters that only grow and the all-time latency histogram (for Prometheus).
     pub async fn counters(&self, tenant: Option<&str>) -> Result<Counters, Error> {
         self.pooled().await?.counters(tenant).await

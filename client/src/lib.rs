@@ -53,6 +53,7 @@ mod ops;
 mod rows;
 mod storable;
 mod types;
+mod webhooks;
 
 pub use client::{Client, VacuumState, DEFAULT_TIMEOUT};
 pub use error::Error;
@@ -68,3 +69,4 @@ pub use types::{
     MinuteStats, Settings, Status, StreamInfo, StreamPage, StreamState, UnknownStatus,
     UnknownStreamState,
 };
+pub use webhooks::{AttemptOutcome, ClaimedDelivery, Delivery, Endpoint, NewEndpoint};

@@ -125,6 +125,42 @@ fn sealing_key(key: &str) -> aes_gcm::Key<aes_gcm::Aes256Gcm> {
     digest.into()
 }
 
+/// Whether a webhook may be sent to `ip` without `--webhook-allow-private`: not
+/// loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), shared (100.64/10),
+/// link-local (169.254/16, fe80::/10), multicast, broadcast, unspecified or reserved
+/// (0/8, 240/4), also when an IPv6 address carries an IPv4 one.
+pub fn is_public_address(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_unspecified()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_address(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 (64:ff9b::/96) carry IPv4.
+                || v6.segments()[..6] == [0; 6]
+                || v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0])
+        }
+    }
+}
+
 /// The `webhook-signature` header for a message: one entry per secret, space-separated.
 pub fn signature_header(secrets: &[Secret], id: &str, timestamp: i64, body: &[u8]) -> String {
     secrets
@@ -267,6 +303,48 @@ mod tests {
         let ts = TS.to_string();
         assert_eq!(verify(&old, ID, &ts, &header, BODY, TS), Ok(()));
         assert_eq!(verify(&new, ID, &ts, &header, BODY, TS), Ok(()));
+    }
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        let public = |s: &str| is_public_address(s.parse().unwrap());
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "1.1.1.1",
+            "100.63.255.255",
+            "100.128.0.1",
+        ] {
+            assert!(public(ip), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(!public(ip), "{ip}");
+        }
     }
 
     #[test]

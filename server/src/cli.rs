@@ -48,6 +48,11 @@ pub struct DbArgs {
     /// [default: the pg_config on PATH].
     #[arg(long, env = "TRIGGERS_PG_CONFIG")]
     pub pg_config: Option<PathBuf>,
+
+    /// File holding the key webhook secrets are sealed with, kept out of the database
+    /// (created, mode 0600, when missing) [default: <data-dir>.secrets-key].
+    #[arg(long, env = "TRIGGERS_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// Settings of `triggers serve`.
@@ -69,9 +74,26 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIGGERS_KEEP_ALIVE", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub keep_alive: u64,
 
+    /// Webhook delivery tasks.
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+
     /// The database.
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+/// Settings of the webhook delivery workers.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Webhook delivery tasks (0: this process sends no webhooks).
+    #[arg(long, env = "TRIGGERS_WEBHOOK_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub webhook_workers: u16,
+
+    /// Let webhooks go to loopback, private, link-local and other non-public addresses
+    /// (refused by default, checked on the address actually connected to).
+    #[arg(long, env = "TRIGGERS_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
 }
 
 /// Settings of `triggers worker`.
@@ -80,6 +102,10 @@ pub struct WorkerArgs {
     /// Worker tasks looping on process_batch.
     #[arg(long, env = "TRIGGERS_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
+
+    /// Webhook delivery tasks.
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
 
     /// The database.
     #[command(flatten)]

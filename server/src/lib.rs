@@ -17,4 +17,5 @@ pub mod error;
 pub mod http;
 pub mod schema;
 pub mod serve;
+pub mod webhook;
 pub mod worker;

@@ -9,6 +9,7 @@ use crate::cli::{ServeArgs, WorkerArgs};
 use crate::db;
 use crate::error::StartupError;
 use crate::http::{app, AppState};
+use crate::webhook::DeliveryWorkers;
 use crate::worker::{self, WorkerOptions};
 
 /// Runs the server until a shutdown signal, then stops the workers (after their
@@ -46,6 +47,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     }
     tracing::info!(%addr, database = %database.description, workers = args.workers, "listening");
     let workers = Workers::start(&database.client, args.workers);
+    let deliveries = DeliveryWorkers::start(&database.client, &args.webhooks);
     let state = AppState::new(database.client.clone())
         .with_rate_limit(args.rate_limit)
         .with_keep_alive(std::time::Duration::from_secs(args.keep_alive));
@@ -59,6 +61,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
         .await
         .map_err(|e| StartupError::Listen(e.to_string()));
     workers.stop().await;
+    deliveries.stop().await;
     if let Some(cluster) = database.cluster.as_mut() {
         cluster.stop();
         tracing::info!("embedded cluster stopped");
@@ -75,8 +78,10 @@ pub async fn worker(args: WorkerArgs) -> Result<(), StartupError> {
         args.workers, database.description
     );
     let workers = Workers::start(&database.client, args.workers);
+    let deliveries = DeliveryWorkers::start(&database.client, &args.webhooks);
     signals.recv().await;
     workers.stop().await;
+    deliveries.stop().await;
     if let Some(cluster) = database.cluster.as_mut() {
         cluster.stop();
     }

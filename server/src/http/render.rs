@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use triggers_client::{Event, StreamInfo};
 
 /// RFC 3339 in UTC with milliseconds.
-pub(super) fn ts(at: &DateTime<Utc>) -> String {
+pub(crate) fn ts(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

@@ -1,0 +1,252 @@
+//! Webhooks (sql/webhooks.sql): endpoints and their deliveries, and the calls the
+//! server's delivery workers make. Functions that make or read a secret need the
+//! session's `triggers.secrets_key` (the server puts it in its connection settings).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::Row;
+
+use crate::error::Error;
+use crate::exec::{Exec, On};
+use crate::storable::check_texts;
+use crate::types::EventId;
+
+/// A new endpoint: its id, and its secret (`whsec_…`), which is shown only now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEndpoint {
+    /// Its id.
+    pub endpoint_id: uuid::Uuid,
+    /// Its signing secret.
+    pub secret: String,
+}
+
+/// A webhook endpoint (never its secrets).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// Its id.
+    pub endpoint_id: uuid::Uuid,
+    /// Where deliveries go.
+    pub url: String,
+    /// Which events: `None` for all, else `{"stream", "metadata"}` by containment.
+    pub filter: Option<Value>,
+    /// The owner's note.
+    pub description: Option<String>,
+    /// Whether deliveries are sent.
+    pub enabled: bool,
+    /// Why it is disabled.
+    pub disabled_reason: Option<String>,
+    /// Until when the previous secret signs too, during a rotation.
+    pub rotating_until: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A delivery of an event to an endpoint, with its last attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Its id.
+    pub delivery_id: i64,
+    /// The endpoint.
+    pub endpoint_id: uuid::Uuid,
+    /// The event.
+    pub event_id: EventId,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When processing wrote it.
+    pub created_at: DateTime<Utc>,
+    /// When it succeeded or failed for good.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The last attempt's HTTP status (none when there was no answer).
+    pub last_status_code: Option<i32>,
+    /// The last attempt's latency.
+    pub last_latency_ms: Option<i32>,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+}
+
+/// A delivery a worker took: send it, then [`On::record_attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    /// Its id.
+    pub delivery_id: i64,
+    /// The endpoint.
+    pub endpoint_id: uuid::Uuid,
+    /// The tenant of both.
+    pub tenant: String,
+    /// Where to POST.
+    pub url: String,
+    /// The event.
+    pub event_id: EventId,
+    /// This attempt's number (1, 2, ...).
+    pub attempt: i32,
+}
+
+/// What an attempt got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptOutcome {
+    /// The receiver's HTTP status; `None` when there was no answer (then `error`).
+    pub status_code: Option<i32>,
+    /// From sending to the answer's status.
+    pub latency_ms: i32,
+    /// The start of the answer's body.
+    pub response: Option<String>,
+    /// Why there was no answer, or why it is not a success.
+    pub error: Option<String>,
+    /// The receiver's Retry-After, in seconds.
+    pub retry_after_s: Option<i32>,
+}
+
+const ENDPOINT_COLUMNS: &str = "endpoint_id, url, filter, description, enabled, disabled_reason, \
+     rotating_until, created_at, updated_at";
+
+fn endpoint_from_row(row: &Row) -> Endpoint {
+    Endpoint {
+        endpoint_id: row.get(0),
+        url: row.get(1),
+        filter: row.get(2),
+        description: row.get(3),
+        enabled: row.get(4),
+        disabled_reason: row.get(5),
+        rotating_until: row.get(6),
+        created_at: row.get(7),
+        updated_at: row.get(8),
+    }
+}
+
+impl<E: Exec> On<E> {
+    /// Creates an endpoint of the tenant; returns its id and its secret (shown only now).
+    pub async fn create_endpoint(
+        &self,
+        tenant: &str,
+        url: &str,
+        filter: Option<&Value>,
+        description: Option<&str>,
+    ) -> Result<NewEndpoint, Error> {
+        check_texts(&[("tenant", tenant), ("url", url)])?;
+        let row = self
+            .conn
+            .one(
+                "SELECT endpoint_id, secret FROM triggers.create_endpoint($1, $2, $3, $4)",
+                &[&tenant, &url, &filter, &description],
+            )
+            .await?;
+        Ok(NewEndpoint {
+            endpoint_id: row.get(0),
+            secret: row.get(1),
+        })
+    }
+
+    /// The tenant's endpoints, oldest first.
+    pub async fn endpoints(&self, tenant: &str) -> Result<Vec<Endpoint>, Error> {
+        check_texts(&[("tenant", tenant)])?;
+        let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM triggers.endpoints($1)");
+        let rows = self.conn.all(&sql, &[&tenant]).await?;
+        Ok(rows.iter().map(endpoint_from_row).collect())
+    }
+
+    /// The tenant's deliveries of an event or to an endpoint (or both), newest first.
+    pub async fn deliveries(
+        &self,
+        tenant: &str,
+        event_id: Option<EventId>,
+        endpoint_id: Option<uuid::Uuid>,
+        limit: i32,
+    ) -> Result<Vec<Delivery>, Error> {
+        check_texts(&[("tenant", tenant)])?;
+        let event = event_id.map(|e| e.0);
+        let rows = self
+            .conn
+            .all(
+                "SELECT delivery_id, endpoint_id, event_id, status, attempts, next_attempt_at, created_at,
+                        finished_at, last_status_code, last_latency_ms, last_error
+                   FROM triggers.deliveries($1, $2, $3, $4)",
+                &[&tenant, &event, &endpoint_id, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Delivery {
+                delivery_id: r.get(0),
+                endpoint_id: r.get(1),
+                event_id: EventId(r.get(2)),
+                status: r.get(3),
+                attempts: r.get(4),
+                next_attempt_at: r.get(5),
+                created_at: r.get(6),
+                finished_at: r.get(7),
+                last_status_code: r.get(8),
+                last_latency_ms: r.get(9),
+                last_error: r.get(10),
+            })
+            .collect())
+    }
+
+    /// For delivery workers: up to `limit` due deliveries, each attempt counted and
+    /// leased for `lease_s` seconds (due again then, if its outcome is never recorded).
+    pub async fn claim_deliveries(
+        &self,
+        limit: i32,
+        lease_s: i32,
+    ) -> Result<Vec<ClaimedDelivery>, Error> {
+        let rows = self
+            .conn
+            .all(
+                "SELECT delivery_id, endpoint_id, tenant, url, event_id, attempt
+                   FROM triggers._claim_deliveries($1, $2)",
+                &[&limit, &lease_s],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ClaimedDelivery {
+                delivery_id: r.get(0),
+                endpoint_id: r.get(1),
+                tenant: r.get(2),
+                url: r.get(3),
+                event_id: EventId(r.get(4)),
+                attempt: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Logs what an attempt got and moves its delivery on; returns the delivery's
+    /// status (`None` when its endpoint was deleted meanwhile).
+    pub async fn record_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        outcome: &AttemptOutcome,
+    ) -> Result<Option<String>, Error> {
+        Ok(self
+            .conn
+            .one(
+                "SELECT triggers._record_attempt($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &delivery.delivery_id,
+                    &delivery.attempt,
+                    &outcome.status_code,
+                    &outcome.latency_ms,
+                    &outcome.response,
+                    &outcome.error,
+                    &outcome.retry_after_s,
+                ],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// The secrets an endpoint signs with now, newest first (needs the secrets key).
+    pub async fn endpoint_secrets(&self, endpoint_id: uuid::Uuid) -> Result<Vec<String>, Error> {
+        let secrets: Option<Vec<String>> = self
+            .conn
+            .one("SELECT triggers._endpoint_secrets($1)", &[&endpoint_id])
+            .await?
+            .get(0);
+        Ok(secrets.unwrap_or_default())
+    }
+}
