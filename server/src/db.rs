@@ -2,6 +2,8 @@
 //! place when another `triggers` runs it, else started here). Either way the database
 //! has the extension afterwards (schema.rs).
 
+use std::path::{Path, PathBuf};
+
 use crate::cli::DbArgs;
 use crate::embedded::{Cluster, ClusterOptions};
 use crate::error::StartupError;
@@ -20,7 +22,10 @@ pub struct Database {
 /// Opens DATABASE_URL, or the embedded cluster: started here, or, with `attach`,
 /// used in place when another `triggers` process already runs it.
 pub async fn open(args: &DbArgs, attach: bool) -> Result<Database, StartupError> {
-    let key = secrets_key(args)?;
+    let key = match secrets_key(args)? {
+        (key, None) => key,
+        (new, Some(path)) => keep(new, &path)?,
+    };
     if let Some(url) = args
         .database_url
         .as_deref()
@@ -116,22 +121,29 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The key webhook secrets are sealed with: read from `--secrets-key-file` (default
-/// `<data-dir>.secrets-key`), or made there (32 random bytes, hex, mode 0600) the
-/// first time. It never enters the database: each connection carries it as the session
-/// setting `triggers.secrets_key` (sql/webhooks.sql).
-fn secrets_key(args: &DbArgs) -> Result<String, StartupError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+/// The key webhook secrets are sealed with, from `--secrets-key-file` (default
+/// `<data-dir>.secrets-key`); when that file does not exist yet, a new key (32 random
+/// bytes, hex) and the file to keep it in ([`keep`]). It
+/// never enters the database: each connection carries it as the session setting
+/// `triggers.secrets_key` (sql/webhooks.sql).
+fn secrets_key(args: &DbArgs) -> Result<(String, Option<PathBuf>), StartupError> {
     let path = args.secrets_key_file.clone().unwrap_or_else(|| {
         let mut name = args.data_dir.as_os_str().to_owned();
         name.push(".secrets-key");
-        std::path::PathBuf::from(name)
+        PathBuf::from(name)
     });
-    let fail = |what: &str, e: std::io::Error| {
-        StartupError::Database(format!("secrets key: {what} {}: {e}", path.display()))
-    };
-    match std::fs::read_to_string(&path) {
+    match read_key(&path)? {
+        Some(key) => Ok((key, None)),
+        None => {
+            let key = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+            Ok((key, Some(path)))
+        }
+    }
+}
+
+/// The key in `path`, or `None` when there is no such file.
+fn read_key(path: &Path) -> Result<Option<String>, StartupError> {
+    match std::fs::read_to_string(path) {
         Ok(text) => {
             let key = text.trim().to_string();
             if key.len() < 32 || key.chars().any(|c| c.is_whitespace() || c == '\\') {
@@ -140,23 +152,47 @@ fn secrets_key(args: &DbArgs) -> Result<String, StartupError> {
                     path.display()
                 )));
             }
+            Ok(Some(key))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StartupError::Database(format!(
+            "secrets key: cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes a new key to `path` (mode 0600) unless another process got there first, in
+/// which case that key is the one: returns the key to use. The file appears whole or
+/// not at all (written aside, then linked into place).
+fn keep(key: String, path: &Path) -> Result<String, StartupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |what: &str, e: std::io::Error| {
+        StartupError::Database(format!("secrets key: {what} {}: {e}", path.display()))
+    };
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".{}", std::process::id()));
+    let aside = PathBuf::from(aside);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&aside)
+        .map_err(|e| fail("cannot create", e))?;
+    writeln!(file, "{key}").map_err(|e| fail("cannot write", e))?;
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "made the key webhook secrets are sealed with; back it up apart from the database");
             Ok(key)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key: String = (0..32)
-                .map(|_| format!("{:02x}", rand::random::<u8>()))
-                .collect();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| fail("cannot create", e))?;
-            writeln!(file, "{key}").map_err(|e| fail("cannot write", e))?;
-            tracing::info!(path = %path.display(), "made the secrets key webhook secrets are sealed with; keep it with the database's backups, apart from them");
-            Ok(key)
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_key(path)?.ok_or_else(|| fail("cannot read", e))
         }
-        Err(e) => Err(fail("cannot read", e)),
+        Err(e) => Err(fail("cannot create", e)),
     }
 }
 

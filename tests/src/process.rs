@@ -38,6 +38,11 @@ pub fn triggers(args: &[&str]) -> Command {
         .env_remove("TRIGGERS_LISTEN")
         .env_remove("TRIGGERS_DATA_DIR")
         .env_remove("TRIGGERS_PG_CONFIG")
+        // One secrets key for every test's server, not a file in the working directory.
+        .env(
+            "TRIGGERS_SECRETS_KEY_FILE",
+            std::env::temp_dir().join("triggers-tests.secrets-key"),
+        )
         .stdin(Stdio::null());
     command
 }
