@@ -135,7 +135,9 @@ fn secrets_key(args: &DbArgs) -> Result<(String, Option<PathBuf>), StartupError>
     match read_key(&path)? {
         Some(key) => Ok((key, None)),
         None => {
-            let key = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+            let key = (0..32)
+                .map(|_| format!("{:02x}", rand::random::<u8>()))
+                .collect();
             Ok((key, Some(path)))
         }
     }
