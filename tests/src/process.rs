@@ -298,3 +298,32 @@ pub async fn get_json(url: &str) -> (u16, Option<String>, serde_json::Value) {
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, correlation, body)
 }
+
+/// `triggers serve` on a fresh test database `t_<name>` (DATABASE_URL), on a free port,
+/// without a rate limit, with `args` added; an API key of `tenant`, a connection to the
+/// database and its settings.
+pub async fn serve_test_database(
+    name: &str,
+    tenant: &str,
+    args: &[&str],
+) -> (
+    Server,
+    String,
+    tokio_postgres::Client,
+    tokio_postgres::Config,
+) {
+    let config = crate::test_database(name).await;
+    let db = crate::connect(&config).await;
+    let key: String = db
+        .query_one("SELECT triggers.create_api_key($1, 'test')", &[&tenant])
+        .await
+        .unwrap()
+        .get(0);
+    let mut command = triggers(&["serve"]);
+    command
+        .env("DATABASE_URL", crate::database_url(&config))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--rate-limit", "0"])
+        .args(args);
+    (Server::start(command), key, db, config)
+}

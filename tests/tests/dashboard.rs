@@ -10,8 +10,7 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 use triggers_tests::browser::Browser;
 use triggers_tests::{
-    column, connect, database_url, free_port, test_database, triggers, ExternalCluster, Server,
-    TempDir,
+    column, connect, free_port, serve_test_database, triggers, ExternalCluster, Server, TempDir,
 };
 
 /// A server on a fresh test database with `workers` workers, and an API key of `tenant`.
@@ -25,22 +24,7 @@ async fn server(
     tokio_postgres::Client,
     tokio_postgres::Config,
 ) {
-    let config = test_database(name).await;
-    let db = connect(&config).await;
-    let key: String = db
-        .query_one(
-            "SELECT triggers.create_api_key($1, 'dashboard')",
-            &[&tenant],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let mut command = triggers(&["serve"]);
-    command
-        .env("DATABASE_URL", database_url(&config))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--rate-limit", "0", "--workers", workers]);
-    (Server::start(command), key, db, config)
+    serve_test_database(name, tenant, &["--workers", workers]).await
 }
 
 /// Opens the page and enters `key`; waits until it is ready.

@@ -13,8 +13,8 @@ use tokio_postgres::Client as Pg;
 use triggers_client::{Client, LiveFilter, NewEvent, Position};
 use triggers_tests::sse::Sse;
 use triggers_tests::{
-    column, connect, database_url, enqueue_many, free_port, test_database, triggers, Server,
-    PATIENCE,
+    column, connect, database_url, enqueue_many, serve_test_database, test_database, triggers,
+    Server, PATIENCE,
 };
 
 /// The event ids of a tenant's stored events in position order: what a subscriber
@@ -119,20 +119,11 @@ async fn server(
     workers: &str,
     extra: &[&str],
 ) -> (Server, String, Pg, tokio_postgres::Config) {
-    let config = test_database(name).await;
-    let db = connect(&config).await;
-    let key: String = db
-        .query_one("SELECT triggers.create_api_key('t', 'live')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let mut command = triggers(&["serve"]);
-    command
-        .env("DATABASE_URL", database_url(&config))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--rate-limit", "0", "--workers", workers])
-        .args(extra);
-    (Server::start(command), key, db, config)
+    let args: Vec<&str> = ["--workers", workers]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    serve_test_database(name, "t", &args).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

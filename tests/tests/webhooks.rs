@@ -13,9 +13,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::Value;
 use triggers_core::webhooks::{verify, Secret};
-use triggers_tests::{
-    connect, database_url, free_port, test_database, triggers, wait_until, Server, TempDir,
-};
+use triggers_tests::{serve_test_database, wait_until, Server, TempDir};
 
 /// What a receiver got: path, webhook headers, body.
 #[derive(Clone, Debug)]
@@ -86,33 +84,30 @@ async fn receive(
 /// A test database, a secrets key file, a server over both with `extra` flags, and a
 /// session of the test's own with the same key.
 async fn setup(name: &str, extra: &[&str]) -> (Server, tokio_postgres::Client, TempDir) {
-    let config = test_database(name).await;
-    let db = connect(&config).await;
     let dir = TempDir::new(name);
     let key = "5f".repeat(32);
-    std::fs::write(dir.join("secrets.key"), format!("{key}\n")).unwrap();
+    let key_file = dir.join("secrets.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let key_file = key_file.to_str().unwrap().to_string();
+    let args: Vec<&str> = [
+        "--workers",
+        "1",
+        "--webhook-workers",
+        "2",
+        "--secrets-key-file",
+        &key_file,
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect();
+    let (server, _, db, _) = serve_test_database(name, "t", &args).await;
     db.batch_execute(&format!(
         "SELECT set_config('triggers.secrets_key', '{key}', false);
          UPDATE triggers.config SET webhook_schedule_s = '{{0,1,1,1}}', webhook_jitter_pct = 0;"
     ))
     .await
     .unwrap();
-    let mut command = triggers(&["serve"]);
-    command
-        .env("DATABASE_URL", database_url(&config))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args([
-            "--rate-limit",
-            "0",
-            "--workers",
-            "1",
-            "--webhook-workers",
-            "2",
-        ])
-        .arg("--secrets-key-file")
-        .arg(dir.join("secrets.key"))
-        .args(extra);
-    (Server::start(command), db, dir)
+    (server, db, dir)
 }
 
 async fn endpoint(db: &tokio_postgres::Client, url: &str) -> (uuid::Uuid, String) {
