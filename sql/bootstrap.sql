@@ -35,6 +35,9 @@ CREATE TABLE triggers.config (
                AND 604800 >= ALL(webhook_schedule_s)),
     webhook_jitter_pct     integer NOT NULL DEFAULT 10      CHECK (webhook_jitter_pct BETWEEN 0 AND 50),
     endpoint_disable_after_s integer NOT NULL DEFAULT 432000 CHECK (endpoint_disable_after_s BETWEEN 1 AND 31536000),
+    -- Attempts in flight to one endpoint at most, over all delivery workers: a slow or
+    -- hanging receiver holds this many workers, never all of them.
+    webhook_endpoint_concurrency integer NOT NULL DEFAULT 4 CHECK (webhook_endpoint_concurrency BETWEEN 1 AND 1000),
     CHECK (backoff_base_ms <= backoff_cap_ms)
 );
 INSERT INTO triggers.config DEFAULT VALUES;
@@ -242,6 +245,8 @@ CREATE TABLE triggers.webhook_deliveries (
     attempts        integer     NOT NULL DEFAULT 0,
     -- When the next attempt is due (pending only).
     next_attempt_at timestamptz NULL,
+    -- While an attempt is in flight: until when its worker holds it (its lease).
+    leased_until    timestamptz NULL,
     created_at      timestamptz NOT NULL,
     finished_at     timestamptz NULL,
     UNIQUE (endpoint_id, event_id)

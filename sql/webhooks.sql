@@ -259,8 +259,9 @@ COMMENT ON FUNCTION triggers._write_deliveries IS
     'Internal: the outbox rows of just-stored events, one per matching enabled endpoint.';
 
 /*
- * For the delivery workers: takes up to `lim` due deliveries of enabled endpoints
- * (SKIP LOCKED: workers never wait on each other), counts the attempt and leases them
+ * For the delivery workers: takes up to `lim` due deliveries of enabled endpoints,
+ * oldest due first, at most webhook_endpoint_concurrency in flight per endpoint (over
+ * all workers: claims take turns, they are short), counts the attempt and leases each
  * for `lease_s` seconds. The caller commits at once and sends; an attempt whose result
  * is never recorded (the server died) is due again when the lease ends: at least once.
  */
@@ -269,24 +270,36 @@ RETURNS TABLE(delivery_id bigint, endpoint_id uuid, tenant text, url text, event
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := triggers._now();
+    v_cap int := (SELECT c.webhook_endpoint_concurrency FROM triggers.config c);
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('triggers._claim_deliveries'));
     RETURN QUERY
-    WITH due AS (
-        SELECT d.delivery_id FROM triggers.webhook_deliveries d
+    WITH in_flight AS (
+        SELECT f.endpoint_id, count(*) AS n FROM triggers.webhook_deliveries f
+         WHERE f.status = 'pending' AND f.leased_until > v_now
+         GROUP BY f.endpoint_id
+    ), ranked AS (
+        SELECT d.delivery_id, d.next_attempt_at,
+               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.delivery_id)
+                   + coalesce(i.n, 0) AS slot
+          FROM triggers.webhook_deliveries d
+          JOIN triggers.webhook_endpoints e ON e.endpoint_id = d.endpoint_id AND e.enabled
+          LEFT JOIN in_flight i ON i.endpoint_id = d.endpoint_id
          WHERE d.status = 'pending' AND d.next_attempt_at <= v_now
-           AND EXISTS (SELECT 1 FROM triggers.webhook_endpoints e WHERE e.endpoint_id = d.endpoint_id AND e.enabled)
-         ORDER BY d.next_attempt_at
+    ), due AS (
+        SELECT r.delivery_id FROM ranked r WHERE r.slot <= v_cap
+         ORDER BY r.next_attempt_at, r.delivery_id
          LIMIT lim
-           FOR UPDATE SKIP LOCKED
     )
     UPDATE triggers.webhook_deliveries d
-       SET attempts = d.attempts + 1, next_attempt_at = v_now + make_interval(secs => lease_s)
+       SET attempts = d.attempts + 1, next_attempt_at = v_now + make_interval(secs => lease_s),
+           leased_until = v_now + make_interval(secs => lease_s)
       FROM due, triggers.webhook_endpoints e
      WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
     RETURNING d.delivery_id, d.endpoint_id, d.tenant, e.url, d.event_id, d.attempts;
 END $$;
 COMMENT ON FUNCTION triggers._claim_deliveries IS
-    'Internal: due deliveries for a worker, each attempt counted and leased for lease_s seconds.';
+    'Internal: due deliveries for a worker, at most webhook_endpoint_concurrency in flight per endpoint, each attempt counted and leased.';
 
 /*
  * Records what attempt `attempt` of a delivery got: the receiver's status (NULL when
@@ -318,6 +331,7 @@ BEGIN
     IF d.status <> 'pending' OR d.attempts <> attempt THEN
         RETURN d.status;  -- a late answer to an attempt whose lease ran out: logged only
     END IF;
+    UPDATE triggers.webhook_deliveries w SET leased_until = NULL WHERE w.delivery_id = d.delivery_id;
     IF v_ok THEN
         UPDATE triggers.webhook_deliveries w SET status = 'succeeded', finished_at = v_now, next_attempt_at = NULL
          WHERE w.delivery_id = d.delivery_id;

@@ -420,4 +420,29 @@ mod tests {
             0
         );
     }
+
+    #[pg_test]
+    fn at_most_webhook_endpoint_concurrency_attempts_are_in_flight_per_endpoint() {
+        setup();
+        run("UPDATE triggers.config SET webhook_endpoint_concurrency = 2");
+        let slow = endpoint("t", r#"'{"stream": "slow"}'"#);
+        let other = endpoint("t", r#"'{"stream": "other"}'"#);
+        store(&[
+            "'{}', tenant => 't', stream => 'slow'",
+            "'{}', tenant => 't', stream => 'slow'",
+            "'{}', tenant => 't', stream => 'slow'",
+            "'{}', tenant => 't', stream => 'slow'",
+            "'{}', tenant => 't', stream => 'other'",
+        ]);
+        let to =
+            |claimed: &[(i64, String, i32)], id: &str| claimed.iter().filter(|c| c.1 == id).count();
+        let first = claim();
+        assert_eq!((to(&first, &slow), to(&first, &other)), (2, 1), "{first:?}");
+        assert_eq!(claim().len(), 0, "two of slow in flight: none more");
+        // One answered: one more of slow may go.
+        let done = first.iter().find(|c| c.1 == slow).unwrap();
+        record(done.0, done.2, "200", "NULL");
+        let next = claim();
+        assert_eq!(to(&next, &slow), 1, "{next:?}");
+    }
 }
