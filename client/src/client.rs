@@ -40,13 +40,20 @@ impl Client {
     /// A client with its own pool for the database at `url` (a `postgres://` URL or a
     /// `key=value` connection string). No connection is opened until the first call.
     pub fn connect(url: &str) -> Result<Self, Error> {
+        Self::from_config(Self::url_config(url)?, 16)
+    }
+
+    /// The connection settings [`Client::connect`] uses for `url`: as written, with
+    /// [`DEFAULT_TIMEOUT`] to connect unless the URL names one. For a caller that adds
+    /// settings of its own before [`Client::from_config`].
+    pub fn url_config(url: &str) -> Result<tokio_postgres::Config, Error> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| Error::InvalidUrl(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_TIMEOUT);
         }
-        Self::from_config(config, 16)
+        Ok(config)
     }
 
     /// A client with its own pool of at most `max_size` connections for `config`.

@@ -68,13 +68,8 @@ pub async fn open(args: &DbArgs, attach: bool) -> Result<Database, StartupError>
 /// A client for DATABASE_URL, checked by opening a connection and creating the
 /// extensions if they are missing.
 async fn connect_url(url: &str, key: &str) -> Result<triggers_client::Client, StartupError> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| StartupError::Database(format!("DATABASE_URL: invalid URL: {e}")))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(triggers_client::DEFAULT_TIMEOUT);
-    }
-    let client = triggers_client::Client::from_config(with_key(config, key), 16)
+    let client = triggers_client::Client::url_config(url)
+        .and_then(|config| triggers_client::Client::from_config(with_key(config, key), 16))
         .map_err(|e| StartupError::Database(format!("DATABASE_URL: {e}")))?;
     let conn = client.pool().get().await.map_err(|e| {
         // deadpool's own wrapping ("Error occurred while creating a new object") says
