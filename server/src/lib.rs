@@ -17,5 +17,6 @@ pub mod error;
 pub mod http;
 pub mod schema;
 pub mod serve;
+pub mod tasks;
 pub mod webhook;
 pub mod worker;

@@ -9,7 +9,8 @@ use crate::cli::{ServeArgs, WorkerArgs};
 use crate::db;
 use crate::error::StartupError;
 use crate::http::{app, AppState};
-use crate::webhook::DeliveryWorkers;
+use crate::tasks::Tasks;
+use crate::webhook;
 use crate::worker::{self, WorkerOptions};
 
 /// Runs the server until a shutdown signal, then stops the workers (after their
@@ -46,8 +47,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
         );
     }
     tracing::info!(%addr, database = %database.description, workers = args.workers, "listening");
-    let workers = Workers::start(&database.client, args.workers);
-    let deliveries = DeliveryWorkers::start(&database.client, &args.webhooks);
+    let workers = processing_workers(&database.client, args.workers);
+    let deliveries = webhook::delivery_workers(&database.client, &args.webhooks);
     let state = AppState::new(database.client.clone())
         .with_rate_limit(args.rate_limit)
         .with_keep_alive(std::time::Duration::from_secs(args.keep_alive));
@@ -77,8 +78,8 @@ pub async fn worker(args: WorkerArgs) -> Result<(), StartupError> {
         "triggers: {} workers on {}",
         args.workers, database.description
     );
-    let workers = Workers::start(&database.client, args.workers);
-    let deliveries = DeliveryWorkers::start(&database.client, &args.webhooks);
+    let workers = processing_workers(&database.client, args.workers);
+    let deliveries = webhook::delivery_workers(&database.client, &args.webhooks);
     signals.recv().await;
     workers.stop().await;
     deliveries.stop().await;
@@ -113,36 +114,17 @@ impl Signals {
     }
 }
 
-/// Running worker tasks.
-struct Workers {
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Workers {
-    fn start(client: &triggers_client::Client, n: u16) -> Workers {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let tasks = (0..n as usize)
-            .map(|id| {
-                tokio::spawn(worker::run(
-                    id,
-                    // Its own connection: the claim keeps state in its session.
-                    client.dedicated().unwrap_or_else(|| client.clone()),
-                    WorkerOptions::default(),
-                    stopped.clone(),
-                ))
-            })
-            .collect();
-        Workers { stop, tasks }
-    }
-
-    /// Workers finish the batch in flight, then exit.
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
+/// The processing workers: each with a connection of its own (the claim keeps state in
+/// its session); stopped, each finishes the batch in flight.
+fn processing_workers(client: &triggers_client::Client, n: u16) -> Tasks {
+    Tasks::spawn(n.into(), |id, stopped| {
+        worker::run(
+            id,
+            client.dedicated().unwrap_or_else(|| client.clone()),
+            WorkerOptions::default(),
+            stopped,
+        )
+    })
 }
 
 fn bind(listen: &str) -> Result<tokio::net::TcpListener, StartupError> {

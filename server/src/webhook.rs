@@ -10,6 +10,7 @@
 //! the address checked is the address connected to (no DNS rebinding); an address
 //! written in the URL is checked before sending.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use triggers_core::webhooks::{is_public_address, signature_header, Secret};
 
 use crate::cli::WebhookArgs;
 use crate::http::render::{event_json, ts};
+use crate::tasks::Tasks;
 
 /// How long a receiver has to answer, body included.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -33,38 +35,14 @@ const POLL: Duration = Duration::from_millis(100);
 /// How much of an answer's body is logged.
 const RESPONSE_BYTES: usize = 1000;
 
-/// The running delivery workers.
-pub struct DeliveryWorkers {
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl DeliveryWorkers {
-    /// Starts `args.webhook_workers` workers on `client` (whose connections carry the
-    /// secrets key).
-    pub fn start(client: &Client, args: &WebhookArgs) -> DeliveryWorkers {
-        let (stop, stopped) = watch::channel(false);
-        let http = http_client(args.webhook_allow_private);
-        let tasks = (0..args.webhook_workers)
-            .map(|_| {
-                tokio::spawn(run(
-                    client.clone(),
-                    http.clone(),
-                    args.webhook_allow_private,
-                    stopped.clone(),
-                ))
-            })
-            .collect();
-        DeliveryWorkers { stop, tasks }
-    }
-
-    /// Workers finish the attempt in flight (at most [`TIMEOUT`]), then exit.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
+/// Starts `args.webhook_workers` delivery workers on `client` (whose connections carry
+/// the secrets key); stopped, each finishes the attempt in flight (at most [`TIMEOUT`]).
+pub fn delivery_workers(client: &Client, args: &WebhookArgs) -> Tasks {
+    let http = http_client(args.webhook_allow_private);
+    let allow_private = args.webhook_allow_private;
+    Tasks::spawn(args.webhook_workers.into(), |_, stopped| {
+        run(client.clone(), http.clone(), allow_private, stopped)
+    })
 }
 
 /// One shared HTTP client (connections reused across deliveries): no redirects
@@ -132,8 +110,10 @@ async fn run(
             }
             continue;
         }
+        // The secrets of each endpoint, read (and unsealed) once per claim.
+        let mut secrets = HashMap::new();
         for delivery in claimed {
-            let outcome = attempt(&client, &http, &delivery, allow_private).await;
+            let outcome = attempt(&client, &http, &delivery, allow_private, &mut secrets).await;
             if let Err(e) = client.record_attempt(&delivery, &outcome).await {
                 // Not recorded: the lease runs out and the delivery is tried again.
                 tracing::warn!(error = %e, delivery = delivery.delivery_id, "webhooks: cannot record an attempt");
@@ -148,6 +128,7 @@ async fn attempt(
     http: &reqwest::Client,
     delivery: &ClaimedDelivery,
     allow_private: bool,
+    secrets: &mut HashMap<uuid::Uuid, Vec<Secret>>,
 ) -> AttemptOutcome {
     let started = Instant::now();
     let failed = |error: String| AttemptOutcome {
@@ -175,9 +156,12 @@ async fn attempt(
         Ok(event) => event,
         Err(e) => return failed(format!("cannot read the event: {e}")),
     };
-    let secrets: Vec<Secret> = match client.endpoint_secrets(delivery.endpoint_id).await {
-        Ok(texts) => texts.iter().filter_map(|t| Secret::parse(t).ok()).collect(),
-        Err(e) => return failed(format!("cannot read the endpoint's secrets: {e}")),
+    let secrets = match secrets.entry(delivery.endpoint_id) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(slot) => match client.endpoint_secrets(delivery.endpoint_id).await {
+            Ok(texts) => slot.insert(texts.iter().filter_map(|t| Secret::parse(t).ok()).collect()),
+            Err(e) => return failed(format!("cannot read the endpoint's secrets: {e}")),
+        },
     };
     if secrets.is_empty() {
         return failed("the endpoint has no secret to sign with".into());
@@ -186,7 +170,7 @@ async fn attempt(
     let body = json!({"type": "event.stored", "timestamp": ts(&now), "data": event_json(&event)})
         .to_string();
     let id = delivery.event_id.to_string();
-    let signature = signature_header(&secrets, &id, now.timestamp(), body.as_bytes());
+    let signature = signature_header(secrets, &id, now.timestamp(), body.as_bytes());
     let sent = http
         .post(url)
         .header("content-type", "application/json")
