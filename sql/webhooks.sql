@@ -317,6 +317,7 @@ DECLARE
     cfg triggers.config;
     d triggers.webhook_deliveries;
     v_ok boolean := status_code BETWEEN 200 AND 299;
+    v_last boolean;
     v_wait float8;
     v_failing_since timestamptz;
 BEGIN
@@ -343,7 +344,8 @@ BEGIN
                             WHERE o.event_id = d.event_id AND o.status <> 'succeeded');
         RETURN 'succeeded';
     END IF;
-    IF attempt >= cardinality(cfg.webhook_schedule_s) THEN
+    v_last := attempt >= cardinality(cfg.webhook_schedule_s);
+    IF v_last THEN
         UPDATE triggers.webhook_deliveries w SET status = 'failed', finished_at = v_now, next_attempt_at = NULL
          WHERE w.delivery_id = d.delivery_id;
     ELSE
@@ -368,7 +370,7 @@ BEGIN
                                         cfg.endpoint_disable_after_s)
          WHERE e.endpoint_id = d.endpoint_id AND e.enabled;
     END IF;
-    RETURN CASE WHEN attempt >= cardinality(cfg.webhook_schedule_s) THEN 'failed' ELSE 'pending' END;
+    RETURN CASE WHEN v_last THEN 'failed' ELSE 'pending' END;
 END $$;
 COMMENT ON FUNCTION triggers._record_attempt IS
     'Internal: logs an attempt and moves its delivery on: succeeded, the next attempt, or failed; may disable the endpoint.';
