@@ -35,9 +35,10 @@ CREATE TABLE triggers.config (
                AND 604800 >= ALL(webhook_schedule_s)),
     webhook_jitter_pct     integer NOT NULL DEFAULT 10      CHECK (webhook_jitter_pct BETWEEN 0 AND 50),
     endpoint_disable_after_s integer NOT NULL DEFAULT 432000 CHECK (endpoint_disable_after_s BETWEEN 1 AND 31536000),
-    -- Attempts in flight to one endpoint at most, over all delivery workers: a slow or
-    -- hanging receiver holds this many workers, never all of them.
-    webhook_endpoint_concurrency integer NOT NULL DEFAULT 4 CHECK (webhook_endpoint_concurrency BETWEEN 1 AND 1000),
+    -- Attempts in flight to one endpoint at most, over all delivery workers (each keeps
+    -- up to 64 requests in flight): a slow or hanging receiver holds this many of their
+    -- slots, never all of them.
+    webhook_endpoint_concurrency integer NOT NULL DEFAULT 32 CHECK (webhook_endpoint_concurrency BETWEEN 1 AND 1000),
     CHECK (backoff_base_ms <= backoff_cap_ms)
 );
 INSERT INTO triggers.config DEFAULT VALUES;
@@ -251,9 +252,15 @@ CREATE TABLE triggers.webhook_deliveries (
     finished_at     timestamptz NULL,
     UNIQUE (endpoint_id, event_id)
 );
-CREATE INDEX webhook_deliveries_due_idx ON triggers.webhook_deliveries (next_attempt_at)
+-- A claim walks each enabled endpoint's due deliveries in order (its lane), and counts
+-- what each has in flight (leased_until is set from claim to record).
+CREATE INDEX webhook_deliveries_due_idx ON triggers.webhook_deliveries (endpoint_id, next_attempt_at)
     WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_leased_idx ON triggers.webhook_deliveries (endpoint_id)
+    WHERE leased_until IS NOT NULL;
 CREATE INDEX webhook_deliveries_event_idx ON triggers.webhook_deliveries (event_id);
+-- An endpoint's recent deliveries, newest first (deliveries(), metrics).
+CREATE INDEX webhook_deliveries_recent_idx ON triggers.webhook_deliveries (endpoint_id, delivery_id);
 CREATE TABLE triggers.webhook_attempts (
     delivery_id  bigint      NOT NULL REFERENCES triggers.webhook_deliveries ON DELETE CASCADE,
     attempt      integer     NOT NULL,

@@ -264,6 +264,8 @@ COMMENT ON FUNCTION triggers._write_deliveries IS
  * all workers: claims take turns, they are short), counts the attempt and leases each
  * for `lease_s` seconds. The caller commits at once and sends; an attempt whose result
  * is never recorded (the server died) is due again when the lease ends: at least once.
+ * Each endpoint is a lane read in order from its own index, so a backlog of one
+ * endpoint costs a claim no more than its free slots.
  */
 CREATE FUNCTION triggers._claim_deliveries(lim int, lease_s int DEFAULT 60)
 RETURNS TABLE(delivery_id bigint, endpoint_id uuid, tenant text, url text, event_id uuid, attempt int)
@@ -274,29 +276,31 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('triggers._claim_deliveries'));
     RETURN QUERY
-    WITH in_flight AS (
-        SELECT f.endpoint_id, count(*) AS n FROM triggers.webhook_deliveries f
-         WHERE f.status = 'pending' AND f.leased_until > v_now
-         GROUP BY f.endpoint_id
-    ), ranked AS (
-        SELECT d.delivery_id, d.next_attempt_at,
-               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.delivery_id)
-                   + coalesce(i.n, 0) AS slot
-          FROM triggers.webhook_deliveries d
-          JOIN triggers.webhook_endpoints e ON e.endpoint_id = d.endpoint_id AND e.enabled
-          LEFT JOIN in_flight i ON i.endpoint_id = d.endpoint_id
-         WHERE d.status = 'pending' AND d.next_attempt_at <= v_now
+    WITH lanes AS (
+        SELECT e.endpoint_id, e.url,
+               v_cap - (SELECT count(*) FROM triggers.webhook_deliveries f
+                         WHERE f.endpoint_id = e.endpoint_id AND f.leased_until > v_now
+                           AND f.status = 'pending') AS free
+          FROM triggers.webhook_endpoints e
+         WHERE e.enabled
     ), due AS (
-        SELECT r.delivery_id FROM ranked r WHERE r.slot <= v_cap
-         ORDER BY r.next_attempt_at, r.delivery_id
+        SELECT l.url, d.delivery_id, d.next_attempt_at
+          FROM lanes l
+         CROSS JOIN LATERAL (
+               SELECT x.delivery_id, x.next_attempt_at FROM triggers.webhook_deliveries x
+                WHERE x.endpoint_id = l.endpoint_id AND x.status = 'pending' AND x.next_attempt_at <= v_now
+                ORDER BY x.next_attempt_at
+                LIMIT greatest(l.free, 0)
+                  FOR UPDATE SKIP LOCKED) d
+         ORDER BY d.next_attempt_at, d.delivery_id
          LIMIT lim
     )
     UPDATE triggers.webhook_deliveries d
        SET attempts = d.attempts + 1, next_attempt_at = v_now + make_interval(secs => lease_s),
            leased_until = v_now + make_interval(secs => lease_s)
-      FROM due, triggers.webhook_endpoints e
-     WHERE d.delivery_id = due.delivery_id AND e.endpoint_id = d.endpoint_id
-    RETURNING d.delivery_id, d.endpoint_id, d.tenant, e.url, d.event_id, d.attempts;
+      FROM due
+     WHERE d.delivery_id = due.delivery_id
+    RETURNING d.delivery_id, d.endpoint_id, d.tenant, due.url, d.event_id, d.attempts;
 END $$;
 COMMENT ON FUNCTION triggers._claim_deliveries IS
     'Internal: due deliveries for a worker, at most webhook_endpoint_concurrency in flight per endpoint, each attempt counted and leased.';
@@ -374,6 +378,21 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION triggers._record_attempt IS
     'Internal: logs an attempt and moves its delivery on: succeeded, the next attempt, or failed; may disable the endpoint.';
+
+/*
+ * _record_attempt for many attempts in one transaction (a worker records what its
+ * requests got together: one commit, not one each). Returns each delivery's status.
+ */
+CREATE FUNCTION triggers._record_attempts(delivery_ids bigint[], attempts int[], status_codes int[],
+    latencies_ms int[], responses text[], errors text[], retry_afters_s int[])
+RETURNS SETOF text LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..coalesce(cardinality(delivery_ids), 0) LOOP
+        RETURN NEXT triggers._record_attempt(delivery_ids[i], attempts[i], status_codes[i], latencies_ms[i],
+                                             responses[i], errors[i], retry_afters_s[i]);
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION triggers._record_attempts IS 'Internal: _record_attempt for each element of the arrays, in one transaction.';
 
 -- A delivery as deliveries() shows it, with its last attempt.
 CREATE TYPE triggers.delivery_row AS (
@@ -464,3 +483,81 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION triggers.recover IS
     'Queues again every failed delivery to an endpoint created since a time; returns how many.';
+
+-- One attempt as delivery_attempts() shows it.
+CREATE TYPE triggers.attempt_row AS (
+    delivery_id  bigint,
+    endpoint_id  uuid,
+    attempt      integer,
+    attempted_at timestamptz,
+    status_code  integer,
+    latency_ms   integer,
+    response     text,
+    error        text
+);
+
+/* Every attempt at delivering one of the tenant's events, to each endpoint, in order. */
+CREATE FUNCTION triggers.delivery_attempts(tenant text, event_id uuid) RETURNS SETOF triggers.attempt_row
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM triggers._check_text('tenant', tenant);
+    IF event_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'event_id must not be NULL';
+    END IF;
+    RETURN QUERY
+    SELECT d.delivery_id, d.endpoint_id, a.attempt, a.attempted_at, a.status_code, a.latency_ms, a.response, a.error
+      FROM triggers.webhook_deliveries d
+      JOIN triggers.webhook_attempts a ON a.delivery_id = d.delivery_id
+     WHERE d.tenant = delivery_attempts.tenant AND d.event_id = delivery_attempts.event_id
+     ORDER BY d.delivery_id, a.attempt;
+END $$;
+COMMENT ON FUNCTION triggers.delivery_attempts IS 'Every logged attempt at delivering a tenant''s event, per delivery, in order.';
+
+/*
+ * Webhook metrics of a tenant (NULL: all): deliveries kept by status, attempts made
+ * (claimed, so one in flight counts), and the latency from stored to received of the
+ * last 1,000 successful deliveries of each endpoint (p50/p95/p99, milliseconds).
+ */
+CREATE FUNCTION triggers.webhook_metrics(tenant text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v jsonb;
+BEGIN
+    IF tenant IS NOT NULL THEN
+        PERFORM triggers._check_text('tenant', tenant);
+    END IF;
+    WITH eps AS (
+        SELECT e.endpoint_id FROM triggers.webhook_endpoints e
+         WHERE webhook_metrics.tenant IS NULL OR e.tenant = webhook_metrics.tenant
+    ), counts AS (
+        SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
+               count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
+               count(*) FILTER (WHERE d.status = 'failed') AS failed,
+               coalesce(sum(d.attempts), 0) AS attempts
+          FROM eps JOIN triggers.webhook_deliveries d ON d.endpoint_id = eps.endpoint_id
+    ), recent AS (
+        SELECT extract(epoch FROM r.finished_at - r.created_at) * 1000 AS ms
+          FROM eps CROSS JOIN LATERAL (
+                SELECT x.finished_at, x.created_at FROM triggers.webhook_deliveries x
+                 WHERE x.endpoint_id = eps.endpoint_id AND x.status = 'succeeded'
+                 ORDER BY x.delivery_id DESC LIMIT 1000) r
+    ), latency AS (
+        SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms) AS p FROM recent
+    )
+    SELECT jsonb_build_object(
+               'pending', c.pending, 'succeeded', c.succeeded, 'failed', c.failed, 'attempts', c.attempts,
+               'endpoints', (SELECT count(*) FROM eps),
+               'latency_ms', jsonb_build_object('p50', round(l.p[1]::numeric, 1), 'p95', round(l.p[2]::numeric, 1),
+                                                'p99', round(l.p[3]::numeric, 1)))
+      INTO v FROM counts c, latency l;
+    RETURN v;
+END $$;
+COMMENT ON FUNCTION triggers.webhook_metrics IS
+    'Webhook deliveries by status, attempts, and stored-to-received latency of recent successes, for a tenant or all.';
+
+-- For the delivery workers: the events of claimed deliveries, in one read.
+CREATE FUNCTION triggers._delivery_events(event_ids uuid[]) RETURNS SETOF triggers.events
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM triggers.events e WHERE e.event_id = ANY(event_ids)
+$$;
+COMMENT ON FUNCTION triggers._delivery_events IS 'Internal: the events of claimed deliveries, for the delivery workers.';

@@ -43,7 +43,6 @@ pub async fn private_cluster(name: &str) -> (Cluster, PathBuf) {
 }
 
 /// A connection whose driver runs on the current runtime.
-#[allow(dead_code)] // triggers-http-load connects through the client crate
 pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)

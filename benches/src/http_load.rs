@@ -7,12 +7,16 @@
 //! cargo run --release -p triggers-benches --bin triggers-http-load \
 //!     [-- --seconds 5] [--only raw,post,batch,visible] [--workers 2]
 //! ```
-//! `--only raw,live` (not in the default run) measures the live stream (live.rs).
+//! `--only raw,live` (not in the default run) measures the live stream (live.rs);
+//! `--only raw,webhooks` (not in the default run either) the webhook delivery path
+//! (webhooks.rs).
 
 #[path = "common.rs"]
 mod common;
 #[path = "live.rs"]
 mod live;
+#[path = "webhooks.rs"]
+mod webhooks;
 #[path = "wire.rs"]
 mod wire;
 
@@ -237,6 +241,10 @@ async fn main() {
         drained(&client).await;
         let other = client.create_api_key("idle", "load").await.expect("key");
         live::rows(&client, &addr, &key, &other, secs, raw).await;
+    }
+    if common::named("webhooks") {
+        drained(&client).await;
+        webhooks::rows(&client, &config, &addr, &key, secs).await;
     }
     drop(admin);
     cluster.stop();

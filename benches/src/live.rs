@@ -74,8 +74,8 @@ impl Subscriber {
     }
 }
 
-/// The number after `"t":` in a line.
-fn find_micros(line: &[u8]) -> Option<u64> {
+/// The number after `"t":` in a line (or a webhook's body: webhooks.rs).
+pub(crate) fn find_micros(line: &[u8]) -> Option<u64> {
     let at = line.windows(4).position(|w| w == b"\"t\":")? + 4;
     let digits: Vec<u8> = line[at..]
         .iter()

@@ -294,6 +294,111 @@ impl Client {
         self.pooled().await?.record_attempt(delivery, outcome).await
     }
 
+    /// Changes a webhook endpoint (see [`On::update_endpoint`]).
+    pub async fn update_endpoint(
+        &self,
+        tenant: &str,
+        endpoint_id: uuid::Uuid,
+        change: &crate::EndpointChange,
+    ) -> Result<crate::Endpoint, Error> {
+        self.pooled()
+            .await?
+            .update_endpoint(tenant, endpoint_id, change)
+            .await
+    }
+
+    /// One webhook endpoint of the tenant.
+    pub async fn endpoint(
+        &self,
+        tenant: &str,
+        endpoint_id: uuid::Uuid,
+    ) -> Result<crate::Endpoint, Error> {
+        self.pooled().await?.endpoint(tenant, endpoint_id).await
+    }
+
+    /// A new secret for an endpoint (see [`On::rotate_endpoint_secret`]).
+    pub async fn rotate_endpoint_secret(
+        &self,
+        tenant: &str,
+        endpoint_id: uuid::Uuid,
+    ) -> Result<String, Error> {
+        self.pooled()
+            .await?
+            .rotate_endpoint_secret(tenant, endpoint_id)
+            .await
+    }
+
+    /// Deletes a webhook endpoint; whether it existed.
+    pub async fn delete_endpoint(
+        &self,
+        tenant: &str,
+        endpoint_id: uuid::Uuid,
+    ) -> Result<bool, Error> {
+        self.pooled()
+            .await?
+            .delete_endpoint(tenant, endpoint_id)
+            .await
+    }
+
+    /// Sends a stored event to an endpoint again (see [`On::resend`]).
+    pub async fn resend(
+        &self,
+        tenant: &str,
+        event_id: EventId,
+        endpoint_id: uuid::Uuid,
+    ) -> Result<i64, Error> {
+        self.pooled()
+            .await?
+            .resend(tenant, event_id, endpoint_id)
+            .await
+    }
+
+    /// Queues again an endpoint's failed deliveries (see [`On::recover`]).
+    pub async fn recover(
+        &self,
+        tenant: &str,
+        endpoint_id: uuid::Uuid,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<i64, Error> {
+        self.pooled()
+            .await?
+            .recover(tenant, endpoint_id, since)
+            .await
+    }
+
+    /// Every attempt at delivering one of the tenant's events.
+    pub async fn delivery_attempts(
+        &self,
+        tenant: &str,
+        event_id: EventId,
+    ) -> Result<Vec<crate::Attempt>, Error> {
+        self.pooled()
+            .await?
+            .delivery_attempts(tenant, event_id)
+            .await
+    }
+
+    /// Webhook metrics of one tenant, or of all with `None`.
+    pub async fn webhook_metrics(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<crate::WebhookMetrics, Error> {
+        self.pooled().await?.webhook_metrics(tenant).await
+    }
+
+    /// For delivery workers: the events of claimed deliveries.
+    pub async fn delivery_events(&self, ids: &[EventId]) -> Result<Vec<Event>, Error> {
+        self.pooled().await?.delivery_events(ids).await
+    }
+
+    /// For delivery workers: many attempts' outcomes in one transaction.
+    pub async fn record_attempts(
+        &self,
+        attempts: &[(crate::ClaimedDelivery, crate::AttemptOutcome)],
+    ) -> Result<Vec<Option<String>>, Error> {
+        self.pooled().await?.record_attempts(attempts).await
+    }
+
     /// The secrets an endpoint signs with now (needs the secrets key).
     pub async fn endpoint_secrets(&self, endpoint_id: uuid::Uuid) -> Result<Vec<String>, Error> {
         self.pooled().await?.endpoint_secrets(endpoint_id).await

@@ -69,4 +69,7 @@ pub use types::{
     MinuteStats, Settings, Status, StreamInfo, StreamPage, StreamState, UnknownStatus,
     UnknownStreamState,
 };
-pub use webhooks::{AttemptOutcome, ClaimedDelivery, Delivery, Endpoint, NewEndpoint};
+pub use webhooks::{
+    Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryLatency, Endpoint, EndpointChange,
+    NewEndpoint, WebhookMetrics,
+};

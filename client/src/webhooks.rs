@@ -3,13 +3,15 @@
 //! session's `triggers.secrets_key` (the server puts it in its connection settings).
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::Row;
 
 use crate::error::Error;
 use crate::exec::{Exec, On};
+use crate::rows::{event_from_row, EVENT_COLUMNS};
 use crate::storable::check_texts;
-use crate::types::EventId;
+use crate::types::{Event, EventId};
 
 /// A new endpoint: its id, and its secret (`whsec_…`), which is shown only now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,68 @@ pub struct Delivery {
     pub last_latency_ms: Option<i32>,
     /// The last attempt's error.
     pub last_error: Option<String>,
+}
+
+/// What to change of an endpoint (`update_endpoint`); `None` keeps a value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointChange {
+    /// A new url.
+    pub url: Option<String>,
+    /// A new filter; `{}` for every event.
+    pub filter: Option<Value>,
+    /// Enable or disable it.
+    pub enabled: Option<bool>,
+    /// A new note.
+    pub description: Option<String>,
+}
+
+/// One logged attempt at a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The delivery.
+    pub delivery_id: i64,
+    /// Its endpoint.
+    pub endpoint_id: uuid::Uuid,
+    /// 1, 2, ...
+    pub attempt: i32,
+    /// When the answer (or the failure) came.
+    pub attempted_at: DateTime<Utc>,
+    /// The receiver's HTTP status; `None` when there was no answer.
+    pub status_code: Option<i32>,
+    /// From sending to the answer.
+    pub latency_ms: Option<i32>,
+    /// The start of the answer's body.
+    pub response: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Webhook metrics of a tenant or of all (`triggers.webhook_metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookMetrics {
+    /// Deliveries waiting for their next attempt (or in flight).
+    pub pending: i64,
+    /// Deliveries a receiver took (2xx).
+    pub succeeded: i64,
+    /// Deliveries that failed every attempt of the schedule.
+    pub failed: i64,
+    /// Attempts made at the deliveries kept.
+    pub attempts: i64,
+    /// Endpoints.
+    pub endpoints: i64,
+    /// From stored to received, the last 1,000 successes of each endpoint.
+    pub latency_ms: DeliveryLatency,
+}
+
+/// Percentiles of delivery latency, in milliseconds (`None` before any success).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct DeliveryLatency {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
 }
 
 /// A delivery a worker took: send it, then [`On::record_attempt`].
@@ -238,6 +302,202 @@ impl<E: Exec> On<E> {
             )
             .await?
             .get(0))
+    }
+
+    /// Changes an endpoint; returns it as it is now.
+    pub async fn update_endpoint(
+        &self,
+        tenant: &str,
+        endpoint_id: uuid::Uuid,
+        change: &EndpointChange,
+    ) -> Result<Endpoint, Error> {
+        check_texts(&[("tenant", tenant)])?;
+        let sql = format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM triggers.update_endpoint($1, $2, url => $3, filter => $4, \
+             enabled => $5, description => $6)"
+        );
+        let row = self
+            .conn
+            .one(
+                &sql,
+                &[
+                    &tenant,
+                    &endpoint_id,
+                    &change.url,
+                    &change.filter,
+                    &change.enabled,
+                    &change.description,
+                ],
+            )
+            .await?;
+        Ok(endpoint_from_row(&row))
+    }
+
+    /// One endpoint of the tenant (`Error::NotFound` when it has none of that id).
+    pub async fn endpoint(&self, tenant: &str, endpoint_id: uuid::Uuid) -> Result<Endpoint, Error> {
+        self.update_endpoint(tenant, endpoint_id, &EndpointChange::default())
+            .await
+    }
+
+    /// Gives an endpoint a new secret, returned only now; the previous one keeps signing
+    /// beside it for 24 hours.
+    pub async fn rotate_endpoint_secret(
+        &self,
+        tenant: &str,
+        endpoint_id: uuid::Uuid,
+    ) -> Result<String, Error> {
+        check_texts(&[("tenant", tenant)])?;
+        Ok(self
+            .conn
+            .one(
+                "SELECT triggers.rotate_endpoint_secret($1, $2)",
+                &[&tenant, &endpoint_id],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// Deletes an endpoint and its deliveries; whether it existed.
+    pub async fn delete_endpoint(
+        &self,
+        tenant: &str,
+        endpoint_id: uuid::Uuid,
+    ) -> Result<bool, Error> {
+        check_texts(&[("tenant", tenant)])?;
+        Ok(self
+            .conn
+            .one(
+                "SELECT triggers.delete_endpoint($1, $2)",
+                &[&tenant, &endpoint_id],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// Sends a stored event to one of the tenant's endpoints again, now; the delivery id.
+    pub async fn resend(
+        &self,
+        tenant: &str,
+        event_id: EventId,
+        endpoint_id: uuid::Uuid,
+    ) -> Result<i64, Error> {
+        check_texts(&[("tenant", tenant)])?;
+        Ok(self
+            .conn
+            .one(
+                "SELECT triggers.resend($1, $2, $3)",
+                &[&tenant, &event_id.0, &endpoint_id],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// Queues again the endpoint's failed deliveries created since `since`; how many.
+    pub async fn recover(
+        &self,
+        tenant: &str,
+        endpoint_id: uuid::Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<i64, Error> {
+        check_texts(&[("tenant", tenant)])?;
+        Ok(self
+            .conn
+            .one(
+                "SELECT triggers.recover($1, $2, $3)",
+                &[&tenant, &endpoint_id, &since],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// Every attempt at delivering one of the tenant's events, per delivery, in order.
+    pub async fn delivery_attempts(
+        &self,
+        tenant: &str,
+        event_id: EventId,
+    ) -> Result<Vec<Attempt>, Error> {
+        check_texts(&[("tenant", tenant)])?;
+        let rows = self
+            .conn
+            .all(
+                "SELECT delivery_id, endpoint_id, attempt, attempted_at, status_code, latency_ms, response, error
+                   FROM triggers.delivery_attempts($1, $2)",
+                &[&tenant, &event_id.0],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Attempt {
+                delivery_id: r.get(0),
+                endpoint_id: r.get(1),
+                attempt: r.get(2),
+                attempted_at: r.get(3),
+                status_code: r.get(4),
+                latency_ms: r.get(5),
+                response: r.get(6),
+                error: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Webhook metrics of one tenant, or of all with `None`.
+    pub async fn webhook_metrics(&self, tenant: Option<&str>) -> Result<WebhookMetrics, Error> {
+        check_texts(&[("tenant", tenant.unwrap_or_default())])?;
+        let json: Value = self
+            .conn
+            .one("SELECT triggers.webhook_metrics($1)", &[&tenant])
+            .await?
+            .get(0);
+        serde_json::from_value(json).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// For delivery workers: the events of claimed deliveries, in one read.
+    pub async fn delivery_events(&self, ids: &[EventId]) -> Result<Vec<Event>, Error> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM triggers._delivery_events($1)");
+        self.conn
+            .all(&sql, &[&ids])
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    /// For delivery workers: [`On::record_attempt`] for many attempts in one
+    /// transaction; each delivery's status, in order.
+    pub async fn record_attempts(
+        &self,
+        attempts: &[(ClaimedDelivery, AttemptOutcome)],
+    ) -> Result<Vec<Option<String>>, Error> {
+        let column = |f: &dyn Fn(&(ClaimedDelivery, AttemptOutcome)) -> Option<i32>| {
+            attempts.iter().map(f).collect::<Vec<Option<i32>>>()
+        };
+        let ids: Vec<i64> = attempts.iter().map(|(d, _)| d.delivery_id).collect();
+        let numbers = column(&|(d, _)| Some(d.attempt));
+        let codes = column(&|(_, o)| o.status_code);
+        let latencies = column(&|(_, o)| Some(o.latency_ms));
+        let retry_afters = column(&|(_, o)| o.retry_after_s);
+        let responses: Vec<Option<&str>> = attempts
+            .iter()
+            .map(|(_, o)| o.response.as_deref())
+            .collect();
+        let errors: Vec<Option<&str>> = attempts.iter().map(|(_, o)| o.error.as_deref()).collect();
+        let rows = self
+            .conn
+            .all(
+                "SELECT triggers._record_attempts($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &ids,
+                    &numbers,
+                    &codes,
+                    &latencies,
+                    &responses,
+                    &errors,
+                    &retry_afters,
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// The secrets an endpoint signs with now, newest first (needs the secrets key).

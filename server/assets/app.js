@@ -19,7 +19,10 @@ const CARDS_DEBOUNCE_MS = 300;
 const STREAM_MAX_BACKOFF_MS = 10000;
 const METRICS = ["total", "pending", "delivered", "failed", "queue_depth", "dlq_count",
   "last_processed_at", "processing_rate_per_min"];
-const TABS = ["inbox", "dlq", "streams", "debug"];
+const TABS = ["inbox", "dlq", "streams", "webhooks", "debug"];
+const DELIVERIES_LIMIT = 50;
+const DELETE_CONFIRM_MS = 6000; // how long "Really delete?" waits for its second click
+const RECOVER_SINCE_MS = 24 * 3600 * 1000; // Recover queues again what failed in the last 24 h
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const state = {
@@ -45,6 +48,7 @@ const state = {
   },
   dlq: { letters: [], request: 0 },
   streams: { list: [], request: 0 },
+  webhooks: newWebhooksState(),
   // Debug panel activity, newest first: {n, time, flag, eventId, status (queued, pending,
   // delivered, failed, refused), error, retried, note, node (its <li>)}
   activity: [],
@@ -252,6 +256,8 @@ function useKey(key) {
   state.inbox.selectedId = null;
   state.dlq.letters = [];
   state.streams.list = [];
+  clearTimeout(state.webhooks.confirmTimer);
+  state.webhooks = newWebhooksState();
   state.activity = [];
   state.requeued.clear();
   notice("");
@@ -261,6 +267,7 @@ function useKey(key) {
   renderDetail();
   renderDlq();
   renderStreams();
+  renderWebhooks();
   renderActivity();
   renderCharts();
   $("forget-key").disabled = !key;
@@ -317,6 +324,7 @@ async function refresh(options = {}) {
       const work = [loadInbox(), refreshActivity(), maybeLoadCharts()];
       if (state.tab === "dlq") work.push(loadDlq());
       if (state.tab === "streams") work.push(loadStreams());
+      if (state.tab === "webhooks") work.push(loadWebhooks());
       await Promise.all(work);
     }
   } finally {
@@ -397,6 +405,7 @@ function renderMetrics(m) {
     : "events per minute, last 5 minutes";
   $("tab-count-dlq").textContent = m && m.dlq_count ? `(${m.dlq_count})` : "";
   $("tab-count-streams").textContent = m && m.streams_halted ? `(${m.streams_halted} halted)` : "";
+  renderWebhookCards(m);
   renderDelivery(m);
 }
 
@@ -952,6 +961,624 @@ async function resumeStream(name, control) {
   refreshNow();
 }
 
+// ---------------------------------------------------------------- webhooks
+
+/** The webhooks view as it starts (and starts over after a key change). */
+function newWebhooksState() {
+  return {
+    endpoints: [], loaded: false, failed: false, request: 0,
+    // The endpoint whose recent deliveries are shown, and those deliveries (deliveriesFor
+    // says which endpoint they are of: until its first answer they are loading).
+    selectedId: null, deliveries: [], deliveriesFor: null, deliveriesFailed: false, deliveriesRequest: 0,
+    // The attempt timeline shown: {eventId, deliveryId, deliveries (null while loading)}.
+    attempts: null, attemptsRequest: 0,
+    // "Really delete?": the endpoint waiting for its second click, and the timer that
+    // puts the button back when none comes.
+    confirmId: null, confirmTimer: null,
+    // Rows with a request under way ("endpoint:<id>", "delivery:<id>"): their buttons
+    // ignore clicks meanwhile but keep the focus (aria-disabled, not disabled).
+    busy: new Set(),
+    // A secret the API returned ({secret, url, rotatingUntil}): shown until dismissed;
+    // the API never returns it again.
+    secret: null,
+  };
+}
+
+/** The two webhook cards and the tab's count, from /metrics → webhooks. */
+function renderWebhookCards(m) {
+  const w = m && m.webhooks ? m.webhooks : null;
+  const figure = (v) => (v === null || v === undefined ? "—" : String(v));
+  document.querySelector('[data-metric="webhooks_pending"]').textContent = figure(w ? w.pending : null);
+  document.querySelector('[data-metric="webhooks_failed"]').textContent = figure(w ? w.failed : null);
+  const p95 = w && w.latency_ms ? w.latency_ms.p95 : null;
+  $("note-webhooks-pending").textContent = w
+    ? `waiting for an attempt; ${w.succeeded} succeeded${p95 !== null && p95 !== undefined ? `, p95 ${Math.round(p95)} ms to arrive` : ""}`
+    : "deliveries waiting for their next attempt";
+  $("note-webhooks-failed").textContent = w && w.failed > 0
+    ? "ran out of attempts — Recover queues them again"
+    : "deliveries that ran out of attempts";
+  $("tab-count-webhooks").textContent = w && w.failed ? `(${w.failed} failed)` : "";
+}
+
+/**
+ * Fills `list` with one node per item, keeping the node already there for a key whose
+ * signature did not change (so focus and text selection survive the periodic refresh)
+ * and moving none needlessly. A rebuilt node that held the focus hands it on to its
+ * control of the same data-action (Disable ↔ Enable count as the same control).
+ */
+function keyedRender(list, items, keyOf, signatureOf, build) {
+  const old = new Map([...list.children].map((node) => [node.dataset.key, node]));
+  const wanted = items.map((item) => {
+    const key = keyOf(item);
+    const signature = signatureOf(item);
+    const existing = old.get(key);
+    if (existing && existing.dataset.signature === signature) return existing;
+    const fresh = build(item);
+    fresh.dataset.key = key;
+    fresh.dataset.signature = signature;
+    if (existing && existing.contains(document.activeElement)) {
+      const action = document.activeElement.dataset.action;
+      const partner = { enable: "disable", disable: "enable", keep: "delete" }[action];
+      queueMicrotask(() => {
+        const target = fresh.querySelector(`[data-action="${action}"]`)
+          || fresh.querySelector(`[data-action="${partner}"]`) || fresh.querySelector("button");
+        if (target) target.focus();
+      });
+    }
+    return fresh;
+  });
+  const keep = new Set(wanted);
+  for (const node of [...list.children]) if (!keep.has(node)) node.remove();
+  wanted.forEach((node, i) => {
+    if (list.children[i] !== node) list.insertBefore(node, list.children[i] || null);
+  });
+}
+
+/** What an endpoint's filter lets through, in words. */
+function filterText(filter) {
+  if (!filter || (filter.stream === undefined && filter.metadata === undefined)) return "every event";
+  const parts = [];
+  if (filter.stream !== undefined) parts.push(`stream ${filter.stream}`);
+  if (filter.metadata !== undefined) parts.push(`metadata containing ${JSON.stringify(filter.metadata)}`);
+  return parts.join(" and ");
+}
+
+const endpointPath = (id) => `/webhooks/endpoints/${encodeURIComponent(id)}`;
+
+function findEndpoint(id) {
+  return state.webhooks.endpoints.find((e) => e.endpoint_id === id) || null;
+}
+
+/**
+ * The view's periodic load: the endpoints, and (at the same time) the selected
+ * endpoint's deliveries and the open attempt timeline.
+ */
+async function loadWebhooks() {
+  await Promise.all([loadEndpoints(), loadDeliveries(), loadAttempts()]);
+}
+
+async function loadEndpoints() {
+  const w = state.webhooks;
+  const request = ++w.request;
+  const r = await api("GET", "/webhooks/endpoints");
+  if (r.stale || request !== w.request) return;
+  if (!r.ok) {
+    if (r.status === 429) return;
+    statusLine("webhooks", `Could not load the endpoints — ${errorText(r.error)}`, "error");
+    w.loaded = true;
+    w.failed = true;
+    renderEndpoints();
+    return;
+  }
+  w.endpoints = r.body.data;
+  w.loaded = true;
+  w.failed = false;
+  // Deleted meanwhile (here or elsewhere): forget what was shown of it.
+  if (w.selectedId && !findEndpoint(w.selectedId)) forgetSelection();
+  if (w.confirmId && !findEndpoint(w.confirmId)) w.confirmId = null;
+  renderWebhooks();
+}
+
+/** GET the selected endpoint's recent deliveries, newest first. */
+async function loadDeliveries() {
+  const w = state.webhooks;
+  const id = w.selectedId;
+  if (!id) return;
+  const request = ++w.deliveriesRequest;
+  const r = await api("GET", `${endpointPath(id)}/deliveries?limit=${DELIVERIES_LIMIT}`);
+  if (r.stale || request !== w.deliveriesRequest || w.selectedId !== id) return;
+  if (!r.ok) {
+    if (r.status === 429) return;
+    statusLine("webhooks", `Could not load the deliveries — ${errorText(r.error)}`, "error");
+    if (w.deliveriesFor !== id) {
+      w.deliveries = [];
+      w.deliveriesFor = id;
+    }
+    w.deliveriesFailed = true;
+    renderDeliveries();
+    return;
+  }
+  w.deliveries = r.body.data;
+  w.deliveriesFor = id;
+  w.deliveriesFailed = false;
+  renderDeliveries();
+}
+
+/** GET /events/{id}/deliveries for the open attempt timeline. */
+async function loadAttempts() {
+  const w = state.webhooks;
+  const open = w.attempts;
+  if (!open) return;
+  const request = ++w.attemptsRequest;
+  const r = await api("GET", `/events/${encodeURIComponent(open.eventId)}/deliveries`);
+  if (r.stale || request !== w.attemptsRequest || w.attempts !== open) return;
+  if (!r.ok) {
+    if (r.status === 429) return;
+    statusLine("webhooks", `Could not load the attempts of ${open.eventId} — ${errorText(r.error)}`, "error");
+    if (open.deliveries === null) open.deliveries = [];
+    open.failed = true;
+    renderAttempts();
+    return;
+  }
+  open.deliveries = r.body.data;
+  open.failed = false;
+  renderAttempts();
+}
+
+function renderWebhooks() {
+  renderEndpoints();
+  renderDeliveries();
+  renderAttempts();
+  renderSecret();
+}
+
+/** One endpoint: state, url, description, filter, rotation, reason, actions. */
+function endpointRow(ep) {
+  const w = state.webhooks;
+  const li = el("li", "row endpoint-row");
+  li.dataset.endpointId = ep.endpoint_id;
+  li.dataset.enabled = String(ep.enabled);
+  const selected = w.selectedId === ep.endpoint_id;
+  if (selected) li.classList.add("selected");
+
+  const body = el("div", "row-body");
+  body.append(el("div", "row-main", null,
+    el("span", `badge badge-${ep.enabled ? "enabled" : "disabled"}`, ep.enabled ? "enabled" : "disabled"),
+    el("code", "endpoint-url", ep.url)));
+  if (ep.description) body.append(el("p", "endpoint-description", ep.description));
+  const meta = el("div", "row-meta");
+  meta.append(el("span", "endpoint-filter", `filter: ${filterText(ep.filter)}`));
+  meta.append(el("span", "", "created ", timeEl(ep.created_at)));
+  if (ep.rotating_until) {
+    meta.append(el("span", "endpoint-rotating", "previous secret also signs until ", timeEl(ep.rotating_until)));
+  }
+  body.append(meta);
+  if (!ep.enabled) {
+    body.append(el("p", "row-error endpoint-reason", `Disabled: ${ep.disabled_reason || "no reason recorded"}`));
+  }
+  li.append(body);
+
+  const actions = el("div", "row-actions");
+  const deliveries = button("Deliveries", "deliveries");
+  deliveries.setAttribute("aria-controls", "endpoint-detail");
+  deliveries.setAttribute("aria-expanded", String(selected));
+  actions.append(deliveries);
+  actions.append(ep.enabled ? button("Disable", "disable") : button("Enable", "enable", "btn btn-small btn-primary"));
+  actions.append(button("Recover", "recover"));
+  actions.append(button("Rotate secret", "rotate"));
+  if (w.confirmId === ep.endpoint_id) {
+    const really = button("Really delete?", "delete", "btn btn-small btn-danger");
+    really.dataset.confirm = "true";
+    actions.append(really, button("Keep", "keep"));
+  } else {
+    actions.append(button("Delete", "delete", "btn btn-small btn-danger-quiet"));
+  }
+  if (w.busy.has(`endpoint:${ep.endpoint_id}`)) {
+    for (const b of actions.querySelectorAll("button:not([data-action=deliveries])")) b.setAttribute("aria-disabled", "true");
+  }
+  li.append(actions);
+  return li;
+}
+
+function renderEndpoints() {
+  const w = state.webhooks;
+  keyedRender($("endpoint-list"), w.endpoints, (ep) => ep.endpoint_id,
+    (ep) => [JSON.stringify(ep), w.selectedId === ep.endpoint_id, w.confirmId === ep.endpoint_id,
+      w.busy.has(`endpoint:${ep.endpoint_id}`)].join("|"),
+    endpointRow);
+  $("endpoint-loading").hidden = w.loaded || !state.key;
+  $("endpoint-empty").hidden = !w.loaded || w.failed || w.endpoints.length > 0;
+}
+
+/** One delivery: status, event, attempts, last answer, next attempt, actions. */
+function deliveryRow(d) {
+  const w = state.webhooks;
+  const li = el("li", "row delivery-row");
+  li.dataset.deliveryId = String(d.delivery_id);
+  li.dataset.eventId = d.event_id;
+  li.dataset.status = d.status;
+  const open = Boolean(w.attempts) && w.attempts.deliveryId === String(d.delivery_id);
+  if (open) li.classList.add("selected");
+
+  const body = el("div", "row-body");
+  body.append(el("div", "row-main", null, badge(d.status), el("code", "event-id", d.event_id)));
+  const meta = el("div", "row-meta");
+  meta.append(el("span", "", `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`));
+  if (d.attempts > 0) {
+    meta.append(el("span", "", d.last_status_code !== null && d.last_status_code !== undefined
+      ? `last answer HTTP ${d.last_status_code}` : "last attempt: no answer"));
+    if (d.last_latency_ms !== null && d.last_latency_ms !== undefined) meta.append(el("span", "", `${d.last_latency_ms} ms`));
+  }
+  if (d.status === "pending" && d.next_attempt_at) meta.append(el("span", "", "next attempt ", timeEl(d.next_attempt_at)));
+  if (d.finished_at) meta.append(el("span", "", `${d.status} `, timeEl(d.finished_at)));
+  else meta.append(el("span", "", "created ", timeEl(d.created_at)));
+  body.append(meta);
+  if (d.last_error) body.append(el("p", "row-error", d.last_error));
+  li.append(body);
+
+  const actions = el("div", "row-actions");
+  const attempts = button("Attempts", "attempts");
+  attempts.setAttribute("aria-controls", "attempts");
+  attempts.setAttribute("aria-expanded", String(open));
+  actions.append(attempts, button("Resend", "resend", "btn btn-small btn-primary"));
+  if (w.busy.has(`delivery:${d.delivery_id}`)) {
+    actions.querySelector("[data-action=resend]").setAttribute("aria-disabled", "true");
+  }
+  li.append(actions);
+  return li;
+}
+
+function renderDeliveries() {
+  const w = state.webhooks;
+  const ep = w.selectedId ? findEndpoint(w.selectedId) : null;
+  $("webhooks-layout").classList.toggle("with-detail", Boolean(ep));
+  $("endpoint-detail").hidden = !ep;
+  const ready = Boolean(ep) && w.deliveriesFor === ep.endpoint_id;
+  const shown = ready ? w.deliveries : [];
+  keyedRender($("delivery-list"), shown, (d) => String(d.delivery_id),
+    (d) => [JSON.stringify(d), Boolean(w.attempts) && w.attempts.deliveryId === String(d.delivery_id),
+      w.busy.has(`delivery:${d.delivery_id}`)].join("|"),
+    deliveryRow);
+  $("deliveries-for").textContent = ep ? `to ${ep.url}` : "";
+  $("delivery-loading").hidden = !ep || ready;
+  $("delivery-empty").hidden = !ready || w.deliveriesFailed || shown.length > 0;
+}
+
+/** One attempt in the timeline: when, what came back (or why nothing did), how long. */
+function attemptItem(a, deliveryId) {
+  const ok = a.status_code >= 200 && a.status_code < 300;
+  const li = el("li", `step ${ok ? "done" : "bad"}`);
+  li.dataset.attempt = String(a.attempt);
+  li.dataset.deliveryId = deliveryId;
+  li.append(el("span", "step-label", `Attempt ${a.attempt}`), timeEl(a.attempted_at));
+  li.append(el("span", ok ? "attempt-ok" : "row-error",
+    a.status_code !== null && a.status_code !== undefined ? `HTTP ${a.status_code}` : "no answer"));
+  if (a.latency_ms !== null && a.latency_ms !== undefined) li.append(el("span", "muted", `${a.latency_ms} ms`));
+  if (a.error) li.append(el("span", "row-error attempt-error", a.error));
+  if (a.response) {
+    const text = a.response.length > 200 ? `${a.response.slice(0, 200)}…` : a.response;
+    li.append(el("span", "attempt-response", `answered: ${text}`));
+  }
+  return li;
+}
+
+/** The attempt timeline of the open delivery (one event to the selected endpoint). */
+function renderAttempts() {
+  const w = state.webhooks;
+  const open = w.attempts;
+  const timeline = $("attempt-timeline");
+  $("attempts").hidden = !open;
+  if (!open) {
+    timeline.replaceChildren();
+    delete timeline.dataset.signature;
+    return;
+  }
+  $("attempts-for").textContent = `event ${open.eventId}`;
+  const other = $("attempts-other");
+  if (open.deliveries === null) {
+    timeline.replaceChildren(el("li", "step", null, el("span", "muted", "Loading attempts…")));
+    delete timeline.dataset.signature;
+    other.hidden = true;
+    return;
+  }
+  const delivery = open.deliveries.find((d) => String(d.delivery_id) === open.deliveryId)
+    || open.deliveries.find((d) => d.endpoint_id === w.selectedId);
+  const signature = JSON.stringify(delivery || null) + (open.failed ? "|failed" : "");
+  if (timeline.dataset.signature !== signature) {
+    timeline.dataset.signature = signature;
+    const items = [];
+    if (!delivery) {
+      items.push(el("li", "step", null, el("span", "muted",
+        open.failed ? "The attempts could not be loaded." : "No delivery of this event to this endpoint.")));
+    } else {
+      const log = [...(delivery.attempt_log || [])].sort((a, b) => a.attempt - b.attempt);
+      for (const a of log) items.push(attemptItem(a, String(delivery.delivery_id)));
+      if (log.length === 0) items.push(el("li", "step", null, el("span", "muted", "Not attempted yet.")));
+      if (delivery.status === "pending") {
+        const next = el("li", "step", null, el("span", "step-label", "Next attempt"));
+        next.append(delivery.next_attempt_at ? timeEl(delivery.next_attempt_at) : el("span", "muted", "under way"));
+        items.push(next);
+      } else {
+        items.push(el("li", `step ${delivery.status === "succeeded" ? "done" : "bad"}`, null,
+          el("span", "step-label", delivery.status === "succeeded" ? "Succeeded" : "Failed — no attempts left"),
+          timeEl(delivery.finished_at)));
+      }
+    }
+    timeline.replaceChildren(...items);
+  }
+  // The same event may also go to other endpoints: say how those stand.
+  const others = open.deliveries.filter((d) => d !== delivery);
+  other.hidden = others.length === 0;
+  other.textContent = others.length === 0 ? "" : `Also delivered to ${others.map((d) => {
+    const ep = findEndpoint(d.endpoint_id);
+    return `${ep ? ep.url : d.endpoint_id} (${d.status}, ${d.attempts} attempt${d.attempts === 1 ? "" : "s"})`;
+  }).join("; ")}.`;
+}
+
+/** The secret box: the secret the API returned once, until dismissed. */
+function renderSecret() {
+  const s = state.webhooks.secret;
+  $("secret-box").hidden = !s;
+  $("endpoint-secret").textContent = s ? s.secret : "";
+  $("secret-for").textContent = s ? `For ${s.url}` : "";
+  const until = s ? s.rotatingUntil : null;
+  $("secret-rotation").hidden = !until;
+  $("secret-rotation").replaceChildren(...(until
+    ? ["The previous secret keeps signing beside it until ", timeEl(until), ": move receivers to the new one before then."]
+    : []));
+  $("secret-copied").textContent = "";
+}
+
+function showSecret(secret) {
+  state.webhooks.secret = secret;
+  renderSecret();
+  $("secret-title").focus();
+}
+
+async function copySecret() {
+  const code = $("endpoint-secret");
+  try {
+    await navigator.clipboard.writeText(code.textContent);
+    $("secret-copied").textContent = "Copied.";
+  } catch {
+    // No clipboard here (a page not served over https or from localhost): select the
+    // secret so that the usual shortcut copies it.
+    const range = document.createRange();
+    range.selectNodeContents(code);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    $("secret-copied").textContent = "Selected: copy it with Ctrl+C (⌘C).";
+  }
+}
+
+function dismissSecret() {
+  state.webhooks.secret = null;
+  renderSecret();
+  $("endpoint-url").focus();
+}
+
+function forgetSelection() {
+  const w = state.webhooks;
+  w.selectedId = null;
+  w.deliveries = [];
+  w.deliveriesFor = null;
+  w.deliveriesFailed = false;
+  w.attempts = null;
+}
+
+/** Shows an endpoint's recent deliveries (the one shown until now closes). */
+function selectEndpoint(id, focus) {
+  const w = state.webhooks;
+  if (w.selectedId !== id) {
+    forgetSelection();
+    w.selectedId = id;
+  }
+  renderWebhooks();
+  loadDeliveries();
+  if (focus) $("deliveries-title").focus();
+}
+
+function closeDeliveries() {
+  const id = state.webhooks.selectedId;
+  forgetSelection();
+  renderWebhooks();
+  const control = id && document.querySelector(`#endpoint-list [data-endpoint-id="${CSS.escape(id)}"] [data-action=deliveries]`);
+  if (control) control.focus();
+}
+
+/** Opens (or, open already, closes) the attempt timeline of one delivery. */
+function toggleAttempts(eventId, deliveryId, focus) {
+  const w = state.webhooks;
+  if (w.attempts && w.attempts.deliveryId === deliveryId) {
+    w.attempts = null;
+  } else {
+    w.attempts = { eventId, deliveryId, deliveries: null, failed: false };
+    loadAttempts();
+  }
+  renderDeliveries();
+  renderAttempts();
+  if (focus && w.attempts) $("attempts-title").focus();
+}
+
+/** POST /webhooks/endpoints from the form; the answer's secret is shown this once. */
+async function createEndpoint() {
+  const w = state.webhooks;
+  const url = $("endpoint-url").value.trim();
+  if (!url) {
+    $("endpoint-url").focus();
+    return;
+  }
+  const body = { url };
+  const description = $("endpoint-description").value.trim();
+  const stream = $("endpoint-stream").value.trim();
+  if (description) body.description = description;
+  if (stream) body.filter = { stream };
+  const submit = $("endpoint-create");
+  submit.disabled = true;
+  const r = await api("POST", "/webhooks/endpoints", body);
+  submit.disabled = false;
+  if (r.stale) return;
+  if (!r.ok) {
+    statusLine("webhooks", `Could not add the endpoint — ${errorText(r.error)}`, "error");
+    $("endpoint-url").focus();
+    return;
+  }
+  const { secret, ...endpoint } = r.body.data;
+  w.endpoints = w.endpoints.filter((e) => e.endpoint_id !== endpoint.endpoint_id).concat([endpoint]);
+  w.loaded = true;
+  $("endpoint-form").reset();
+  statusLine("webhooks", `Added ${endpoint.url}; events stored from now on that match its filter are sent to it.`);
+  selectEndpoint(endpoint.endpoint_id, false);
+  showSecret({ secret, url: endpoint.url, rotatingUntil: null });
+  loadEndpoints();
+}
+
+/** An endpoint's buttons: deliveries, enable/disable, recover, rotate, delete. */
+async function endpointAction(action, id) {
+  const w = state.webhooks;
+  const ep = findEndpoint(id);
+  if (!ep) return;
+  if (action === "deliveries") {
+    if (w.selectedId === id) closeDeliveries();
+    else selectEndpoint(id, true);
+    return;
+  }
+  if (action === "keep") {
+    w.confirmId = null;
+    statusLine("webhooks", `Kept ${ep.url}.`);
+    renderEndpoints();
+    return;
+  }
+  if (action === "delete" && w.confirmId !== id) {
+    // The first click only asks: a second one on the same button deletes.
+    w.confirmId = id;
+    clearTimeout(w.confirmTimer);
+    w.confirmTimer = setTimeout(() => {
+      if (w.confirmId !== id) return;
+      w.confirmId = null;
+      renderEndpoints();
+    }, DELETE_CONFIRM_MS);
+    statusLine("webhooks", `Delete ${ep.url} and its delivery history? Press “Really delete?” to confirm, or Keep.`, "warn");
+    renderEndpoints();
+    return;
+  }
+  const busyKey = `endpoint:${id}`;
+  if (w.busy.has(busyKey)) return;
+  w.busy.add(busyKey);
+  renderEndpoints();
+  let r;
+  if (action === "enable" || action === "disable") {
+    r = await api("PATCH", endpointPath(id), { enabled: action === "enable" });
+  } else if (action === "recover") {
+    r = await api("POST", `${endpointPath(id)}/recover`, { since: new Date(Date.now() - RECOVER_SINCE_MS).toISOString() });
+  } else if (action === "rotate") {
+    r = await api("POST", `${endpointPath(id)}/rotate-secret`);
+  } else if (action === "delete") {
+    w.confirmId = null;
+    r = await api("DELETE", endpointPath(id));
+  }
+  w.busy.delete(busyKey);
+  if (r === undefined || r.stale) return;
+  const what = {
+    enable: "Enabling", disable: "Disabling", recover: "Recover of", rotate: "Rotating the secret of", delete: "Deleting",
+  }[action];
+  if (!r.ok) {
+    statusLine("webhooks", `${what} ${ep.url} failed — ${errorText(r.error)}`, "error");
+    renderEndpoints();
+    return;
+  }
+  const data = r.body.data;
+  let refocus = false;
+  if (action === "enable" || action === "disable") {
+    w.endpoints = w.endpoints.map((e) => (e.endpoint_id === id ? data : e));
+    statusLine("webhooks", data.enabled ? `Enabled ${data.url}.` : `Disabled ${data.url}: ${data.disabled_reason || "no reason recorded"}.`);
+  } else if (action === "recover") {
+    const n = data.recovered;
+    const later = !ep.enabled && n > 0 ? "; they go out once it is enabled again" : "";
+    statusLine("webhooks", `Recover: queued ${n} failed ${n === 1 ? "delivery" : "deliveries"} of the last 24 h to ${ep.url} again${later}.`);
+  } else if (action === "rotate") {
+    showSecret({ secret: data.secret, url: ep.url, rotatingUntil: data.previous_valid_until || null });
+    statusLine("webhooks", `New secret for ${ep.url}.`);
+  } else if (action === "delete") {
+    const gone = document.querySelector(`#endpoint-list [data-endpoint-id="${CSS.escape(id)}"]`);
+    refocus = Boolean(gone) && gone.contains(document.activeElement);
+    w.endpoints = w.endpoints.filter((e) => e.endpoint_id !== id);
+    if (w.selectedId === id) forgetSelection();
+    statusLine("webhooks", `Deleted ${ep.url}.`);
+  }
+  renderWebhooks();
+  // The focused row is gone: keep the focus in the view rather than on <body>.
+  if (refocus) $("panel-webhooks").focus();
+  refreshNow(); // the cards and the view, with what the action changed
+}
+
+/** A delivery's buttons: its attempts, and Resend. */
+async function deliveryAction(action, row) {
+  const w = state.webhooks;
+  const deliveryId = row.dataset.deliveryId;
+  const eventId = row.dataset.eventId;
+  if (action === "attempts") {
+    toggleAttempts(eventId, deliveryId, true);
+    return;
+  }
+  if (action !== "resend") return;
+  const ep = findEndpoint(w.selectedId);
+  const busyKey = `delivery:${deliveryId}`;
+  if (!ep || w.busy.has(busyKey)) return;
+  w.busy.add(busyKey);
+  renderDeliveries();
+  const r = await api("POST", `/events/${encodeURIComponent(eventId)}/resend`, { endpoint_id: ep.endpoint_id });
+  w.busy.delete(busyKey);
+  if (r.stale) return;
+  if (r.ok) {
+    statusLine("webhooks", `Resent ${eventId} to ${ep.url}: delivery ${r.body.data.delivery_id} is due now.`);
+  } else {
+    statusLine("webhooks", `Resend of ${eventId} failed — ${errorText(r.error)}`, "error");
+  }
+  renderDeliveries();
+  refreshNow();
+}
+
+function wireWebhooks() {
+  $("endpoint-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (state.key) createEndpoint();
+  });
+  $("endpoint-list").addEventListener("click", (e) => {
+    const row = e.target.closest("[data-endpoint-id]");
+    if (!row) return;
+    const control = e.target.closest("button");
+    if (!control) {
+      // A click elsewhere on the row shows its deliveries (text selection aside).
+      if (!String(window.getSelection() || "")) selectEndpoint(row.dataset.endpointId, false);
+      return;
+    }
+    if (control.getAttribute("aria-disabled") === "true") return;
+    endpointAction(control.dataset.action, row.dataset.endpointId);
+  });
+  $("delivery-list").addEventListener("click", (e) => {
+    const row = e.target.closest("[data-delivery-id]");
+    if (!row) return;
+    const control = e.target.closest("button");
+    if (!control) {
+      if (!String(window.getSelection() || "")) {
+        const open = state.webhooks.attempts;
+        if (!open || open.deliveryId !== row.dataset.deliveryId) toggleAttempts(row.dataset.eventId, row.dataset.deliveryId, false);
+      }
+      return;
+    }
+    if (control.getAttribute("aria-disabled") === "true") return;
+    deliveryAction(control.dataset.action, row);
+  });
+  $("deliveries-close").addEventListener("click", closeDeliveries);
+  $("endpoint-detail").addEventListener("keydown", (e) => {
+    if (e.key === "Escape") closeDeliveries();
+  });
+  $("secret-copy").addEventListener("click", copySecret);
+  $("secret-done").addEventListener("click", dismissSecret);
+}
+
 // ---------------------------------------------------------------- debug panel
 
 const FLAG_HINTS = {
@@ -1221,6 +1848,7 @@ function selectTab(name, focus) {
   if (!state.key) return;
   if (name === "dlq") loadDlq();
   if (name === "streams") loadStreams();
+  if (name === "webhooks") loadWebhooks();
   if (name === "inbox") loadInbox();
 }
 
@@ -1314,6 +1942,7 @@ function wire() {
     const control = e.target.closest("[data-action=resume]");
     if (control) resumeStream(control.closest("[data-stream]").dataset.stream, control);
   });
+  wireWebhooks();
   $("panel-debug").addEventListener("click", (e) => {
     const control = e.target.closest("[data-debug]");
     if (!control) return;

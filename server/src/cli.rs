@@ -24,6 +24,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage webhook endpoints.
+    #[command(subcommand)]
+    Endpoints(EndpointsCommand),
     /// Enqueue one event: triggers send '{"order": 42}'.
     Send(SendArgs),
     /// Print the metrics as JSON.
@@ -94,6 +97,11 @@ pub struct WebhookArgs {
     /// (refused by default, checked on the address actually connected to).
     #[arg(long, env = "TRIGGERS_WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
+
+    /// Seconds a receiver has to answer a delivery, body included; then the attempt
+    /// has failed and is retried on the schedule.
+    #[arg(long, env = "TRIGGERS_WEBHOOK_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout: u64,
 }
 
 /// Settings of `triggers worker`.
@@ -123,6 +131,64 @@ pub enum KeysCommand {
         /// A name to recognise the key by.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// The database.
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// `triggers endpoints ...`
+#[derive(Debug, Subcommand)]
+pub enum EndpointsCommand {
+    /// Create a webhook endpoint for a tenant and print its id and secret (the secret
+    /// is shown only this once).
+    Create {
+        /// Where deliveries are POSTed (http:// or https://).
+        #[arg(long)]
+        url: String,
+        /// The tenant the endpoint belongs to.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Only events on this stream.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only events whose metadata contains this JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// A note to recognise it by.
+        #[arg(long)]
+        description: Option<String>,
+        /// The database.
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Print a tenant's endpoints as JSON lines (never their secrets).
+    List {
+        /// The tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// The database.
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Give an endpoint a new secret and print it; the previous one signs too for 24 h.
+    RotateSecret {
+        /// The endpoint's id.
+        id: uuid::Uuid,
+        /// The tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// The database.
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Delete an endpoint and its deliveries.
+    Delete {
+        /// The endpoint's id.
+        id: uuid::Uuid,
+        /// The tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
         /// The database.
         #[command(flatten)]
         db: DbArgs,

@@ -1,11 +1,12 @@
-//! The one-shot commands: `keys create`, `send`, `metrics`, and `tail`, which follows the live stream. Each uses DATABASE_URL, or
+//! The one-shot commands: `keys create`, `endpoints create|list|rotate-secret|delete`,
+//! `send`, `metrics`, and `tail`, which follows the live stream. Each uses DATABASE_URL, or
 //! the embedded cluster: in place when a `triggers serve` runs it, else started for
 //! the command and stopped after.
 
 use futures_util::StreamExt;
 use triggers_client::{LiveFilter, NewEvent};
 
-use crate::cli::{DbArgs, KeysCommand, MetricsArgs, SendArgs, TailArgs};
+use crate::cli::{DbArgs, EndpointsCommand, KeysCommand, MetricsArgs, SendArgs, TailArgs};
 use crate::db;
 use crate::error::StartupError;
 
@@ -38,6 +39,73 @@ pub async fn keys(command: KeysCommand) -> Result<(), StartupError> {
             Ok(())
         }
     }
+}
+
+/// `triggers endpoints ...`
+pub async fn endpoints(command: EndpointsCommand) -> Result<(), StartupError> {
+    let print = |value: serde_json::Value| println!("{value}");
+    match command {
+        EndpointsCommand::Create {
+            url,
+            tenant,
+            stream,
+            metadata,
+            description,
+            db,
+        } => {
+            let mut filter = serde_json::Map::new();
+            if let Some(stream) = stream {
+                filter.insert("stream".into(), stream.into());
+            }
+            if let Some(metadata) = &metadata {
+                filter.insert("metadata".into(), json_object("--metadata", metadata)?);
+            }
+            let filter = (!filter.is_empty()).then_some(serde_json::Value::Object(filter));
+            let created = with_database(&db, async |c| {
+                c.create_endpoint(&tenant, &url, filter.as_ref(), description.as_deref())
+                    .await
+                    .map_err(failed)
+            })
+            .await?;
+            print(
+                serde_json::json!({"endpoint_id": created.endpoint_id, "secret": created.secret}),
+            );
+            eprintln!("Webhook endpoint for tenant '{tenant}': {url}. Verify deliveries with the secret; it is shown only now.");
+        }
+        EndpointsCommand::List { tenant, db } => {
+            let endpoints =
+                with_database(&db, async |c| c.endpoints(&tenant).await.map_err(failed)).await?;
+            for e in endpoints {
+                print(serde_json::json!({
+                    "endpoint_id": e.endpoint_id, "url": e.url, "filter": e.filter,
+                    "description": e.description, "enabled": e.enabled,
+                    "disabled_reason": e.disabled_reason, "rotating_until": e.rotating_until,
+                    "created_at": e.created_at,
+                }));
+            }
+        }
+        EndpointsCommand::RotateSecret { id, tenant, db } => {
+            let secret = with_database(&db, async |c| {
+                c.rotate_endpoint_secret(&tenant, id).await.map_err(failed)
+            })
+            .await?;
+            print(serde_json::json!({"endpoint_id": id, "secret": secret}));
+            eprintln!("The previous secret keeps signing beside this one for 24 hours.");
+        }
+        EndpointsCommand::Delete { id, tenant, db } => {
+            let existed = with_database(&db, async |c| {
+                c.delete_endpoint(&tenant, id).await.map_err(failed)
+            })
+            .await?;
+            if !existed {
+                return Err(StartupError::Command(format!(
+                    "tenant '{tenant}' has no endpoint {id}"
+                )));
+            }
+            print(serde_json::json!({"endpoint_id": id, "deleted": true}));
+        }
+    }
+    Ok(())
 }
 
 fn json_object(what: &str, text: &str) -> Result<serde_json::Value, StartupError> {

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => triggers_server::serve::serve(args).await,
             Command::Worker(args) => triggers_server::serve::worker(args).await,
             Command::Keys(command) => triggers_server::commands::keys(command).await,
+            Command::Endpoints(command) => triggers_server::commands::endpoints(command).await,
             Command::Send(args) => triggers_server::commands::send(args).await,
             Command::Metrics(args) => triggers_server::commands::metrics(args).await,
             Command::Tail(args) => triggers_server::commands::tail(args).await,

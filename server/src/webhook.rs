@@ -10,47 +10,71 @@
 //! the address checked is the address connected to (no DNS rebinding); an address
 //! written in the URL is checked before sending.
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use serde_json::json;
 use tokio::sync::watch;
-use triggers_client::{AttemptOutcome, ClaimedDelivery, Client};
+use triggers_client::{
+    AttemptOutcome, ClaimedDelivery, Client, Event, EventId, Listener, STORED_CHANNEL,
+};
 use triggers_core::webhooks::{is_public_address, signature_header, Secret};
 
 use crate::cli::WebhookArgs;
 use crate::http::render::{event_json, ts};
 use crate::tasks::Tasks;
 
-/// How long a receiver has to answer, body included.
-pub const TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a claimed delivery stays leased: longer than an attempt can take.
-const LEASE_S: i32 = 60;
-/// Deliveries a worker takes at a time.
-const CLAIM: i32 = 8;
-/// How long an idle worker waits before looking again.
+/// How much longer than the timeout a claimed delivery stays leased (an attempt's
+/// outcome is recorded within it, unless the server died: then it is due again).
+const LEASE_MARGIN_S: u64 = 10;
+/// Requests one worker keeps in flight (to any endpoints; the per-endpoint cap,
+/// `webhook_endpoint_concurrency`, is kept by the claim over all workers).
+const IN_FLIGHT: usize = 64;
+/// How long an idle worker waits for a notification before looking anyway (retries
+/// come due without one).
 const POLL: Duration = Duration::from_millis(100);
+/// After finding work, a worker looks this often for a while (a batch stored without
+/// a notification of its own — they are throttled — is found as soon), ...
+const EAGER_POLL: Duration = Duration::from_millis(5);
+/// ... for this long.
+const EAGER_FOR: Duration = Duration::from_millis(100);
+/// How long a worker signs with the secrets it read (a rotation keeps the previous
+/// secret valid for 24 h, so a signature made with it meanwhile still verifies).
+const SECRETS_TTL: Duration = Duration::from_secs(1);
 /// How much of an answer's body is logged.
 const RESPONSE_BYTES: usize = 1000;
 
 /// Starts `args.webhook_workers` delivery workers on `client` (whose connections carry
-/// the secrets key); stopped, each finishes the attempt in flight (at most [`TIMEOUT`]).
+/// the secrets key); stopped, each finishes the attempts in flight (at most
+/// `--webhook-timeout`).
 pub fn delivery_workers(client: &Client, args: &WebhookArgs) -> Tasks {
-    let http = http_client(args.webhook_allow_private);
+    let timeout = Duration::from_secs(args.webhook_timeout);
+    let http = http_client(args.webhook_allow_private, timeout);
     let allow_private = args.webhook_allow_private;
+    let lease_s = (args.webhook_timeout + LEASE_MARGIN_S).min(i32::MAX as u64) as i32;
     Tasks::spawn(args.webhook_workers.into(), |_, stopped| {
-        run(client.clone(), http.clone(), allow_private, stopped)
+        Worker {
+            client: client.clone(),
+            http: http.clone(),
+            allow_private,
+            timeout,
+            lease_s,
+            secrets: HashMap::new(),
+        }
+        .run(stopped)
     })
 }
 
 /// One shared HTTP client (connections reused across deliveries): no redirects
-/// followed, [`TIMEOUT`] for the whole exchange, public addresses only unless allowed.
-fn http_client(allow_private: bool) -> reqwest::Client {
+/// followed, `timeout` for the whole exchange, public addresses only unless allowed.
+fn http_client(allow_private: bool, timeout: Duration) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(TIMEOUT)
+        .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("triggers/", env!("CARGO_PKG_VERSION")));
     if !allow_private {
@@ -85,50 +109,158 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-async fn run(
+/// One delivery worker: claims due deliveries, keeps up to [`IN_FLIGHT`] requests
+/// going, and records what they got in one transaction per handful.
+struct Worker {
     client: Client,
     http: reqwest::Client,
     allow_private: bool,
-    mut stop: watch::Receiver<bool>,
-) {
-    while !*stop.borrow() {
-        let claimed = match client.claim_deliveries(CLAIM, LEASE_S).await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhooks: cannot take deliveries; trying again in 1 s");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => {}
+    /// How long a receiver has to answer.
+    timeout: Duration,
+    /// How long a claimed delivery is leased.
+    lease_s: i32,
+    /// Each endpoint's secrets, and when they were read.
+    secrets: HashMap<uuid::Uuid, (Instant, Arc<Vec<Secret>>)>,
+}
+
+type Flight =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (ClaimedDelivery, AttemptOutcome)> + Send>>;
+
+impl Worker {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut flying: FuturesUnordered<Flight> = FuturesUnordered::new();
+        let mut listener: Option<Listener> = None;
+        let mut found_at: Option<Instant> = None;
+        loop {
+            let stopping = *stop.borrow();
+            if stopping && flying.is_empty() {
+                break;
+            }
+            // What finished, recorded together.
+            let mut done = Vec::new();
+            while let Some(Some(finished)) = flying.next().now_or_never() {
+                done.push(finished);
+            }
+            self.record(&done).await;
+            if !stopping && flying.len() < IN_FLIGHT {
+                if listener.is_none() {
+                    listener = self.client.listener_on(STORED_CHANNEL).await.ok();
                 }
-                continue;
+                match self.take(IN_FLIGHT - flying.len()).await {
+                    Ok(flights) if !flights.is_empty() => {
+                        flying.extend(flights);
+                        found_at = Some(Instant::now());
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhooks: cannot take deliveries; trying again in 1 s");
+                        listener = None;
+                        found_at = None;
+                        if flying.is_empty() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = stop.changed() => {}
+                            }
+                            continue;
+                        }
+                    }
+                }
             }
-        };
-        if claimed.is_empty() {
+            let wait = match found_at {
+                Some(at) if at.elapsed() < EAGER_FOR => EAGER_POLL,
+                _ => POLL,
+            };
             tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
-                _ = stop.changed() => {}
+                Some(finished) = flying.next(), if !flying.is_empty() => self.record(&[finished]).await,
+                woken = notified(listener.as_ref()), if !stopping => if woken.is_err() { listener = None },
+                _ = tokio::time::sleep(wait), if !stopping => {}
+                _ = stop.changed(), if !stopping => {}
             }
-            continue;
         }
-        // The secrets of each endpoint, read (and unsealed) once per claim.
-        let mut secrets = HashMap::new();
+    }
+
+    /// Logs attempts' outcomes; one that is not recorded is tried again when its lease
+    /// runs out.
+    async fn record(&self, done: &[(ClaimedDelivery, AttemptOutcome)]) {
+        if done.is_empty() {
+            return;
+        }
+        if let Err(e) = self.client.record_attempts(done).await {
+            tracing::warn!(error = %e, attempts = done.len(), "webhooks: cannot record attempts");
+        }
+    }
+
+    /// Claims up to `room` due deliveries and starts a request for each: their events
+    /// are read in one query, each endpoint's secrets once a second.
+    async fn take(&mut self, room: usize) -> Result<Vec<Flight>, triggers_client::Error> {
+        let claimed = self
+            .client
+            .claim_deliveries(room.min(i32::MAX as usize) as i32, self.lease_s)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<EventId> = claimed.iter().map(|d| d.event_id).collect();
+        let events: HashMap<EventId, Arc<Event>> = self
+            .client
+            .delivery_events(&ids)
+            .await?
+            .into_iter()
+            .map(|e| (e.event_id, Arc::new(e)))
+            .collect();
+        let mut flights = Vec::with_capacity(claimed.len());
         for delivery in claimed {
-            let outcome = attempt(&client, &http, &delivery, allow_private, &mut secrets).await;
-            if let Err(e) = client.record_attempt(&delivery, &outcome).await {
-                // Not recorded: the lease runs out and the delivery is tried again.
-                tracing::warn!(error = %e, delivery = delivery.delivery_id, "webhooks: cannot record an attempt");
+            let secrets = self.secrets(delivery.endpoint_id).await;
+            let event = events.get(&delivery.event_id).cloned();
+            let (http, allow_private, timeout) =
+                (self.http.clone(), self.allow_private, self.timeout);
+            flights.push(Box::pin(async move {
+                let outcome =
+                    attempt(&http, &delivery, event, secrets, allow_private, timeout).await;
+                (delivery, outcome)
+            }) as Flight);
+        }
+        Ok(flights)
+    }
+
+    /// The secrets an endpoint signs with, read at most once per [`SECRETS_TTL`].
+    async fn secrets(&mut self, endpoint_id: uuid::Uuid) -> Result<Arc<Vec<Secret>>, String> {
+        if let Some((read, secrets)) = self.secrets.get(&endpoint_id) {
+            if read.elapsed() < SECRETS_TTL {
+                return Ok(secrets.clone());
             }
         }
+        let texts = self
+            .client
+            .endpoint_secrets(endpoint_id)
+            .await
+            .map_err(|e| format!("cannot read the endpoint's secrets: {e}"))?;
+        let secrets = Arc::new(texts.iter().filter_map(|t| Secret::parse(t).ok()).collect());
+        self.secrets
+            .retain(|_, (read, _)| read.elapsed() < SECRETS_TTL);
+        self.secrets
+            .insert(endpoint_id, (Instant::now(), Arc::clone(&secrets)));
+        Ok(secrets)
+    }
+}
+
+/// The next notification; never, without a listener.
+async fn notified(listener: Option<&Listener>) -> Result<(), triggers_client::Error> {
+    match listener {
+        Some(l) => l.notified().await,
+        None => std::future::pending().await,
     }
 }
 
 /// One attempt at a delivery: what it got, never an error.
 async fn attempt(
-    client: &Client,
     http: &reqwest::Client,
     delivery: &ClaimedDelivery,
+    event: Option<Arc<Event>>,
+    secrets: Result<Arc<Vec<Secret>>, String>,
     allow_private: bool,
-    secrets: &mut HashMap<uuid::Uuid, Vec<Secret>>,
+    timeout: Duration,
 ) -> AttemptOutcome {
     let started = Instant::now();
     let failed = |error: String| AttemptOutcome {
@@ -152,25 +284,19 @@ async fn attempt(
             ));
         }
     }
-    let event = match client.get_event(&delivery.tenant, delivery.event_id).await {
-        Ok(event) => event,
-        Err(e) => return failed(format!("cannot read the event: {e}")),
+    let Some(event) = event else {
+        return failed("the event no longer exists (purged)".into());
     };
-    let secrets = match secrets.entry(delivery.endpoint_id) {
-        Entry::Occupied(known) => known.into_mut(),
-        Entry::Vacant(slot) => match client.endpoint_secrets(delivery.endpoint_id).await {
-            Ok(texts) => slot.insert(texts.iter().filter_map(|t| Secret::parse(t).ok()).collect()),
-            Err(e) => return failed(format!("cannot read the endpoint's secrets: {e}")),
-        },
+    let secrets = match secrets {
+        Ok(secrets) if !secrets.is_empty() => secrets,
+        Ok(_) => return failed("the endpoint has no secret to sign with".into()),
+        Err(e) => return failed(e),
     };
-    if secrets.is_empty() {
-        return failed("the endpoint has no secret to sign with".into());
-    }
     let now = chrono::Utc::now();
     let body = json!({"type": "event.stored", "timestamp": ts(&now), "data": event_json(&event)})
         .to_string();
     let id = delivery.event_id.to_string();
-    let signature = signature_header(secrets, &id, now.timestamp(), body.as_bytes());
+    let signature = signature_header(&secrets, &id, now.timestamp(), body.as_bytes());
     let sent = http
         .post(url)
         .header("content-type", "application/json")
@@ -182,7 +308,7 @@ async fn attempt(
         .await;
     let mut response = match sent {
         Ok(response) => response,
-        Err(e) => return failed(describe(&e)),
+        Err(e) => return failed(describe(&e, timeout)),
     };
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
@@ -225,9 +351,9 @@ async fn attempt(
 
 /// What went wrong with a request, its causes included (the refusal of [`PublicOnly`]
 /// is one of them).
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
-        return format!("no answer within {} s", TIMEOUT.as_secs());
+        return format!("no answer within {} s", timeout.as_secs());
     }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);

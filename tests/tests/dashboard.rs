@@ -6,8 +6,13 @@
 //! and no request outside the server.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
+use triggers_core::webhooks::{verify, Secret};
 use triggers_tests::browser::Browser;
 use triggers_tests::{
     column, connect, free_port, serve_test_database, triggers, ExternalCluster, Server, TempDir,
@@ -460,6 +465,20 @@ async fn the_page_shows_an_error_with_a_retry_button_while_the_database_is_down(
 #[tokio::test(flavor = "multi_thread")]
 async fn four_two_one_columns_without_horizontal_scroll_and_no_accessibility_violations() {
     let (server, key, db, _) = server("dashboard_layout", "acme", "2").await;
+    // An endpoint for one of the streams, whose deliveries this server refuses (a
+    // loopback target without --webhook-allow-private): rows with errors and retries.
+    let created = reqwest::Client::new()
+        .post(format!("{}/webhooks/endpoints", server.url))
+        .bearer_auth(&key)
+        .json(&json!({
+            "url": format!("http://127.0.0.1:9/{}", "a-long-path/".repeat(12)),
+            "filter": {"stream": "orders-1"},
+            "description": "a receiver on loopback, refused without --webhook-allow-private",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
     // Every kind of row and card: long payloads on two streams, failures, acks.
     db.batch_execute(
         "UPDATE triggers.config SET max_retries = 0;
@@ -485,6 +504,33 @@ async fn four_two_one_columns_without_horizontal_scroll_and_no_accessibility_vio
             "return document.querySelectorAll('[data-event-id]').length > 0",
         )
         .await;
+    // The webhooks view with everything open: an endpoint's deliveries, one delivery's
+    // attempts, and a secret (a rotation's).
+    browser.click("#tab-webhooks").await;
+    browser
+        .click("#endpoint-list li[data-endpoint-id] [data-action=deliveries]")
+        .await;
+    browser
+        .click("#delivery-list li[data-delivery-id] [data-action=attempts]")
+        .await;
+    browser
+        .until(
+            "an attempt in the timeline",
+            "return document.querySelector('#attempt-timeline li[data-attempt]') !== null",
+        )
+        .await;
+    browser
+        .click("#endpoint-list li[data-endpoint-id] [data-action=rotate]")
+        .await;
+    browser
+        .until(
+            "the new secret",
+            "return document.querySelector('#endpoint-secret').textContent.startsWith('whsec_')",
+        )
+        .await;
+    // Back to where the page opens: the inbox, scrolled to the top (the clicks scrolled).
+    browser.click("#tab-inbox").await;
+    browser.js("window.scrollTo(0, 0)", vec![]).await;
 
     for (width, columns) in [(1280, 4), (800, 2), (390, 1)] {
         browser.viewport(width, 900).await;
@@ -504,6 +550,23 @@ async fn four_two_one_columns_without_horizontal_scroll_and_no_accessibility_vio
             "horizontal scroll at {width} px: {layout}"
         );
         browser.screenshot(&format!("dashboard-{width}")).await;
+        browser.click("#tab-webhooks").await;
+        let webhooks = browser
+            .js(
+                "document.querySelector('#views').scrollIntoView();
+                 return {scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth}",
+                vec![],
+            )
+            .await;
+        assert!(
+            webhooks["scroll"].as_i64() <= webhooks["client"].as_i64(),
+            "horizontal scroll in the webhooks view at {width} px: {webhooks}"
+        );
+        browser
+            .screenshot(&format!("dashboard-webhooks-{width}"))
+            .await;
+        browser.click("#tab-inbox").await;
+        browser.js("window.scrollTo(0, 0)", vec![]).await;
     }
 
     // The README's pictures (docs/dashboard-*.png are these, made smaller).
@@ -523,7 +586,13 @@ async fn four_two_one_columns_without_horizontal_scroll_and_no_accessibility_vio
     browser.js(&axe, vec![]).await;
     for dark in [false, true] {
         browser.color_scheme(dark).await;
-        for tab in ["#tab-inbox", "#tab-dlq", "#tab-streams", "#tab-debug"] {
+        for tab in [
+            "#tab-inbox",
+            "#tab-dlq",
+            "#tab-streams",
+            "#tab-webhooks",
+            "#tab-debug",
+        ] {
             browser.click(tab).await;
             let violations = browser
                 .client
@@ -555,6 +624,405 @@ async fn four_two_one_columns_without_horizontal_scroll_and_no_accessibility_vio
             "return document.activeElement.id === 'tab-dlq' && document.querySelector('#tab-dlq').getAttribute('aria-selected') === 'true'",
         )
         .await;
+    assert_eq!(
+        console_errors(&browser).await,
+        Vec::<String>::new(),
+        "console errors"
+    );
+}
+
+/// What the test's webhook receiver got: one request.
+#[derive(Clone, Debug)]
+struct Hook {
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+}
+
+/// A webhook receiver on 127.0.0.1 in the test process: while `failing` is set it
+/// answers 500 to events whose payload says `"fail": true`, and 200 to everything else.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Hook>>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    async fn start() -> (Receiver, String) {
+        let receiver = Receiver::default();
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, url)
+    }
+
+    /// The requests that carried `webhook-id: event`.
+    fn of(&self, event: &str) -> Vec<Hook> {
+        let got = self.got.lock().unwrap();
+        got.iter().filter(|h| h.id == event).cloned().collect()
+    }
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let fail = serde_json::from_str::<Value>(&body)
+        .is_ok_and(|b| b["data"]["payload"]["fail"] == true)
+        && r.failing.load(Ordering::SeqCst);
+    r.got.lock().unwrap().push(Hook {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        body,
+    });
+    if fail {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// `POST /events` with `body`; the accepted event's id.
+async fn send_event(url: &str, key: &str, body: Value) -> String {
+    let reply = reqwest::Client::new()
+        .post(format!("{url}/events"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let body: Value = reply.json().await.unwrap();
+    body["data"]["event_id"].as_str().unwrap().to_string()
+}
+
+/// `GET path` of the API as JSON, asserting a 200.
+async fn get_api(url: &str, key: &str, path: &str) -> Value {
+    let reply = reqwest::Client::new()
+        .get(format!("{url}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200, "GET {path}");
+    reply.json().await.unwrap()
+}
+
+/// Waits until the delivery row of `event` in `#delivery-list` shows `status` (as its
+/// data-status and as text) and its text has every one of `texts`.
+async fn wait_delivery(browser: &Browser, event: &str, status: &str, texts: &[&str]) {
+    browser
+        .until(
+            &format!("delivery of {event} {status} {texts:?}"),
+            &format!(
+                "const r = document.querySelector('#delivery-list li[data-event-id=\"{event}\"]');
+                 return r !== null && r.dataset.status === '{status}' && r.textContent.includes('{status}')
+                   && {}.every(t => r.textContent.includes(t));",
+                json!(texts)
+            ),
+        )
+        .await;
+}
+
+/// Waits until the open attempt timeline has attempt `n` of `delivery` showing `text`.
+async fn wait_attempt(browser: &Browser, delivery: &str, n: u32, text: &str) {
+    browser
+        .until(
+            &format!("attempt {n} of delivery {delivery}: {text}"),
+            &format!(
+                "const a = document.querySelector('#attempt-timeline li[data-attempt=\"{n}\"][data-delivery-id=\"{delivery}\"]');
+                 return a !== null && a.offsetParent !== null && a.textContent.includes({});",
+                json!(text)
+            ),
+        )
+        .await;
+}
+
+/// The text of `#endpoint-secret` once it shows a secret other than `not`.
+async fn shown_secret(browser: &Browser, not: &str) -> String {
+    browser
+        .until(
+            "a secret shown",
+            &format!(
+                "const s = document.querySelector('#endpoint-secret');
+                 const t = s.textContent;
+                 return s.offsetParent !== null && t.startsWith('whsec_') && t !== {} ? t : null;",
+                json!(not)
+            ),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Every request in `hooks` is signed with `secret` (one of the signatures verifies).
+fn signed_with(hooks: &[Hook], secret: &str) {
+    let secret = Secret::parse(secret).unwrap();
+    for h in hooks {
+        let now: i64 = h.timestamp.parse().unwrap();
+        assert_eq!(
+            verify(
+                &secret,
+                &h.id,
+                &h.timestamp,
+                &h.signature,
+                h.body.as_bytes(),
+                now
+            ),
+            Ok(()),
+            "{h:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhooks_view_adds_an_endpoint_follows_its_deliveries_and_resends_recovers_disables_and_deletes(
+) {
+    let (server, key, db, _) = serve_test_database(
+        "dashboard_webhooks",
+        "acme",
+        &[
+            "--workers",
+            "1",
+            "--webhook-workers",
+            "1",
+            "--webhook-allow-private",
+        ],
+    )
+    .await;
+    // Two attempts a second apart: a failing delivery gives up soon.
+    db.batch_execute(
+        "UPDATE triggers.config SET webhook_schedule_s = '{0,1}', webhook_jitter_pct = 0",
+    )
+    .await
+    .unwrap();
+    let (receiver, hook_url) = Receiver::start().await;
+    let hook_url = format!("{hook_url}/hooks");
+    let browser = Browser::start(1280, 900).await;
+    open(&browser, &server.url, &key).await;
+    set_refresh(&browser, "2000").await;
+    browser.click("#tab-webhooks").await;
+    browser
+        .until(
+            "the empty endpoint list",
+            "return document.querySelector('#endpoint-empty').offsetParent !== null",
+        )
+        .await;
+
+    // Added through the form: listed, enabled, and its secret shown this once.
+    browser.type_into("#endpoint-url", &hook_url).await;
+    browser
+        .type_into("#endpoint-description", "the test's receiver")
+        .await;
+    browser.click("#endpoint-create").await;
+    let secret = shown_secret(&browser, "").await;
+    let note = browser
+        .js(
+            "return document.querySelector('#secret-box').textContent",
+            vec![],
+        )
+        .await;
+    assert!(
+        note.as_str().unwrap().contains("will not be shown again"),
+        "{note}"
+    );
+    let endpoint = browser
+        .until(
+            "the endpoint listed, enabled",
+            &format!(
+                "const r = document.querySelector('#endpoint-list li[data-endpoint-id]');
+                 return r !== null && r.dataset.enabled === 'true' && r.textContent.includes('enabled')
+                   && r.textContent.includes({}) && r.textContent.includes('every event') ? r.dataset.endpointId : null;",
+                json!(hook_url)
+            ),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = get_api(&server.url, &key, "/webhooks/endpoints").await;
+    assert_eq!(listed["data"][0]["endpoint_id"], endpoint.as_str());
+    assert!(
+        !listed.to_string().contains(&secret),
+        "the API shows the secret again"
+    );
+    // Dismissed, it is nowhere on the page any more.
+    browser.click("#secret-done").await;
+    browser
+        .until(
+            "the secret gone from the page",
+            &format!(
+                "return !document.documentElement.outerHTML.includes({})",
+                json!(secret)
+            ),
+        )
+        .await;
+
+    // The new endpoint is selected: an event it gets shows up in its deliveries,
+    // succeeded, signed with the secret the page showed.
+    browser
+        .until(
+            "the deliveries of the new endpoint",
+            "return document.querySelector('#endpoint-detail').offsetParent !== null && document.querySelector('#delivery-empty').offsetParent !== null",
+        )
+        .await;
+    let ok = send_event(&server.url, &key, json!({"payload": {"order": 1}})).await;
+    wait_delivery(&browser, &ok, "succeeded", &["1 attempt", "HTTP 200"]).await;
+    assert_eq!(receiver.of(&ok).len(), 1);
+    signed_with(&receiver.of(&ok), &secret);
+    let delivery = browser
+        .js(
+            &format!("return document.querySelector('#delivery-list li[data-event-id=\"{ok}\"]').dataset.deliveryId"),
+            vec![],
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Its attempt timeline; Resend sends it again, and the timeline shows attempt 2.
+    browser
+        .click(&format!(
+            "#delivery-list li[data-event-id=\"{ok}\"] [data-action=attempts]"
+        ))
+        .await;
+    wait_attempt(&browser, &delivery, 1, "HTTP 200").await;
+    browser
+        .click(&format!(
+            "#delivery-list li[data-event-id=\"{ok}\"] [data-action=resend]"
+        ))
+        .await;
+    triggers_tests::wait_until("the receiver got it again", || async {
+        receiver.of(&ok).len() == 2
+    })
+    .await;
+    wait_attempt(&browser, &delivery, 2, "HTTP 200").await;
+    wait_delivery(&browser, &ok, "succeeded", &["2 attempts"]).await;
+    browser.screenshot("dashboard-webhooks").await;
+
+    // A new secret: shown once, and the next deliveries are signed with it.
+    browser
+        .click(&format!(
+            "#endpoint-list li[data-endpoint-id=\"{endpoint}\"] [data-action=rotate]"
+        ))
+        .await;
+    let rotated = shown_secret(&browser, &secret).await;
+    browser
+        .until(
+            "the rotation shown on the endpoint",
+            &format!("return document.querySelector('#endpoint-list li[data-endpoint-id=\"{endpoint}\"]').textContent.includes('previous secret')"),
+        )
+        .await;
+    browser.click("#secret-done").await;
+
+    // A receiver failing every attempt: the delivery ends failed (and is counted);
+    // once it answers again, Recover queues the delivery again and it succeeds.
+    receiver.failing.store(true, Ordering::SeqCst);
+    let bad = send_event(&server.url, &key, json!({"payload": {"fail": true}})).await;
+    wait_delivery(&browser, &bad, "failed", &["2 attempts", "HTTP 500"]).await;
+    assert_eq!(receiver.of(&bad).len(), 2);
+    signed_with(&receiver.of(&bad), &rotated);
+    wait_card(&browser, "webhooks_failed", "1").await;
+    let bad_delivery = browser
+        .js(
+            &format!("return document.querySelector('#delivery-list li[data-event-id=\"{bad}\"]').dataset.deliveryId"),
+            vec![],
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+    browser
+        .click(&format!(
+            "#delivery-list li[data-event-id=\"{bad}\"] [data-action=attempts]"
+        ))
+        .await;
+    wait_attempt(&browser, &bad_delivery, 2, "HTTP 500").await;
+    receiver.failing.store(false, Ordering::SeqCst);
+    browser
+        .click(&format!(
+            "#endpoint-list li[data-endpoint-id=\"{endpoint}\"] [data-action=recover]"
+        ))
+        .await;
+    browser
+        .until(
+            "Recover says what it queued",
+            "return document.querySelector('#webhooks-status-line').textContent.includes('queued 1 failed delivery')",
+        )
+        .await;
+    wait_delivery(&browser, &bad, "succeeded", &["3 attempts"]).await;
+    wait_attempt(&browser, &bad_delivery, 3, "HTTP 200").await;
+    wait_attempt(&browser, &bad_delivery, 1, "HTTP 500").await;
+    assert_eq!(receiver.of(&bad).len(), 3);
+    wait_card(&browser, "webhooks_failed", "0").await;
+
+    // Disabled: shown as disabled, with the reason the API gives.
+    browser
+        .click(&format!(
+            "#endpoint-list li[data-endpoint-id=\"{endpoint}\"] [data-action=disable]"
+        ))
+        .await;
+    browser
+        .until(
+            "the endpoint disabled",
+            &format!("const r = document.querySelector('#endpoint-list li[data-endpoint-id=\"{endpoint}\"]'); return r.dataset.enabled === 'false' && r.textContent.includes('disabled') && r.querySelector('[data-action=enable]') !== null"),
+        )
+        .await;
+    let reason = get_api(
+        &server.url,
+        &key,
+        &format!("/webhooks/endpoints/{endpoint}"),
+    )
+    .await["data"]["disabled_reason"]
+        .as_str()
+        .expect("a disabled endpoint has a reason")
+        .to_string();
+    let row = browser
+        .js(
+            &format!("return document.querySelector('#endpoint-list li[data-endpoint-id=\"{endpoint}\"]').textContent"),
+            vec![],
+        )
+        .await;
+    assert!(row.as_str().unwrap().contains(&reason), "{row}");
+
+    // Deleted after a second, confirming click; the first one deletes nothing.
+    let delete = format!("#endpoint-list li[data-endpoint-id=\"{endpoint}\"] [data-action=delete]");
+    browser.click(&delete).await;
+    browser
+        .until(
+            "the delete button asks again",
+            &format!("const b = document.querySelector('{delete}'); return b.dataset.confirm === 'true' && b.textContent.includes('Really delete?')"),
+        )
+        .await;
+    assert_eq!(
+        get_api(&server.url, &key, "/webhooks/endpoints").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "deleted on the first click"
+    );
+    browser.click(&format!("{delete}[data-confirm=true]")).await;
+    browser
+        .until(
+            "the endpoint gone",
+            "return document.querySelector('#endpoint-list li[data-endpoint-id]') === null && document.querySelector('#endpoint-empty').offsetParent !== null && document.querySelector('#endpoint-detail').hidden",
+        )
+        .await;
+    assert_eq!(
+        get_api(&server.url, &key, "/webhooks/endpoints").await["data"],
+        json!([])
+    );
     assert_eq!(
         console_errors(&browser).await,
         Vec::<String>::new(),

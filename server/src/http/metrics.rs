@@ -36,6 +36,7 @@ pub(super) async fn metrics(
         AppError::new(ErrorCode::InternalError, "internal error").with_detail(e.to_string())
     })?;
     data["last_processed_at"] = json!(m.last_processed_at.as_ref().map(ts));
+    data["webhooks"] = json!(state.client.webhook_metrics(Some(&tenant)).await?);
     Ok(Json(json!({"data": data, "timestamp": timestamp_now()})).into_response())
 }
 
@@ -70,6 +71,7 @@ pub(super) async fn prometheus(
 ) -> Result<Response, AppError> {
     let m = state.client.metrics(Some(&tenant)).await?;
     let c = state.client.counters(Some(&tenant)).await?;
+    let w = state.client.webhook_metrics(Some(&tenant)).await?;
     let mut text = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -138,6 +140,37 @@ pub(super) async fn prometheus(
         "gauge",
         "Enqueue-to-stored latency quantiles, last 5 minutes.",
         &latency,
+    );
+    metric(
+        "triggers_webhook_deliveries",
+        "gauge",
+        "Webhook deliveries kept, by status.",
+        &[
+            (&format!("{t},status=\"pending\""), w.pending as f64),
+            (&format!("{t},status=\"succeeded\""), w.succeeded as f64),
+            (&format!("{t},status=\"failed\""), w.failed as f64),
+        ],
+    );
+    metric(
+        "triggers_webhook_attempts",
+        "gauge",
+        "Attempts made at the webhook deliveries kept.",
+        &[(&t, w.attempts as f64)],
+    );
+    let delivery: Vec<(String, f64)> = [
+        ("0.5", w.latency_ms.p50),
+        ("0.95", w.latency_ms.p95),
+        ("0.99", w.latency_ms.p99),
+    ]
+    .into_iter()
+    .filter_map(|(q, v)| v.map(|v| (format!("{t},quantile=\"{q}\""), v / 1000.0)))
+    .collect();
+    let delivery: Vec<(&str, f64)> = delivery.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        "triggers_webhook_latency_seconds",
+        "gauge",
+        "Stored-to-received latency quantiles of each endpoint's last 1,000 successful deliveries.",
+        &delivery,
     );
     for (name, value, help) in [
         (

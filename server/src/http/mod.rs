@@ -4,7 +4,8 @@
 //! `POST /events/batch`, `GET /events/{id}`), inbox.rs (`GET /inbox`, ack, retry),
 //! dlq.rs, streams.rs (`GET /streams`, `GET /streams/{name}`, resume), metrics.rs (JSON
 //! and Prometheus), health.rs (`/health`, `/ready`), dashboard.rs (`GET /`), openapi.rs
-//! (`/openapi.json`), live.rs (`GET /inbox/stream`, the live stream, and its hub). Beside them: auth.rs (the API key check), limit.rs (rate limit),
+//! (`/openapi.json`), live.rs (`GET /inbox/stream`, the live stream, and its hub), webhooks.rs
+//! (endpoints, deliveries, resend). Beside them: auth.rs (the API key check), limit.rs (rate limit),
 //! correlation.rs (correlation id, request log), group.rs (group commit), parse.rs
 //! (reading paths, queries and bodies), render.rs (times, events and streams in
 //! answers), error.rs (`AppError` and the error codes), shapes.rs (the document's schema
@@ -28,6 +29,7 @@ pub(crate) mod render;
 mod shapes;
 mod state;
 mod streams;
+mod webhooks;
 
 pub use auth::{KeyCache, Tenant};
 pub use limit::DEFAULT_RATE_LIMIT;
@@ -53,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .merge(dlq::routes())
         .merge(streams::routes())
         .merge(metrics::routes())
+        .merge(webhooks::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(middleware::from_fn_with_state(
             state.limiter.clone(),

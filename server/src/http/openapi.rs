@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
 use super::error::ErrorCode;
 use super::shapes::*;
 use super::state::AppState;
-use super::{dashboard, dlq, events, health, inbox, live, metrics, streams};
+use super::{dashboard, dlq, events, health, inbox, live, metrics, streams, webhooks};
 
 /// A tenant, stream or idempotency key: no ASCII control character (`_check_text`).
 /// utoipa takes patterns only as literals: each field repeats it, and a test
@@ -156,6 +156,16 @@ fn describe_debug(openapi: &mut utoipa::openapi::OpenApi) {
         metrics::metrics,
         metrics::history,
         metrics::prometheus,
+        webhooks::create_endpoint,
+        webhooks::list_endpoints,
+        webhooks::get_endpoint,
+        webhooks::update_endpoint,
+        webhooks::delete_endpoint,
+        webhooks::rotate_secret,
+        webhooks::endpoint_deliveries,
+        webhooks::recover,
+        webhooks::event_deliveries,
+        webhooks::resend,
         dashboard::index,
         dashboard::asset,
         openapi_json,
@@ -165,7 +175,11 @@ fn describe_debug(openapi: &mut utoipa::openapi::OpenApi) {
         BatchAcceptedData, EventEnvelope, InboxPage, Acked, AckedData, Retrying, RetryingData,
         DeadLetters, DeadLetterOut, Redriven, RedrivenData, StreamOut, StreamStateName,
         StreamList, StreamListData, StreamEnvelope, Resumed, ResumedData, MetricsOut,
-        MetricsData, LatencyData, HistoryOut, MinuteOut, MinuteLatency, HealthOut, ErrorEnvelope, ErrorBody
+        MetricsData, LatencyData, HistoryOut, MinuteOut, MinuteLatency, HealthOut, ErrorEnvelope, ErrorBody,
+        WebhookMetricsOut, EndpointIn, FilterIn, EndpointPatch, EndpointOut, EndpointEnvelope, EndpointList,
+        CreatedEndpoint, CreatedEndpointData, RotatedSecret, RotatedSecretData, DeletedEndpoint,
+        DeletedEndpointData, DeliveryOut, DeliveryStatusName, DeliveryList, EventDeliveries,
+        EventDeliveryOut, AttemptOut, RecoverIn, Recovered, RecoveredData, ResendIn, Resent, ResentData
     )),
     modifiers(&Common),
     security(("api_key" = []))

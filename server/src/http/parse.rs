@@ -71,6 +71,24 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
+/// The `{id}` of a route as some other UUID (an endpoint's); anything else is 400
+/// INVALID_PARAMETER.
+pub(super) struct UuidPath(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for UuidPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let NamePath(raw) = NamePath::from_request_parts(parts, state).await?;
+        raw.parse().map(UuidPath).map_err(|_| {
+            AppError::new(
+                ErrorCode::InvalidParameter,
+                format!("'{}' is not an id (a UUID)", raw.escape_default()),
+            )
+        })
+    }
+}
+
 /// The `{name}` of a route, percent-decoded (a `/` in a name travels as `%2F`); a path
 /// that is not UTF-8 is 400 INVALID_PARAMETER. What the name may hold is the client's
 /// and the extension's to check.

@@ -323,6 +323,24 @@ pub struct MetricsData {
     processing_rate_per_min: f64,
     oldest_queued_age_s: f64,
     latency_ms: LatencyData,
+    webhooks: WebhookMetricsOut,
+}
+
+/// Webhook deliveries of the tenant's endpoints.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WebhookMetricsOut {
+    /// Waiting for their next attempt, or in flight.
+    pending: i64,
+    /// Taken by the receiver (2xx).
+    succeeded: i64,
+    /// Failed every attempt of the schedule.
+    failed: i64,
+    /// Attempts made at the deliveries kept.
+    attempts: i64,
+    endpoints: i64,
+    /// Stored to received, in ms, over the last 1,000 successes of each endpoint.
+    latency_ms: MinuteLatency,
 }
 
 #[derive(ToSchema)]
@@ -359,4 +377,277 @@ pub struct ErrorBody {
     message: String,
     timestamp: String,
     correlation_id: String,
+}
+
+/// A webhook endpoint to create. Unknown fields are refused.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct EndpointIn {
+    /// Where deliveries are POSTed: http:// or https:// with a host, no spaces.
+    #[schema(
+        min_length = 8,
+        max_length = 2000,
+        pattern = r"^[hH][tT][tT][pP][sS]?://[^/?#@\u0000-\u0020\u007F]+([/?#][^\u0000-\u0020\u007F]*)?$"
+    )]
+    url: String,
+    filter: Option<FilterIn>,
+    /// A note for the owner.
+    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001F\u007F]*$")]
+    description: Option<String>,
+}
+
+/// Which events an endpoint gets: those of `stream`, and/or whose metadata contains
+/// `metadata`. Absent or `{}`: every event.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct FilterIn {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F]*$"
+    )]
+    stream: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// What to change of an endpoint; absent fields keep their value, a null filter means
+/// every event.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct EndpointPatch {
+    #[schema(
+        min_length = 8,
+        max_length = 2000,
+        pattern = r"^[hH][tT][tT][pP][sS]?://[^/?#@\u0000-\u0020\u007F]+([/?#][^\u0000-\u0020\u007F]*)?$"
+    )]
+    url: Option<String>,
+    filter: Option<FilterIn>,
+    /// false stops deliveries (they wait, and resume when enabled again).
+    enabled: Option<bool>,
+    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001F\u007F]*$")]
+    description: Option<String>,
+}
+
+/// An endpoint (never its secret).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EndpointOut {
+    endpoint_id: uuid::Uuid,
+    url: String,
+    #[schema(value_type = Option<Object>)]
+    filter: Option<serde_json::Value>,
+    description: Option<String>,
+    enabled: bool,
+    /// Why it is disabled: by its owner, a 410, or failing for endpoint_disable_after_s.
+    disabled_reason: Option<String>,
+    /// While a rotation overlaps: until when the previous secret signs too.
+    rotating_until: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+/// `GET /webhooks/endpoints/{id}`, `PATCH /webhooks/endpoints/{id}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EndpointEnvelope {
+    data: EndpointOut,
+    timestamp: String,
+}
+
+/// `GET /webhooks/endpoints`: oldest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EndpointList {
+    data: Vec<EndpointOut>,
+    timestamp: String,
+}
+
+/// `POST /webhooks/endpoints`: the endpoint, and its secret, shown only now.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreatedEndpoint {
+    data: CreatedEndpointData,
+    timestamp: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreatedEndpointData {
+    endpoint_id: uuid::Uuid,
+    url: String,
+    #[schema(value_type = Option<Object>)]
+    filter: Option<serde_json::Value>,
+    description: Option<String>,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    rotating_until: Option<String>,
+    created_at: String,
+    updated_at: String,
+    /// `whsec_` + base64: verify deliveries with it (Standard Webhooks). Shown only now.
+    #[schema(pattern = "^whsec_")]
+    secret: String,
+}
+
+/// `POST /webhooks/endpoints/{id}/rotate-secret`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RotatedSecret {
+    data: RotatedSecretData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RotatedSecretData {
+    endpoint_id: uuid::Uuid,
+    /// The new secret, shown only now.
+    #[schema(pattern = "^whsec_")]
+    secret: String,
+    /// Until when deliveries carry a signature with the previous secret too.
+    previous_valid_until: Option<String>,
+}
+
+/// `DELETE /webhooks/endpoints/{id}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeletedEndpoint {
+    data: DeletedEndpointData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeletedEndpointData {
+    endpoint_id: uuid::Uuid,
+    deleted: bool,
+    timestamp: String,
+}
+
+/// A delivery of an event to an endpoint, with its last attempt.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeliveryOut {
+    delivery_id: i64,
+    endpoint_id: uuid::Uuid,
+    event_id: uuid::Uuid,
+    status: DeliveryStatusName,
+    /// Attempts so far (one in flight counts).
+    attempts: i32,
+    /// When the next attempt is due (pending only).
+    next_attempt_at: Option<String>,
+    created_at: String,
+    finished_at: Option<String>,
+    last_status_code: Option<i32>,
+    last_latency_ms: Option<i32>,
+    last_error: Option<String>,
+}
+
+/// A delivery's status.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub enum DeliveryStatusName {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// `GET /webhooks/endpoints/{id}/deliveries`: newest first.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct DeliveryList {
+    data: Vec<DeliveryOut>,
+    timestamp: String,
+}
+
+/// `GET /events/{id}/deliveries`: each delivery of the event with every attempt.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventDeliveries {
+    data: Vec<EventDeliveryOut>,
+    timestamp: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct EventDeliveryOut {
+    delivery_id: i64,
+    endpoint_id: uuid::Uuid,
+    event_id: uuid::Uuid,
+    status: DeliveryStatusName,
+    attempts: i32,
+    next_attempt_at: Option<String>,
+    created_at: String,
+    finished_at: Option<String>,
+    last_status_code: Option<i32>,
+    last_latency_ms: Option<i32>,
+    last_error: Option<String>,
+    /// Every attempt, in order.
+    attempt_log: Vec<AttemptOut>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AttemptOut {
+    attempt: i32,
+    attempted_at: String,
+    /// The receiver's status; null when there was no answer (see error).
+    status_code: Option<i32>,
+    latency_ms: Option<i32>,
+    /// The start of the answer's body (1,000 characters at most).
+    response: Option<String>,
+    error: Option<String>,
+}
+
+/// `POST /webhooks/endpoints/{id}/recover`: failed deliveries created since then are
+/// tried again now.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RecoverIn {
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    since: String,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Recovered {
+    data: RecoveredData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RecoveredData {
+    endpoint_id: uuid::Uuid,
+    /// Deliveries queued again.
+    recovered: i64,
+    timestamp: String,
+}
+
+/// `POST /events/{id}/resend`: deliver the event to this endpoint again, now.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ResendIn {
+    endpoint_id: uuid::Uuid,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Resent {
+    data: ResentData,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ResentData {
+    event_id: uuid::Uuid,
+    endpoint_id: uuid::Uuid,
+    delivery_id: i64,
+    #[schema(pattern = "^pending$")]
+    status: String,
+    timestamp: String,
 }
