@@ -445,4 +445,58 @@ mod tests {
         let next = claim();
         assert_eq!(to(&next, &slow), 1, "{next:?}");
     }
+
+    #[pg_test]
+    fn metrics_attempt_logs_batched_records_and_purge() {
+        setup();
+        let a = endpoint("t", "NULL");
+        endpoint("u", "NULL");
+        store(&["'{}', tenant => 't'", "'{}', tenant => 't'", "'{}', tenant => 'u'"]);
+        let claimed = claim();
+        let ours: Vec<&(i64, String, i32)> = claimed.iter().filter(|c| c.1 == a).collect();
+        assert_eq!(ours.len(), 2);
+        // One transaction records both: a 500 (retried: pending) and a 200.
+        let statuses = one::<String>(&format!(
+            "SELECT string_agg(s, ' ') FROM triggers._record_attempts(ARRAY[{}, {}], ARRAY[1, 1], ARRAY[500, 200],
+                 ARRAY[30, 10], ARRAY['no', 'ok'], ARRAY['HTTP 500', NULL], ARRAY[NULL, NULL]::int[]) s",
+            ours[0].0, ours[1].0
+        ));
+        assert_eq!(statuses, "pending succeeded");
+        let metrics = |tenant: &str| {
+            one::<pgrx::JsonB>(&format!("SELECT triggers.webhook_metrics({tenant})")).0
+        };
+        let t = metrics("'t'");
+        assert_eq!(
+            (&t["pending"], &t["succeeded"], &t["failed"], &t["attempts"], &t["endpoints"]),
+            (&serde_json::json!(1), &serde_json::json!(1), &serde_json::json!(0), &serde_json::json!(2), &serde_json::json!(1)),
+            "{t}"
+        );
+        // Stored and received on a stopped clock: no time between them.
+        assert_eq!(t["latency_ms"]["p99"], serde_json::json!(0.0), "{t}");
+        assert_eq!(metrics("NULL")["attempts"], serde_json::json!(3), "every tenant's");
+        assert_eq!(metrics("'nobody'")["latency_ms"]["p50"], serde_json::Value::Null);
+        // The timeline of the failed one, per delivery, in order.
+        let event = one::<String>(&format!(
+            "SELECT event_id::text FROM triggers.webhook_deliveries WHERE delivery_id = {}",
+            ours[0].0
+        ));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(attempt || ':' || coalesce(status_code::text, '-') || ':' || coalesce(error, ''), ' ')
+                   FROM triggers.delivery_attempts('t', '{event}')"
+            )),
+            "1:500:HTTP 500"
+        );
+        assert_eq!(
+            count(&format!("SELECT count(*) FROM triggers.delivery_attempts('u', '{event}')")),
+            0,
+            "another tenant's event"
+        );
+        // Purge takes finished events' deliveries and attempts with them.
+        run("SELECT triggers.ack(event_id, tenant) FROM triggers.events WHERE status = 'pending'");
+        advance_clock(3_600_000);
+        run("SELECT triggers.purge('1 minute')");
+        assert_eq!(count("SELECT count(*) FROM triggers.webhook_deliveries"), 0);
+        assert_eq!(count("SELECT count(*) FROM triggers.webhook_attempts"), 0);
+    }
 }
