@@ -138,6 +138,16 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION triggers.endpoints IS 'The tenant''s webhook endpoints (never their secrets).';
 
+/* One endpoint of the tenant, as endpoints() shows it; TG006 when it has none of that id. */
+CREATE FUNCTION triggers.endpoint(tenant text, endpoint_id uuid)
+RETURNS SETOF triggers.endpoint_row
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM triggers._endpoint(endpoint.tenant, endpoint.endpoint_id, false);
+    RETURN QUERY SELECT * FROM triggers.endpoints(endpoint.tenant) r WHERE r.endpoint_id = endpoint.endpoint_id;
+END $$;
+COMMENT ON FUNCTION triggers.endpoint IS 'One of the tenant''s webhook endpoints (never its secrets), or TG006.';
+
 /*
  * Changes what is given of an endpoint: url, filter ('{}' for every event), enabled,
  * description; NULL leaves it as it is. Disabling records 'disabled by its owner';

@@ -1180,12 +1180,17 @@ function endpointRow(ep) {
   return li;
 }
 
+/** What an endpoint row shows: a row is rebuilt only when this changes (not updated_at). */
+function endpointSignature(ep) {
+  const w = state.webhooks;
+  return JSON.stringify([ep.url, ep.filter, ep.description, ep.enabled, ep.disabled_reason, ep.rotating_until,
+    ep.created_at, w.selectedId === ep.endpoint_id, w.confirmId === ep.endpoint_id,
+    w.busy.has(`endpoint:${ep.endpoint_id}`)]);
+}
+
 function renderEndpoints() {
   const w = state.webhooks;
-  keyedRender($("endpoint-list"), w.endpoints, (ep) => ep.endpoint_id,
-    (ep) => [JSON.stringify(ep), w.selectedId === ep.endpoint_id, w.confirmId === ep.endpoint_id,
-      w.busy.has(`endpoint:${ep.endpoint_id}`)].join("|"),
-    endpointRow);
+  keyedRender($("endpoint-list"), w.endpoints, (ep) => ep.endpoint_id, endpointSignature, endpointRow);
   $("endpoint-loading").hidden = w.loaded || !state.key;
   $("endpoint-empty").hidden = !w.loaded || w.failed || w.endpoints.length > 0;
 }

@@ -1,7 +1,9 @@
 //! The dashboard (SPEC §7) in a real headless Chromium, served by a real `triggers serve`:
 //! the cards equal `/metrics`; each debug button's event shows up in the cards and the
 //! inbox through the live stream (no reload); ack and retry; the error state and its
-//! recovery when the database stops and starts; 4/2/1 columns without horizontal scroll;
+//! recovery when the database stops and starts; the webhooks view against a receiver in
+//! the test (add an endpoint and see its secret once, its deliveries and attempts,
+//! resend, recover, rotate, disable, delete); 4/2/1 columns without horizontal scroll;
 //! axe-core finds no accessibility violation in either colour scheme; no console error
 //! and no request outside the server.
 
@@ -466,7 +468,13 @@ async fn the_page_shows_an_error_with_a_retry_button_while_the_database_is_down(
 async fn four_two_one_columns_without_horizontal_scroll_and_no_accessibility_violations() {
     let (server, key, db, _) = server("dashboard_layout", "acme", "2").await;
     // An endpoint for one of the streams, whose deliveries this server refuses (a
-    // loopback target without --webhook-allow-private): rows with errors and retries.
+    // loopback target without --webhook-allow-private): rows with errors, each with its
+    // next attempt an hour away, so they hold still while the browser looks.
+    db.batch_execute(
+        "UPDATE triggers.config SET webhook_schedule_s = '{0,3600}', webhook_jitter_pct = 0",
+    )
+    .await
+    .unwrap();
     let created = reqwest::Client::new()
         .post(format!("{}/webhooks/endpoints", server.url))
         .bearer_auth(&key)
@@ -489,6 +497,10 @@ async fn four_two_one_columns_without_horizontal_scroll_and_no_accessibility_vio
     .unwrap();
     triggers_tests::wait_until("processed", || async {
         metrics(&server.url, &key).await["total"] == 33
+    })
+    .await;
+    triggers_tests::wait_until("each delivery to orders-1 tried once", || async {
+        triggers_tests::scalar(&db, "SELECT count(*) FROM triggers.webhook_attempts").await == 15
     })
     .await;
     db.batch_execute(
@@ -765,24 +777,29 @@ async fn shown_secret(browser: &Browser, not: &str) -> String {
         .to_string()
 }
 
-/// Every request in `hooks` is signed with `secret` (one of the signatures verifies).
-fn signed_with(hooks: &[Hook], secret: &str) {
+/// Whether every request in `hooks` is signed with `secret` (one of its signatures
+/// verifies).
+fn verifies(hooks: &[Hook], secret: &str) -> bool {
     let secret = Secret::parse(secret).unwrap();
-    for h in hooks {
+    hooks.iter().all(|h| {
         let now: i64 = h.timestamp.parse().unwrap();
-        assert_eq!(
-            verify(
-                &secret,
-                &h.id,
-                &h.timestamp,
-                &h.signature,
-                h.body.as_bytes(),
-                now
-            ),
-            Ok(()),
-            "{h:?}"
-        );
-    }
+        verify(
+            &secret,
+            &h.id,
+            &h.timestamp,
+            &h.signature,
+            h.body.as_bytes(),
+            now,
+        )
+        .is_ok()
+    })
+}
+
+fn signed_with(hooks: &[Hook], secret: &str) {
+    assert!(
+        verifies(hooks, secret),
+        "not signed with {secret}: {hooks:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -910,7 +927,8 @@ async fn the_webhooks_view_adds_an_endpoint_follows_its_deliveries_and_resends_r
     wait_delivery(&browser, &ok, "succeeded", &["2 attempts"]).await;
     browser.screenshot("dashboard-webhooks").await;
 
-    // A new secret: shown once, and the next deliveries are signed with it.
+    // A new secret: shown once, and deliveries are signed with it (as soon as the
+    // worker has read it: it keeps the secrets it read for a moment) beside the old one.
     browser
         .click(&format!(
             "#endpoint-list li[data-endpoint-id=\"{endpoint}\"] [data-action=rotate]"
@@ -924,6 +942,21 @@ async fn the_webhooks_view_adds_an_endpoint_follows_its_deliveries_and_resends_r
         )
         .await;
     browser.click("#secret-done").await;
+    let deadline = std::time::Instant::now() + triggers_tests::PATIENCE;
+    loop {
+        let probe = send_event(&server.url, &key, json!({"payload": {"probe": true}})).await;
+        triggers_tests::wait_until("the probe delivered", || async {
+            !receiver.of(&probe).is_empty()
+        })
+        .await;
+        if verifies(&receiver.of(&probe), &rotated) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery signed with the new secret"
+        );
+    }
 
     // A receiver failing every attempt: the delivery ends failed (and is counted);
     // once it answers again, Recover queues the delivery again and it succeeds.
@@ -932,6 +965,7 @@ async fn the_webhooks_view_adds_an_endpoint_follows_its_deliveries_and_resends_r
     wait_delivery(&browser, &bad, "failed", &["2 attempts", "HTTP 500"]).await;
     assert_eq!(receiver.of(&bad).len(), 2);
     signed_with(&receiver.of(&bad), &rotated);
+    signed_with(&receiver.of(&bad), &secret);
     wait_card(&browser, "webhooks_failed", "1").await;
     let bad_delivery = browser
         .js(

@@ -268,8 +268,8 @@ async fn a_receiver_failing_twice_gets_three_signed_attempts_with_one_id_then_th
     let s = Setup::new("webhooks_retry", &["--webhook-allow-private"]).await;
     let db = &s.db;
     let (receiver, url) = Receiver::start(&[500, 503]).await;
-    let (_, secret) = endpoint(&db, &format!("{url}/hooks")).await;
-    let event = enqueue(&db).await;
+    let (_, secret) = endpoint(db, &format!("{url}/hooks")).await;
+    let event = enqueue(db).await;
     let status = || async {
         db.query_opt(
             "SELECT status::text FROM triggers.events WHERE event_id = $1::text::uuid",
@@ -312,7 +312,7 @@ async fn a_receiver_failing_twice_gets_three_signed_attempts_with_one_id_then_th
     }
     // Every attempt logged, in order.
     let codes = triggers_tests::column::<i32>(
-        &db,
+        db,
         "SELECT a.status_code FROM triggers.webhook_attempts a JOIN triggers.webhook_deliveries d USING (delivery_id)
           WHERE d.event_id = $1::text::uuid ORDER BY a.attempt",
         &[&event],
@@ -327,9 +327,9 @@ async fn gone_disables_the_endpoint_and_a_redirect_is_a_failure_not_followed() {
     let db = &s.db;
     let (gone, gone_url) = Receiver::start(&[410]).await;
     let (moved, moved_url) = Receiver::start(&[302, 302, 302, 302]).await;
-    let (gone_id, _) = endpoint(&db, &gone_url).await;
-    let (moved_id, _) = endpoint(&db, &moved_url).await;
-    enqueue(&db).await;
+    let (gone_id, _) = endpoint(db, &gone_url).await;
+    let (moved_id, _) = endpoint(db, &moved_url).await;
+    enqueue(db).await;
     wait_until("the endpoint disabled", || async {
         db.query_one(
             "SELECT disabled_reason FROM triggers.endpoints('t') WHERE endpoint_id = $1",
@@ -354,7 +354,7 @@ async fn gone_disables_the_endpoint_and_a_redirect_is_a_failure_not_followed() {
             == "failed"
     })
     .await;
-    assert!(last_errors(&db, moved_id).await[0].contains("redirect"));
+    assert!(last_errors(db, moved_id).await[0].contains("redirect"));
     assert!(
         moved.got().iter().all(|r| r.path == "/"),
         "the Location was never followed"
@@ -374,19 +374,19 @@ async fn loopback_and_private_targets_are_refused_without_the_flag() {
     ];
     let mut ids = Vec::new();
     for target in &targets {
-        ids.push(endpoint(&db, target).await.0);
+        ids.push(endpoint(db, target).await.0);
     }
-    enqueue(&db).await;
+    enqueue(db).await;
     for (id, target) in ids.iter().zip(&targets) {
         wait_until(&format!("{target} refused"), || async {
-            last_errors(&db, *id)
+            last_errors(db, *id)
                 .await
                 .first()
                 .is_some_and(|e| e.contains("refused"))
         })
         .await;
     }
-    let errors = last_errors(&db, ids[2]).await;
+    let errors = last_errors(db, ids[2]).await;
     assert!(errors[0].contains("not a public address"), "{errors:?}");
     assert_eq!(receiver.got().len(), 0, "nothing reached the receiver");
 }
@@ -710,6 +710,24 @@ async fn the_http_routes_manage_endpoints_and_show_deliveries_to_their_tenant_on
         (Some(1), Some(2), Some(0)),
         "{webhooks}"
     );
+
+    let text = reqwest::Client::new()
+        .get(format!("{base}/metrics/prometheus"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "triggers_webhook_deliveries{tenant=\"t\",status=\"succeeded\"} 1",
+        "triggers_webhook_deliveries{tenant=\"t\",status=\"pending\"} 0",
+        "triggers_webhook_attempts{tenant=\"t\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    assert!(text.contains("triggers_webhook_latency_seconds{tenant=\"t\",quantile=\"0.99\"}"));
 
     // Another tenant sees none of it, on every route.
     for (method, path, body) in [

@@ -451,7 +451,11 @@ mod tests {
         setup();
         let a = endpoint("t", "NULL");
         endpoint("u", "NULL");
-        store(&["'{}', tenant => 't'", "'{}', tenant => 't'", "'{}', tenant => 'u'"]);
+        store(&[
+            "'{}', tenant => 't'",
+            "'{}', tenant => 't'",
+            "'{}', tenant => 'u'",
+        ]);
         let claimed = claim();
         let ours: Vec<&(i64, String, i32)> = claimed.iter().filter(|c| c.1 == a).collect();
         assert_eq!(ours.len(), 2);
@@ -467,14 +471,33 @@ mod tests {
         };
         let t = metrics("'t'");
         assert_eq!(
-            (&t["pending"], &t["succeeded"], &t["failed"], &t["attempts"], &t["endpoints"]),
-            (&serde_json::json!(1), &serde_json::json!(1), &serde_json::json!(0), &serde_json::json!(2), &serde_json::json!(1)),
+            (
+                &t["pending"],
+                &t["succeeded"],
+                &t["failed"],
+                &t["attempts"],
+                &t["endpoints"]
+            ),
+            (
+                &serde_json::json!(1),
+                &serde_json::json!(1),
+                &serde_json::json!(0),
+                &serde_json::json!(2),
+                &serde_json::json!(1)
+            ),
             "{t}"
         );
         // Stored and received on a stopped clock: no time between them.
         assert_eq!(t["latency_ms"]["p99"], serde_json::json!(0.0), "{t}");
-        assert_eq!(metrics("NULL")["attempts"], serde_json::json!(3), "every tenant's");
-        assert_eq!(metrics("'nobody'")["latency_ms"]["p50"], serde_json::Value::Null);
+        assert_eq!(
+            metrics("NULL")["attempts"],
+            serde_json::json!(3),
+            "every tenant's"
+        );
+        assert_eq!(
+            metrics("'nobody'")["latency_ms"]["p50"],
+            serde_json::Value::Null
+        );
         // The timeline of the failed one, per delivery, in order.
         let event = one::<String>(&format!(
             "SELECT event_id::text FROM triggers.webhook_deliveries WHERE delivery_id = {}",
@@ -488,7 +511,9 @@ mod tests {
             "1:500:HTTP 500"
         );
         assert_eq!(
-            count(&format!("SELECT count(*) FROM triggers.delivery_attempts('u', '{event}')")),
+            count(&format!(
+                "SELECT count(*) FROM triggers.delivery_attempts('u', '{event}')"
+            )),
             0,
             "another tenant's event"
         );
