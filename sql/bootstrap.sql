@@ -36,9 +36,9 @@ CREATE TABLE triggers.config (
     webhook_jitter_pct     integer NOT NULL DEFAULT 10      CHECK (webhook_jitter_pct BETWEEN 0 AND 50),
     endpoint_disable_after_s integer NOT NULL DEFAULT 432000 CHECK (endpoint_disable_after_s BETWEEN 1 AND 31536000),
     -- Attempts in flight to one endpoint at most, over all delivery workers (each keeps
-    -- up to 64 requests in flight): a slow or hanging receiver holds this many of their
-    -- slots, never all of them.
-    webhook_endpoint_concurrency integer NOT NULL DEFAULT 32 CHECK (webhook_endpoint_concurrency BETWEEN 1 AND 1000),
+    -- up to 64 requests in flight, 256 with the 4 default workers): a slow or hanging
+    -- receiver holds this many of their slots, never all of them.
+    webhook_endpoint_concurrency integer NOT NULL DEFAULT 64 CHECK (webhook_endpoint_concurrency BETWEEN 1 AND 1000),
     CHECK (backoff_base_ms <= backoff_cap_ms)
 );
 INSERT INTO triggers.config DEFAULT VALUES;
@@ -259,8 +259,9 @@ CREATE INDEX webhook_deliveries_due_idx ON triggers.webhook_deliveries (endpoint
 CREATE INDEX webhook_deliveries_leased_idx ON triggers.webhook_deliveries (endpoint_id)
     WHERE leased_until IS NOT NULL;
 CREATE INDEX webhook_deliveries_event_idx ON triggers.webhook_deliveries (event_id);
--- An endpoint's recent deliveries, newest first (deliveries(), metrics).
-CREATE INDEX webhook_deliveries_recent_idx ON triggers.webhook_deliveries (endpoint_id, delivery_id);
+-- An endpoint's recent deliveries (deliveries(), metrics) are read newest event first
+-- from the UNIQUE (endpoint_id, event_id) index (event ids are UUIDv7, in time order):
+-- every index here costs each claim and record an insertion, as neither is a HOT update.
 CREATE TABLE triggers.webhook_attempts (
     delivery_id  bigint      NOT NULL REFERENCES triggers.webhook_deliveries ON DELETE CASCADE,
     attempt      integer     NOT NULL,

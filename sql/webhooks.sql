@@ -283,34 +283,39 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := triggers._now();
     v_cap int := (SELECT c.webhook_endpoint_concurrency FROM triggers.config c);
+    v_ids bigint[];
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('triggers._claim_deliveries'));
-    RETURN QUERY
-    WITH lanes AS (
-        SELECT e.endpoint_id, e.url,
-               v_cap - (SELECT count(*) FROM triggers.webhook_deliveries f
-                         WHERE f.endpoint_id = e.endpoint_id AND f.leased_until > v_now
-                           AND f.status = 'pending') AS free
+    -- A claim lost in a crash only loses its lease: the delivery is due again, as when
+    -- the server dies before recording. So it need not wait for the WAL flush.
+    PERFORM set_config('synchronous_commit', 'off', true);
+    -- The ids first, then an update by primary key: joined to the lanes' query, the
+    -- generic plan plpgsql settles on hash-joins a scan of the whole table instead.
+    SELECT array_agg(due.delivery_id) INTO v_ids FROM (
+        SELECT d.delivery_id
           FROM triggers.webhook_endpoints e
-         WHERE e.enabled
-    ), due AS (
-        SELECT l.url, d.delivery_id, d.next_attempt_at
-          FROM lanes l
+         CROSS JOIN LATERAL (
+               SELECT v_cap - count(*) AS free FROM triggers.webhook_deliveries f
+                WHERE f.endpoint_id = e.endpoint_id AND f.leased_until > v_now AND f.status = 'pending') l
          CROSS JOIN LATERAL (
                SELECT x.delivery_id, x.next_attempt_at FROM triggers.webhook_deliveries x
-                WHERE x.endpoint_id = l.endpoint_id AND x.status = 'pending' AND x.next_attempt_at <= v_now
+                WHERE x.endpoint_id = e.endpoint_id AND x.status = 'pending' AND x.next_attempt_at <= v_now
                 ORDER BY x.next_attempt_at
                 LIMIT greatest(l.free, 0)
                   FOR UPDATE SKIP LOCKED) d
+         WHERE e.enabled
          ORDER BY d.next_attempt_at, d.delivery_id
-         LIMIT lim
-    )
+         LIMIT lim) due;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
     UPDATE triggers.webhook_deliveries d
        SET attempts = d.attempts + 1, next_attempt_at = v_now + make_interval(secs => lease_s),
            leased_until = v_now + make_interval(secs => lease_s)
-      FROM due
-     WHERE d.delivery_id = due.delivery_id
-    RETURNING d.delivery_id, d.endpoint_id, d.tenant, due.url, d.event_id, d.attempts;
+      FROM triggers.webhook_endpoints e
+     WHERE d.delivery_id = ANY(v_ids) AND e.endpoint_id = d.endpoint_id
+    RETURNING d.delivery_id, d.endpoint_id, d.tenant, e.url, d.event_id, d.attempts;
 END $$;
 COMMENT ON FUNCTION triggers._claim_deliveries IS
     'Internal: due deliveries for a worker, at most webhook_endpoint_concurrency in flight per endpoint, each attempt counted and leased.';
@@ -391,18 +396,65 @@ COMMENT ON FUNCTION triggers._record_attempt IS
 
 /*
  * _record_attempt for many attempts in one transaction (a worker records what its
- * requests got together: one commit, not one each). Returns each delivery's status.
+ * requests got together: one commit, not one each). Successes, the common case, are
+ * recorded set-wise, a handful of statements for all of them; failures one by one
+ * through _record_attempt. Returns each delivery's status afterwards, in order (NULL
+ * when its endpoint was deleted meanwhile).
  */
 CREATE FUNCTION triggers._record_attempts(delivery_ids bigint[], attempts int[], status_codes int[],
     latencies_ms int[], responses text[], errors text[], retry_afters_s int[])
 RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := triggers._now();
+    v_endpoints uuid[];
+    v_events uuid[];
 BEGIN
+    -- Successes: log them, then finish the deliveries whose attempt this still is (a
+    -- late answer to an attempt whose lease ran out is logged only).
+    INSERT INTO triggers.webhook_attempts (delivery_id, attempt, attempted_at, status_code, latency_ms, response, error)
+    SELECT i.id, i.attempt, v_now, i.code, i.latency, left(i.response, 1000), left(i.error, 1000)
+      FROM unnest(_record_attempts.delivery_ids, _record_attempts.attempts, _record_attempts.status_codes,
+                  latencies_ms, responses, errors) AS i(id, attempt, code, latency, response, error)
+     WHERE i.code BETWEEN 200 AND 299
+    ON CONFLICT DO NOTHING;
+    WITH done AS (
+        UPDATE triggers.webhook_deliveries d
+           SET status = 'succeeded', finished_at = v_now, next_attempt_at = NULL, leased_until = NULL
+          FROM unnest(_record_attempts.delivery_ids, _record_attempts.attempts, _record_attempts.status_codes)
+               AS i(id, attempt, code)
+         WHERE i.code BETWEEN 200 AND 299 AND d.delivery_id = i.id
+           AND d.status = 'pending' AND d.attempts = i.attempt
+        RETURNING d.endpoint_id, d.event_id
+    )
+    SELECT array_agg(DISTINCT done.endpoint_id), array_agg(DISTINCT done.event_id) INTO v_endpoints, v_events FROM done;
+    IF v_events IS NOT NULL THEN
+        UPDATE triggers.webhook_endpoints e SET failing_since = NULL
+         WHERE e.endpoint_id = ANY(v_endpoints) AND e.failing_since IS NOT NULL;
+        -- Each event is delivered once every delivery of it has succeeded; rows locked
+        -- in one order, so two workers finishing deliveries of the same events wait,
+        -- never deadlock.
+        PERFORM 1 FROM triggers.events ev
+          WHERE ev.event_id = ANY(v_events) AND ev.status = 'pending'
+          ORDER BY ev.event_id FOR UPDATE;
+        UPDATE triggers.events ev SET status = 'delivered', delivered_at = v_now, updated_at = v_now
+         WHERE ev.event_id = ANY(v_events) AND ev.status = 'pending'
+           AND NOT EXISTS (SELECT 1 FROM triggers.webhook_deliveries o
+                            WHERE o.event_id = ev.event_id AND o.status <> 'succeeded');
+    END IF;
+    -- Failures (or no answer): the schedule, Retry-After and the disabling rules.
     FOR i IN 1..coalesce(cardinality(delivery_ids), 0) LOOP
-        RETURN NEXT triggers._record_attempt(delivery_ids[i], attempts[i], status_codes[i], latencies_ms[i],
+        IF status_codes[i] IS NULL OR status_codes[i] NOT BETWEEN 200 AND 299 THEN
+            PERFORM triggers._record_attempt(delivery_ids[i], attempts[i], status_codes[i], latencies_ms[i],
                                              responses[i], errors[i], retry_afters_s[i]);
+        END IF;
     END LOOP;
+    RETURN QUERY
+    SELECT d.status FROM unnest(delivery_ids) WITH ORDINALITY AS u(id, n)
+      LEFT JOIN triggers.webhook_deliveries d ON d.delivery_id = u.id
+     ORDER BY u.n;
 END $$;
-COMMENT ON FUNCTION triggers._record_attempts IS 'Internal: _record_attempt for each element of the arrays, in one transaction.';
+COMMENT ON FUNCTION triggers._record_attempts IS
+    'Internal: many attempts'' outcomes in one transaction, successes set-wise, failures through _record_attempt.';
 
 -- A delivery as deliveries() shows it, with its last attempt.
 CREATE TYPE triggers.delivery_row AS (
@@ -420,7 +472,7 @@ CREATE TYPE triggers.delivery_row AS (
 );
 
 /*
- * The tenant's deliveries of one event or to one endpoint (or both), newest first,
+ * The tenant's deliveries of one event or to one endpoint (or both), newest event first,
  * each with its last attempt. TG004 unless one of them is given.
  */
 CREATE FUNCTION triggers.deliveries(tenant text, event_id uuid DEFAULT NULL, endpoint_id uuid DEFAULT NULL,
@@ -444,11 +496,11 @@ BEGIN
      WHERE d.tenant = deliveries.tenant
        AND (deliveries.event_id IS NULL OR d.event_id = deliveries.event_id)
        AND (deliveries.endpoint_id IS NULL OR d.endpoint_id = deliveries.endpoint_id)
-     ORDER BY d.delivery_id DESC
+     ORDER BY d.event_id DESC, d.endpoint_id
      LIMIT lim;
 END $$;
 COMMENT ON FUNCTION triggers.deliveries IS
-    'A tenant''s webhook deliveries of an event or to an endpoint, newest first, with the last attempt of each.';
+    'A tenant''s webhook deliveries of an event or to an endpoint, newest event first, with the last attempt of each.';
 
 /*
  * Sends a stored event of the tenant to one of its endpoints again, now (whatever the
@@ -550,7 +602,7 @@ BEGIN
           FROM eps CROSS JOIN LATERAL (
                 SELECT x.finished_at, x.created_at FROM triggers.webhook_deliveries x
                  WHERE x.endpoint_id = eps.endpoint_id AND x.status = 'succeeded'
-                 ORDER BY x.delivery_id DESC LIMIT 1000) r
+                 ORDER BY x.event_id DESC LIMIT 1000) r
     ), latency AS (
         SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms) AS p FROM recent
     )

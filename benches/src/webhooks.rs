@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use clap::Parser;
 use futures_util::future::join_all;
 use triggers_server::cli::WebhookArgs;
 use triggers_server::webhook::delivery_workers;
@@ -23,8 +24,13 @@ use super::{common, drained, drive, drive_http, percentile, wire};
 
 /// The tenant of the `key` handed to [`rows`] (http_load.rs makes it for "bench").
 const TENANT: &str = "bench";
-/// Delivery workers, as `triggers serve` starts by default.
-const WORKERS: u16 = 4;
+/// The delivery workers' settings: `triggers serve`'s defaults (4 workers), with
+/// loopback allowed. Parsed, so that settings added later keep their defaults.
+#[derive(Parser)]
+struct Settings {
+    #[command(flatten)]
+    webhooks: WebhookArgs,
+}
 /// The secrets key every connection of the keyed client carries (a throwaway cluster's).
 const SECRETS_KEY: &str = "triggers-http-load-throwaway-secrets-key-0123456789";
 /// How long a row waits for deliveries before it reports what it got.
@@ -186,6 +192,25 @@ async fn settled(client: &triggers_client::Client, db: &tokio_postgres::Client, 
     }
 }
 
+/// When deliveries fall short: what their attempts got, most common first.
+async fn why(db: &tokio_postgres::Client) {
+    let rows = db
+        .query(
+            "SELECT coalesce(status_code::text, '-'), coalesce(left(error, 200), '-'), count(*)
+               FROM triggers.webhook_attempts GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5",
+            &[],
+        )
+        .await
+        .expect("attempts");
+    if rows.is_empty() {
+        eprintln!("webhooks: no attempt logged at all (the delivery workers' warnings are above)");
+    }
+    for row in rows {
+        let (status, error, count): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        eprintln!("webhooks: {count} attempts got status {status}, error {error}");
+    }
+}
+
 async fn set_enabled(db: &tokio_postgres::Client, endpoint: &str, enabled: bool) {
     db.execute(
         "SELECT FROM triggers.update_endpoint($1, $2::text::uuid, enabled => $3)",
@@ -215,8 +240,8 @@ async fn offer(addr: &str, n: u64, t0: Instant, expect: u16, make: impl Fn(u64, 
 }
 
 /// The webhook rows. `key` is tenant "bench"'s API key; `addr` the server's; `config`
-/// the cluster's (the delivery workers get a client of their own carrying the secrets
-/// key); `client` runs the processing workers' queue, for [`drained`].
+/// the cluster's (the delivery workers get a client of their own, carrying the secrets
+/// key); `client` the harness's, for [`drained`].
 pub async fn rows(
     client: &triggers_client::Client,
     config: &tokio_postgres::Config,
@@ -224,6 +249,15 @@ pub async fn rows(
     key: &str,
     secs: f64,
 ) {
+    // The delivery workers' warnings (cannot claim, cannot record) on stderr; the
+    // processing workers' are left out: they warn when the cluster stops under them.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "triggers_server::webhook=warn".into()),
+        )
+        .try_init();
     let keyed = triggers_client::Client::from_config(with_key(config.clone()), 16).expect("client");
     let db = common::connect(&with_key(config.clone())).await;
     let t0 = Instant::now();
@@ -236,12 +270,11 @@ pub async fn rows(
         .await
         .expect("config")
         .get(0);
-    let args = WebhookArgs {
-        webhook_workers: WORKERS,
-        webhook_allow_private: true,
-    };
-    // The most requests one endpoint has in flight, so the baselines' connections.
-    let conns = usize::from(WORKERS).min(cap as usize);
+    let args = Settings::parse_from(["triggers-http-load", "--webhook-allow-private"]).webhooks;
+    let n_workers = args.webhook_workers;
+    // The claim keeps at most `cap` requests in flight to one endpoint over all workers:
+    // the baselines' connections.
+    let conns = cap.clamp(1, 1000) as usize;
     let direct_addr = rx.addr.to_string();
 
     // Baseline of deliveries/s: the receiver's ceiling over `conns` keep-alive connections.
@@ -325,8 +358,11 @@ pub async fn rows(
             ),
         )
     };
+    if got < n {
+        why(&db).await;
+    }
     println!(
-        "| webhooks: {n} stored events → one local receiver, {WORKERS} delivery workers, endpoint concurrency {cap} | {rate:.0} deliveries/s (all received after {:.2} s, all `succeeded` after {:.2} s; {} duplicates{short}) | raw POST to the receiver, {conns} keep-alive connections: {ceiling:.0} req/s | {:.2} | ≥ 5,000 deliveries/s |",
+        "| webhooks: {n} stored events → one local receiver, {n_workers} delivery workers, endpoint concurrency {cap} | {rate:.0} deliveries/s (all received after {:.2} s, all `succeeded` after {:.2} s; {} duplicates{short}) | raw POST to the receiver, {conns} keep-alive connections: {ceiling:.0} req/s | {:.2} | ≥ 5,000 deliveries/s |",
         received.as_secs_f64(),
         recorded.as_secs_f64(),
         rx.duplicates(),
@@ -393,8 +429,36 @@ pub async fn rows(
         }
     }
     println!(
-        "| webhooks: POST /events, 64 concurrent, endpoint enabled (delivering) vs none | {on:.0} req/s | {off:.0} req/s | {:.2} | ≥ 0.7 |",
+        "| webhooks: POST /events, 64 concurrent, endpoint enabled (delivering) vs disabled (none enabled) | {on:.0} req/s | {off:.0} req/s | {:.2} | ≥ 0.7 |",
         on / off
     );
     workers.stop().await;
+
+    // The producer's share alone: the same, with no delivery worker running, so the
+    // endpoint costs only the outbox rows processing writes in the storing transaction
+    // (on 2 cores, the row above also pays for delivering on the same CPUs).
+    let (mut outbox, mut none) = (0.0, 0.0);
+    for round in 0..2 {
+        for enabled in [round == 0, round != 0] {
+            drained(client).await;
+            set_enabled(&db, &endpoint, enabled).await;
+            let (rate, _) = drive_http(addr, 64, secs / 2.0, request.clone()).await;
+            if enabled {
+                outbox += rate / 2.0;
+            } else {
+                none += rate / 2.0;
+            }
+        }
+    }
+    drained(client).await;
+    db.execute(
+        "DELETE FROM triggers.webhook_deliveries WHERE status = 'pending'",
+        &[],
+    )
+    .await
+    .expect("clear the outbox");
+    println!(
+        "| webhooks: POST /events, 64 concurrent, endpoint enabled, delivery workers stopped (outbox rows only) vs disabled | {outbox:.0} req/s | {none:.0} req/s | {:.2} | (the outbox's cost) |",
+        outbox / none
+    );
 }

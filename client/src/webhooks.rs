@@ -214,7 +214,7 @@ impl<E: Exec> On<E> {
         Ok(rows.iter().map(endpoint_from_row).collect())
     }
 
-    /// The tenant's deliveries of an event or to an endpoint (or both), newest first.
+    /// The tenant's deliveries of an event or to an endpoint (or both), newest event first.
     pub async fn deliveries(
         &self,
         tenant: &str,

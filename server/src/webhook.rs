@@ -129,19 +129,20 @@ type Flight =
 impl Worker {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut flying: FuturesUnordered<Flight> = FuturesUnordered::new();
+        let mut done = Vec::new();
         let mut listener: Option<Listener> = None;
         let mut found_at: Option<Instant> = None;
         loop {
-            let stopping = *stop.borrow();
-            if stopping && flying.is_empty() {
-                break;
-            }
-            // What finished, recorded together.
-            let mut done = Vec::new();
+            // What finished, recorded together: one transaction for the lot.
             while let Some(Some(finished)) = flying.next().now_or_never() {
                 done.push(finished);
             }
             self.record(&done).await;
+            done.clear();
+            let stopping = *stop.borrow();
+            if stopping && flying.is_empty() {
+                break;
+            }
             if !stopping && flying.len() < IN_FLIGHT {
                 if listener.is_none() {
                     listener = self.client.listener_on(STORED_CHANNEL).await.ok();
@@ -172,10 +173,11 @@ impl Worker {
                 _ => POLL,
             };
             tokio::select! {
-                Some(finished) = flying.next(), if !flying.is_empty() => self.record(&[finished]).await,
+                Some(finished) = flying.next(), if !flying.is_empty() => done.push(finished),
                 woken = notified(listener.as_ref()), if !stopping => if woken.is_err() { listener = None },
                 _ = tokio::time::sleep(wait), if !stopping => {}
                 _ = stop.changed(), if !stopping => {}
+                else => {}
             }
         }
     }

@@ -554,7 +554,7 @@ pub enum DeliveryStatusName {
     Failed,
 }
 
-/// `GET /webhooks/endpoints/{id}/deliveries`: newest first.
+/// `GET /webhooks/endpoints/{id}/deliveries`: newest event first.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct DeliveryList {

@@ -248,7 +248,7 @@ pub(super) async fn rotate_secret(
 }
 
 /// GET /webhooks/endpoints/{id}/deliveries
-#[utoipa::path(get, path = "/webhooks/endpoints/{id}/deliveries", params(("id" = uuid::Uuid, Path, description = "endpoint id"), ("limit" = Option<i32>, Query, minimum = 1, maximum = 1000, description = "default 50")), responses((status = 200, description = "The endpoint's deliveries, newest first, each with its last attempt", body = DeliveryList), (status = 404, description = "No such endpoint for this tenant", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/webhooks/endpoints/{id}/deliveries", params(("id" = uuid::Uuid, Path, description = "endpoint id"), ("limit" = Option<i32>, Query, minimum = 1, maximum = 1000, description = "default 50")), responses((status = 200, description = "The endpoint's deliveries, newest event first, each with its last attempt", body = DeliveryList), (status = 404, description = "No such endpoint for this tenant", body = ErrorEnvelope)))]
 pub(super) async fn endpoint_deliveries(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
