@@ -142,16 +142,9 @@ fn direct_request(n: u64, payload: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// `config` with the secrets key as a session setting of every connection, as the
-/// server's db.rs does (its `with_key` is private).
-fn with_key(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
-    let setting = format!("-c triggers.secrets_key={SECRETS_KEY}");
-    let options = match config.get_options() {
-        Some(existing) if !existing.is_empty() => format!("{existing} {setting}"),
-        _ => setting,
-    };
-    config.options(&options);
-    config
+/// `config` with the throwaway secrets key on every connection, as the server does.
+fn with_key(config: tokio_postgres::Config) -> tokio_postgres::Config {
+    triggers_server::db::with_key(config, SECRETS_KEY)
 }
 
 /// Counts of the endpoint's deliveries in `status`.

@@ -194,7 +194,7 @@ fn keep(key: String, path: &Path) -> Result<String, StartupError> {
 }
 
 /// `config` with the secrets key as a session setting of every connection.
-fn with_key(mut config: tokio_postgres::Config, key: &str) -> tokio_postgres::Config {
+pub fn with_key(mut config: tokio_postgres::Config, key: &str) -> tokio_postgres::Config {
     let setting = format!("-c triggers.secrets_key={key}");
     let options = match config.get_options() {
         Some(existing) if !existing.is_empty() => format!("{existing} {setting}"),

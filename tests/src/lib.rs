@@ -17,7 +17,7 @@ pub use database::{
     column, connect, database_url, enqueue_many, scalar, test_database, ExternalCluster, HungWorker,
 };
 pub use process::{
-    bin, free_port, get_json, is_root, postgres_processes_of, run, serve_test_database, triggers,
-    Server, TempDir, START_TIMEOUT,
+    bin, free_port, get_json, is_root, postgres_processes_of, run, serve_loopback,
+    serve_test_database, triggers, Server, TempDir, START_TIMEOUT,
 };
 pub use wait::{wait_until, Notifications, MARKER_CHANNEL, PATIENCE};

@@ -327,3 +327,14 @@ pub async fn serve_test_database(
         .args(args);
     (Server::start(command), key, db, config)
 }
+
+/// Serves `app` on a free 127.0.0.1 port in this process (a webhook receiver); its
+/// `http://` base URL.
+pub async fn serve_loopback(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("local address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}

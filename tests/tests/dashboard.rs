@@ -666,9 +666,7 @@ impl Receiver {
         let app = axum::Router::new()
             .fallback(receive)
             .with_state(receiver.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = triggers_tests::serve_loopback(app).await;
         (receiver, url)
     }
 
@@ -743,6 +741,19 @@ async fn wait_delivery(browser: &Browser, event: &str, status: &str, texts: &[&s
             ),
         )
         .await;
+}
+
+/// The delivery id of the row of `event` in `#delivery-list`.
+async fn delivery_id(browser: &Browser, event: &str) -> String {
+    browser
+        .js(
+            &format!("return document.querySelector('#delivery-list li[data-event-id=\"{event}\"]').dataset.deliveryId"),
+            vec![],
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Waits until the open attempt timeline has attempt `n` of `delivery` showing `text`.
@@ -897,15 +908,7 @@ async fn the_webhooks_view_adds_an_endpoint_follows_its_deliveries_and_resends_r
     wait_delivery(&browser, &ok, "succeeded", &["1 attempt", "HTTP 200"]).await;
     assert_eq!(receiver.of(&ok).len(), 1);
     signed_with(&receiver.of(&ok), &secret);
-    let delivery = browser
-        .js(
-            &format!("return document.querySelector('#delivery-list li[data-event-id=\"{ok}\"]').dataset.deliveryId"),
-            vec![],
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_string();
+    let delivery = delivery_id(&browser, &ok).await;
 
     // Its attempt timeline; Resend sends it again, and the timeline shows attempt 2.
     browser
@@ -967,15 +970,7 @@ async fn the_webhooks_view_adds_an_endpoint_follows_its_deliveries_and_resends_r
     signed_with(&receiver.of(&bad), &rotated);
     signed_with(&receiver.of(&bad), &secret);
     wait_card(&browser, "webhooks_failed", "1").await;
-    let bad_delivery = browser
-        .js(
-            &format!("return document.querySelector('#delivery-list li[data-event-id=\"{bad}\"]').dataset.deliveryId"),
-            vec![],
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bad_delivery = delivery_id(&browser, &bad).await;
     browser
         .click(&format!(
             "#delivery-list li[data-event-id=\"{bad}\"] [data-action=attempts]"

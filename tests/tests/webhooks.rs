@@ -66,9 +66,7 @@ impl Receiver {
         let app = axum::Router::new()
             .fallback(receive)
             .with_state(receiver.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = triggers_tests::serve_loopback(app).await;
         (receiver, url)
     }
 

@@ -126,14 +126,14 @@ pub(super) async fn prometheus(
         "Events stored per minute, last 5 minutes.",
         &[(&t, m.processing_rate_per_min)],
     );
-    let latency: Vec<(String, f64)> = [
-        ("0.5", m.latency_ms.p50),
-        ("0.95", m.latency_ms.p95),
-        ("0.99", m.latency_ms.p99),
-    ]
-    .into_iter()
-    .filter_map(|(q, v)| v.map(|v| (format!("{t},quantile=\"{q}\""), v / 1000.0)))
-    .collect();
+    // Quantile gauges (ms in, seconds out); a quantile with no data has no sample.
+    let quantiles = |[p50, p95, p99]: [Option<f64>; 3]| -> Vec<(String, f64)> {
+        [("0.5", p50), ("0.95", p95), ("0.99", p99)]
+            .into_iter()
+            .filter_map(|(q, v)| v.map(|v| (format!("{t},quantile=\"{q}\""), v / 1000.0)))
+            .collect()
+    };
+    let latency = quantiles([m.latency_ms.p50, m.latency_ms.p95, m.latency_ms.p99]);
     let latency: Vec<(&str, f64)> = latency.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     metric(
         "triggers_latency_seconds",
@@ -157,14 +157,7 @@ pub(super) async fn prometheus(
         "Attempts made at the webhook deliveries kept.",
         &[(&t, w.attempts as f64)],
     );
-    let delivery: Vec<(String, f64)> = [
-        ("0.5", w.latency_ms.p50),
-        ("0.95", w.latency_ms.p95),
-        ("0.99", w.latency_ms.p99),
-    ]
-    .into_iter()
-    .filter_map(|(q, v)| v.map(|v| (format!("{t},quantile=\"{q}\""), v / 1000.0)))
-    .collect();
+    let delivery = quantiles([w.latency_ms.p50, w.latency_ms.p95, w.latency_ms.p99]);
     let delivery: Vec<(&str, f64)> = delivery.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     metric(
         "triggers_webhook_latency_seconds",

@@ -433,7 +433,7 @@ pub struct EndpointPatch {
 }
 
 /// An endpoint (never its secret).
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[allow(dead_code)]
 pub struct EndpointOut {
     endpoint_id: uuid::Uuid,
@@ -474,19 +474,11 @@ pub struct CreatedEndpoint {
     timestamp: String,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[allow(dead_code)]
 pub struct CreatedEndpointData {
-    endpoint_id: uuid::Uuid,
-    url: String,
-    #[schema(value_type = Option<Object>)]
-    filter: Option<serde_json::Value>,
-    description: Option<String>,
-    enabled: bool,
-    disabled_reason: Option<String>,
-    rotating_until: Option<String>,
-    created_at: String,
-    updated_at: String,
+    #[serde(flatten)]
+    endpoint: EndpointOut,
     /// `whsec_` + base64: verify deliveries with it (Standard Webhooks). Shown only now.
     #[schema(pattern = "^whsec_")]
     secret: String,
@@ -526,7 +518,7 @@ pub struct DeletedEndpointData {
 }
 
 /// A delivery of an event to an endpoint, with its last attempt.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[allow(dead_code)]
 pub struct DeliveryOut {
     delivery_id: i64,
@@ -545,7 +537,7 @@ pub struct DeliveryOut {
 }
 
 /// A delivery's status.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[allow(dead_code)]
 #[schema(rename_all = "lowercase")]
 pub enum DeliveryStatusName {
@@ -570,25 +562,16 @@ pub struct EventDeliveries {
     timestamp: String,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[allow(dead_code)]
 pub struct EventDeliveryOut {
-    delivery_id: i64,
-    endpoint_id: uuid::Uuid,
-    event_id: uuid::Uuid,
-    status: DeliveryStatusName,
-    attempts: i32,
-    next_attempt_at: Option<String>,
-    created_at: String,
-    finished_at: Option<String>,
-    last_status_code: Option<i32>,
-    last_latency_ms: Option<i32>,
-    last_error: Option<String>,
+    #[serde(flatten)]
+    delivery: DeliveryOut,
     /// Every attempt, in order.
     attempt_log: Vec<AttemptOut>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Serialize)]
 #[allow(dead_code)]
 pub struct AttemptOut {
     attempt: i32,
