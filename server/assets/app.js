@@ -1200,7 +1200,8 @@ function deliveryRow(d) {
   const w = state.webhooks;
   const li = el("li", "row delivery-row");
   li.dataset.deliveryId = String(d.delivery_id);
-  li.dataset.eventId = d.event_id;
+  // Not data-event-id: that names inbox rows (SPEC §7), page-wide.
+  li.dataset.deliveryEvent = d.event_id;
   li.dataset.status = d.status;
   const open = Boolean(w.attempts) && w.attempts.deliveryId === String(d.delivery_id);
   if (open) li.classList.add("selected");
@@ -1522,7 +1523,7 @@ async function endpointAction(action, id) {
 async function deliveryAction(action, row) {
   const w = state.webhooks;
   const deliveryId = row.dataset.deliveryId;
-  const eventId = row.dataset.eventId;
+  const eventId = row.dataset.deliveryEvent;
   if (action === "attempts") {
     toggleAttempts(eventId, deliveryId, true);
     return;
@@ -1569,7 +1570,7 @@ function wireWebhooks() {
     if (!control) {
       if (!String(window.getSelection() || "")) {
         const open = state.webhooks.attempts;
-        if (!open || open.deliveryId !== row.dataset.deliveryId) toggleAttempts(row.dataset.eventId, row.dataset.deliveryId, false);
+        if (!open || open.deliveryId !== row.dataset.deliveryId) toggleAttempts(row.dataset.deliveryEvent, row.dataset.deliveryId, false);
       }
       return;
     }

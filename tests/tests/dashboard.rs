@@ -734,7 +734,7 @@ async fn wait_delivery(browser: &Browser, event: &str, status: &str, texts: &[&s
         .until(
             &format!("delivery of {event} {status} {texts:?}"),
             &format!(
-                "const r = document.querySelector('#delivery-list li[data-event-id=\"{event}\"]');
+                "const r = document.querySelector('#delivery-list li[data-delivery-event=\"{event}\"]');
                  return r !== null && r.dataset.status === '{status}' && r.textContent.includes('{status}')
                    && {}.every(t => r.textContent.includes(t));",
                 json!(texts)
@@ -747,7 +747,7 @@ async fn wait_delivery(browser: &Browser, event: &str, status: &str, texts: &[&s
 async fn delivery_id(browser: &Browser, event: &str) -> String {
     browser
         .js(
-            &format!("return document.querySelector('#delivery-list li[data-event-id=\"{event}\"]').dataset.deliveryId"),
+            &format!("return document.querySelector('#delivery-list li[data-delivery-event=\"{event}\"]').dataset.deliveryId"),
             vec![],
         )
         .await
@@ -913,13 +913,13 @@ async fn the_webhooks_view_adds_an_endpoint_follows_its_deliveries_and_resends_r
     // Its attempt timeline; Resend sends it again, and the timeline shows attempt 2.
     browser
         .click(&format!(
-            "#delivery-list li[data-event-id=\"{ok}\"] [data-action=attempts]"
+            "#delivery-list li[data-delivery-event=\"{ok}\"] [data-action=attempts]"
         ))
         .await;
     wait_attempt(&browser, &delivery, 1, "HTTP 200").await;
     browser
         .click(&format!(
-            "#delivery-list li[data-event-id=\"{ok}\"] [data-action=resend]"
+            "#delivery-list li[data-delivery-event=\"{ok}\"] [data-action=resend]"
         ))
         .await;
     triggers_tests::wait_until("the receiver got it again", || async {
@@ -973,7 +973,7 @@ async fn the_webhooks_view_adds_an_endpoint_follows_its_deliveries_and_resends_r
     let bad_delivery = delivery_id(&browser, &bad).await;
     browser
         .click(&format!(
-            "#delivery-list li[data-event-id=\"{bad}\"] [data-action=attempts]"
+            "#delivery-list li[data-delivery-event=\"{bad}\"] [data-action=attempts]"
         ))
         .await;
     wait_attempt(&browser, &bad_delivery, 2, "HTTP 500").await;
