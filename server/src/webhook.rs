@@ -10,7 +10,7 @@
 //! the address checked is the address connected to (no DNS rebinding); an address
 //! written in the URL is checked before sending.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,9 +42,6 @@ const POLL: Duration = Duration::from_millis(100);
 const EAGER_POLL: Duration = Duration::from_millis(5);
 /// ... for this long.
 const EAGER_FOR: Duration = Duration::from_millis(100);
-/// How long a worker signs with the secrets it read (a rotation keeps the previous
-/// secret valid for 24 h, so a signature made with it meanwhile still verifies).
-const SECRETS_TTL: Duration = Duration::from_secs(1);
 /// How much of an answer's body is logged.
 const RESPONSE_BYTES: usize = 1000;
 
@@ -63,7 +60,6 @@ pub fn delivery_workers(client: &Client, args: &WebhookArgs) -> Tasks {
             allow_private,
             timeout,
             lease_s,
-            secrets: HashMap::new(),
         }
         .run(stopped)
     })
@@ -119,15 +115,13 @@ struct Worker {
     timeout: Duration,
     /// How long a claimed delivery is leased.
     lease_s: i32,
-    /// Each endpoint's secrets, and when they were read.
-    secrets: HashMap<uuid::Uuid, (Instant, Arc<Vec<Secret>>)>,
 }
 
 type Flight =
     std::pin::Pin<Box<dyn std::future::Future<Output = (ClaimedDelivery, AttemptOutcome)> + Send>>;
 
 impl Worker {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut flying: FuturesUnordered<Flight> = FuturesUnordered::new();
         let mut done = Vec::new();
         let mut listener: Option<Listener> = None;
@@ -194,8 +188,9 @@ impl Worker {
     }
 
     /// Claims up to `room` due deliveries and starts a request for each: their events
-    /// are read in one query, each endpoint's secrets once a second.
-    async fn take(&mut self, room: usize) -> Result<Vec<Flight>, triggers_client::Error> {
+    /// are read in one query, each endpoint's secrets once per claim (so a rotation
+    /// signs every claim after it with both secrets).
+    async fn take(&self, room: usize) -> Result<Vec<Flight>, triggers_client::Error> {
         let claimed = self
             .client
             .claim_deliveries(room.min(i32::MAX as usize) as i32, self.lease_s)
@@ -211,9 +206,15 @@ impl Worker {
             .into_iter()
             .map(|e| (e.event_id, Arc::new(e)))
             .collect();
+        let mut secrets: HashMap<uuid::Uuid, Result<Arc<Vec<Secret>>, String>> = HashMap::new();
         let mut flights = Vec::with_capacity(claimed.len());
         for delivery in claimed {
-            let secrets = self.secrets(delivery.endpoint_id).await;
+            let secrets = match secrets.entry(delivery.endpoint_id) {
+                Entry::Occupied(read) => read.get().clone(),
+                Entry::Vacant(slot) => slot
+                    .insert(self.secrets(delivery.endpoint_id).await)
+                    .clone(),
+            };
             let event = events.get(&delivery.event_id).cloned();
             let (http, allow_private, timeout) =
                 (self.http.clone(), self.allow_private, self.timeout);
@@ -226,24 +227,16 @@ impl Worker {
         Ok(flights)
     }
 
-    /// The secrets an endpoint signs with, read at most once per [`SECRETS_TTL`].
-    async fn secrets(&mut self, endpoint_id: uuid::Uuid) -> Result<Arc<Vec<Secret>>, String> {
-        if let Some((read, secrets)) = self.secrets.get(&endpoint_id) {
-            if read.elapsed() < SECRETS_TTL {
-                return Ok(secrets.clone());
-            }
-        }
+    /// The secrets an endpoint signs with now.
+    async fn secrets(&self, endpoint_id: uuid::Uuid) -> Result<Arc<Vec<Secret>>, String> {
         let texts = self
             .client
             .endpoint_secrets(endpoint_id)
             .await
             .map_err(|e| format!("cannot read the endpoint's secrets: {e}"))?;
-        let secrets = Arc::new(texts.iter().filter_map(|t| Secret::parse(t).ok()).collect());
-        self.secrets
-            .retain(|_, (read, _)| read.elapsed() < SECRETS_TTL);
-        self.secrets
-            .insert(endpoint_id, (Instant::now(), Arc::clone(&secrets)));
-        Ok(secrets)
+        Ok(Arc::new(
+            texts.iter().filter_map(|t| Secret::parse(t).ok()).collect(),
+        ))
     }
 }
 
