@@ -185,5 +185,8 @@ if [ "$install_extension" -eq 1 ]; then
         tail -n 30 "$log" >&2
         exit 1
     fi
+    # Earlier releases' install scripts, so an installed database of one can be
+    # created (the upgrade test) and `ALTER EXTENSION triggers UPDATE` has a start.
+    cp "$root"/extension/releases/triggers--*.sql "$("$PG_CONFIG" --sharedir)/extension/"
     done_ installed
 fi

@@ -208,7 +208,9 @@ CREATE TABLE triggers.api_keys (
     name       text        NOT NULL,
     key_hash   bytea       NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    revoked_at timestamptz NULL
+    revoked_at timestamptz NULL,
+    -- After this the key is refused (NULL: never). Added in 0.2.0.
+    expires_at timestamptz NULL
 );
 CREATE INDEX api_keys_tenant_idx ON triggers.api_keys (tenant);
 

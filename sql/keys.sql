@@ -3,9 +3,11 @@
 
 /*
  * Creates an API key for the tenant and returns it, in plaintext, this once:
- * trg_<key_id>_<secret>. Only its SHA-256 is stored.
+ * trg_<key_id>_<secret>. Only its SHA-256 is stored. With `expires_at` the key is
+ * refused from then on.
  */
-CREATE FUNCTION triggers.create_api_key(tenant text, name text DEFAULT 'default') RETURNS text
+CREATE FUNCTION triggers.create_api_key(tenant text, name text DEFAULT 'default',
+    expires_at timestamptz DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_key_id text := triggers._random_token(9);
@@ -13,15 +15,24 @@ DECLARE
 BEGIN
     PERFORM triggers._check_text('tenant', tenant);
     PERFORM triggers._check_text('name', name);
+    IF expires_at <= triggers._now() OR expires_at = 'infinity' THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004',
+            MESSAGE = format('expires_at must be a time in the future, got %s', expires_at);
+    END IF;
     v_token := triggers._key_prefix() || v_key_id || '_' || triggers._random_token(32);
-    INSERT INTO triggers.api_keys (key_id, tenant, name, key_hash)
-    VALUES (v_key_id, create_api_key.tenant, create_api_key.name, sha256(convert_to(v_token, 'UTF8')));
+    INSERT INTO triggers.api_keys (key_id, tenant, name, key_hash, expires_at)
+    VALUES (v_key_id, create_api_key.tenant, create_api_key.name, sha256(convert_to(v_token, 'UTF8')),
+            create_api_key.expires_at);
     RETURN v_token;
 END $$;
 COMMENT ON FUNCTION triggers.create_api_key IS
-    'Creates an API key for a tenant and returns it; only its hash is stored, so this is the only time it is shown.';
+    'Creates an API key for a tenant (expiring at expires_at, if given) and returns it; only its hash is stored, so this is the only time it is shown.';
 
-/* Revokes a key of the tenant by its key id (or the whole key). True if it was active. */
+/*
+ * Revokes a key of the tenant by its key id (or the whole key). True if it was active.
+ * NOTIFYs triggers_keys with the key id at commit, so servers that trust the key from
+ * a cache drop it at once.
+ */
 CREATE FUNCTION triggers.revoke_api_key(tenant text, api_key text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -34,12 +45,19 @@ BEGIN
     v_key_id := coalesce(substring(api_key FROM '^' || triggers._key_prefix() || '([A-Za-z0-9]+)_'), api_key);
     UPDATE triggers.api_keys k SET revoked_at = triggers._now()
      WHERE k.key_id = v_key_id AND k.tenant = revoke_api_key.tenant AND k.revoked_at IS NULL;
-    RETURN FOUND;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_notify('triggers_keys', v_key_id);
+    RETURN true;
 END $$;
 COMMENT ON FUNCTION triggers.revoke_api_key IS 'Revokes a tenant''s API key (the key, or its id); returns whether it was active.';
 
-/* The tenant of a valid key; TG009 for a malformed, unknown or revoked one. */
-CREATE FUNCTION triggers.authenticate(token text) RETURNS text
+/*
+ * A valid key's tenant, id and expiry; TG009 for a malformed, unknown, revoked or
+ * expired one. What a server caches a key by: never past its expiry.
+ */
+CREATE FUNCTION triggers.authenticate_key(token text, OUT tenant text, OUT key_id text, OUT expires_at timestamptz)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v triggers.api_keys;
@@ -55,9 +73,22 @@ BEGIN
     IF v.revoked_at IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'TG009', MESSAGE = 'API key is revoked';
     END IF;
-    RETURN v.tenant;
+    IF v.expires_at <= triggers._now() THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG009', MESSAGE = 'API key has expired';
+    END IF;
+    tenant := v.tenant;
+    key_id := v.key_id;
+    expires_at := v.expires_at;
 END $$;
-COMMENT ON FUNCTION triggers.authenticate IS 'The tenant of an API key, or TG009 for an unknown or revoked key.';
+COMMENT ON FUNCTION triggers.authenticate_key IS
+    'The tenant, id and expiry of an API key, or TG009 for an unknown, revoked or expired key.';
+
+/* The tenant of a valid key; TG009 for a malformed, unknown, revoked or expired one. */
+CREATE FUNCTION triggers.authenticate(token text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT a.tenant FROM triggers.authenticate_key(token) a
+$$;
+COMMENT ON FUNCTION triggers.authenticate IS 'The tenant of an API key, or TG009 for an unknown, revoked or expired key.';
 
 -- The ids (trg_<id>_...) of keys revoked at or after `since`: what a server's live
 -- streams poll, to end a stream whose key was revoked.

@@ -460,6 +460,11 @@ impl Client {
         Client::from_config(config, 1).ok()
     }
 
+    /// Messages in the work queue, counted up to `limit` (see [`On::queue_depth_up_to`]).
+    pub async fn queue_depth_up_to(&self, limit: i64) -> Result<i64, Error> {
+        self.pooled().await?.queue_depth_up_to(limit).await
+    }
+
     /// Creates an API key for the tenant; the plaintext is returned this once.
     pub async fn create_api_key(&self, tenant: &str, name: &str) -> Result<String, Error> {
         self.pooled().await?.create_api_key(tenant, name).await
@@ -473,6 +478,24 @@ impl Client {
     /// The tenant a key belongs to; [`Error::Unauthorized`] for a bad key.
     pub async fn authenticate(&self, token: &str) -> Result<String, Error> {
         self.pooled().await?.authenticate(token).await
+    }
+
+    /// A valid key's tenant, id and expiry; [`Error::Unauthorized`] for a bad key.
+    pub async fn authenticate_key(&self, token: &str) -> Result<crate::KeyInfo, Error> {
+        self.pooled().await?.authenticate_key(token).await
+    }
+
+    /// Creates an API key that is refused from `expires_at` on (never with `None`).
+    pub async fn create_expiring_api_key(
+        &self,
+        tenant: &str,
+        name: &str,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<String, Error> {
+        self.pooled()
+            .await?
+            .create_expiring_api_key(tenant, name, expires_at)
+            .await
     }
 }
 

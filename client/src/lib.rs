@@ -59,14 +59,14 @@ pub use client::{Client, VacuumState, DEFAULT_TIMEOUT};
 pub use error::Error;
 pub use exec::{on, Exec, On, Plain};
 pub use inbox::{InboxQuery, Order, Page};
-pub use listener::{Listener, CHANNEL, STORED_CHANNEL};
+pub use listener::{Listener, CHANNEL, KEYS_CHANNEL, STORED_CHANNEL};
 pub use live::{json_contains, LiveFilter, NotAPosition, Position, StoredEvent};
 pub use new_event::{DebugFlag, NewEvent, UnknownDebugFlag};
 pub use storable::check_texts;
 pub use triggers_core::{ErrorCode, KEY_PREFIX};
 pub use types::{
-    BatchResult, Counters, DeadLetter, Enqueued, Event, EventId, Latency, LatencyBucket, Metrics,
-    MinuteStats, Settings, Status, StreamInfo, StreamPage, StreamState, UnknownStatus,
+    BatchResult, Counters, DeadLetter, Enqueued, Event, EventId, KeyInfo, Latency, LatencyBucket,
+    Metrics, MinuteStats, Settings, Status, StreamInfo, StreamPage, StreamState, UnknownStatus,
     UnknownStreamState,
 };
 pub use webhooks::{

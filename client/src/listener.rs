@@ -15,6 +15,9 @@ pub const CHANNEL: &str = "triggers_events";
 /// The channel `triggers.process_batch` notifies when it stored events (the live stream).
 pub const STORED_CHANNEL: &str = "triggers_stored";
 
+/// The channel `triggers.revoke_api_key` notifies (servers drop cached keys).
+pub const KEYS_CHANNEL: &str = "triggers_keys";
+
 /// A connection that LISTENs for new events. A notification that arrives while nobody
 /// waits is kept, so none is lost between two waits.
 pub struct Listener {

@@ -291,12 +291,39 @@ impl<E: Exec> On<E> {
             .get(0))
     }
 
+    /// Messages in the work queue, counted up to `limit` (so the count never costs more
+    /// than `limit` rows): for back-pressure.
+    pub async fn queue_depth_up_to(&self, limit: i64) -> Result<i64, Error> {
+        Ok(self
+            .conn
+            .one(
+                "SELECT count(*) FROM (SELECT 1 FROM pgmq.q_triggers_events LIMIT $1) q",
+                &[&limit],
+            )
+            .await?
+            .get(0))
+    }
+
     /// Creates an API key for the tenant; the plaintext is returned this once.
     pub async fn create_api_key(&self, tenant: &str, name: &str) -> Result<String, Error> {
+        self.create_expiring_api_key(tenant, name, None).await
+    }
+
+    /// Creates an API key for the tenant that is refused from `expires_at` on (never
+    /// with `None`); the plaintext is returned this once.
+    pub async fn create_expiring_api_key(
+        &self,
+        tenant: &str,
+        name: &str,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<String, Error> {
         check_texts(&[("tenant", tenant), ("name", name)])?;
         Ok(self
             .conn
-            .one("SELECT triggers.create_api_key($1, $2)", &[&tenant, &name])
+            .one(
+                "SELECT triggers.create_api_key($1, $2, $3)",
+                &[&tenant, &name, &expires_at],
+            )
             .await?
             .get(0))
     }
@@ -319,5 +346,22 @@ impl<E: Exec> On<E> {
             .one("SELECT triggers.authenticate($1)", &[&token])
             .await?
             .get(0))
+    }
+
+    /// A valid key's tenant, id and expiry; [`Error::Unauthorized`] for a bad key.
+    pub async fn authenticate_key(&self, token: &str) -> Result<crate::KeyInfo, Error> {
+        check_texts(&[("token", token)])?;
+        let row = self
+            .conn
+            .one(
+                "SELECT tenant, key_id, expires_at FROM triggers.authenticate_key($1)",
+                &[&token],
+            )
+            .await?;
+        Ok(crate::KeyInfo {
+            tenant: row.get(0),
+            key_id: row.get(1),
+            expires_at: row.get(2),
+        })
     }
 }

@@ -374,3 +374,14 @@ mod tests {
         );
     }
 }
+
+/// What a valid API key is (`triggers.authenticate_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// Its id (the part after `trg_`).
+    pub key_id: String,
+    /// When it stops working, if ever.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}

@@ -77,6 +77,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIGGERS_KEEP_ALIVE", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub keep_alive: u64,
 
+    /// Seconds a key that authenticated is trusted without asking the database again
+    /// (a revocation on any server empties the cache at once; 0: no cache).
+    #[arg(long, env = "TRIGGERS_KEY_CACHE_TTL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub key_cache_ttl: u64,
+
+    /// POST /events answers 503 with Retry-After while the queue holds this many
+    /// messages or more (0: no bound).
+    #[arg(long, env = "TRIGGERS_MAX_QUEUE_DEPTH", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
+    pub max_queue_depth: i64,
+
     /// Webhook delivery tasks.
     #[command(flatten)]
     pub webhooks: WebhookArgs,
@@ -131,6 +141,9 @@ pub enum KeysCommand {
         /// A name to recognise the key by.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// When the key stops working (RFC 3339, e.g. 2027-01-01T00:00:00Z) [default: never].
+        #[arg(long, value_parser = parse_time)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
         /// The database.
         #[command(flatten)]
         db: DbArgs,
@@ -246,6 +259,12 @@ pub struct TailArgs {
     /// The database.
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2027-01-01T00:00:00Z"))
 }
 
 fn parse_position(text: &str) -> Result<triggers_client::Position, String> {

@@ -29,9 +29,16 @@ async fn with_database<T>(
 /// `triggers keys create`
 pub async fn keys(command: KeysCommand) -> Result<(), StartupError> {
     match command {
-        KeysCommand::Create { tenant, name, db } => {
+        KeysCommand::Create {
+            tenant,
+            name,
+            expires_at,
+            db,
+        } => {
             let key = with_database(&db, async |c| {
-                c.create_api_key(&tenant, &name).await.map_err(failed)
+                c.create_expiring_api_key(&tenant, &name, expires_at)
+                    .await
+                    .map_err(failed)
             })
             .await?;
             println!("{key}");

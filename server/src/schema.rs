@@ -3,21 +3,25 @@
 
 use crate::error::StartupError;
 
-/// Creates pgmq and triggers in the connected database unless they exist. Serialised by
-/// an advisory lock so servers starting together do not race on `CREATE EXTENSION`.
+/// Creates pgmq and triggers in the connected database unless they exist, and updates
+/// an older triggers to the installed version (`ALTER EXTENSION triggers UPDATE`, through
+/// the upgrade scripts; a no-op when current). Serialised by an advisory lock so servers
+/// starting together do not race.
 pub async fn ensure_extension(client: &tokio_postgres::Client) -> Result<(), StartupError> {
     client
         .batch_execute(
             "BEGIN;
              SELECT pg_advisory_xact_lock(hashtext('triggers: create extension'));
              CREATE EXTENSION IF NOT EXISTS triggers CASCADE;
+             SET LOCAL client_min_messages = warning;
+             ALTER EXTENSION triggers UPDATE;
              COMMIT;",
         )
         .await
         .map_err(|e| {
             let detail = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string());
             StartupError::Database(format!(
-                "cannot create the triggers extension: {detail} (scripts/setup.sh installs it into the system Postgres)"
+                "cannot create or update the triggers extension: {detail} (scripts/setup.sh installs it into the system Postgres)"
             ))
         })
 }

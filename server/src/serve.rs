@@ -51,7 +51,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     let deliveries = webhook::delivery_workers(&database.client, &args.webhooks);
     let state = AppState::new(database.client.clone())
         .with_rate_limit(args.rate_limit)
-        .with_keep_alive(std::time::Duration::from_secs(args.keep_alive));
+        .with_keep_alive(std::time::Duration::from_secs(args.keep_alive))
+        .with_key_ttl(std::time::Duration::from_secs(args.key_cache_ttl))
+        .with_max_queue_depth(args.max_queue_depth);
     let hub = state.live.clone();
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {

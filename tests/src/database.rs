@@ -30,6 +30,25 @@ pub async fn test_database(name: &str) -> tokio_postgres::Config {
     config
 }
 
+/// A database of its own without the extension, in the same shared cluster (to
+/// create an older version of it, say).
+pub async fn empty_database(name: &str) -> tokio_postgres::Config {
+    let mut config = shared_cluster().clone();
+    let admin = connect(&config).await;
+    let db = format!("t_{name}");
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .expect("create test database");
+    }
+    config.dbname(&db);
+    config
+}
+
 /// A `postgres://` URL for `config` (a database of [`test_database`]), for a process
 /// that takes DATABASE_URL.
 pub fn database_url(config: &tokio_postgres::Config) -> String {

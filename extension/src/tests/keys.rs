@@ -37,4 +37,27 @@ mod tests {
             "tenant must be",
         );
     }
+
+    #[pg_test]
+    fn keys_expire_and_say_so() {
+        crate::test_support::freeze_clock();
+        let key: String = one(
+            "SELECT triggers.create_api_key('acme', 'short', expires_at => triggers._now() + interval '1 hour')",
+        );
+        let row: String = one(&format!(
+            "SELECT tenant || ' ' || (expires_at = triggers._now() + interval '1 hour') FROM triggers.authenticate_key('{key}')"
+        ));
+        assert_eq!(row, "acme true");
+        crate::test_support::advance_clock(3_600_000);
+        assert_error(
+            &format!("SELECT triggers.authenticate('{key}')"),
+            "TG009",
+            "API key has expired",
+        );
+        assert_error(
+            "SELECT triggers.create_api_key('acme', 'past', expires_at => triggers._now())",
+            "TG004",
+            "expires_at must be a time in the future",
+        );
+    }
 }

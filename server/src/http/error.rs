@@ -135,6 +135,8 @@ pub struct AppError {
     message: String,
     /// What went wrong inside, for the log only (the correlation middleware logs it).
     detail: Option<String>,
+    /// Seconds to put in a Retry-After header.
+    retry_after: Option<u64>,
 }
 
 impl AppError {
@@ -144,7 +146,14 @@ impl AppError {
             code,
             message: message.into(),
             detail: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error, answered with `Retry-After: secs`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The same error, with a detail for the log that the client never sees.
@@ -193,6 +202,11 @@ impl IntoResponse for AppError {
             }
         });
         let mut response = (self.code.status(), Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         if let Some(detail) = self.detail {
             response.extensions_mut().insert(ErrorDetail(detail));
         }

@@ -74,7 +74,7 @@ fn new_event(
 /// POST /events
 // The debug parameter's pattern and description are filled in from DebugFlag::ALL by
 // openapi.rs (utoipa takes a pattern only as a literal).
-#[utoipa::path(post, path = "/events", request_body = EventIn, params(("debug" = Option<String>, Query), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\u0021-\u007E]([\u0020-\u007E]*[\u0021-\u007E])?$", description = "idempotency key; must equal the body's idempotency_key if both are sent")), responses((status = 200, description = "Accepted and committed (or a duplicate of an earlier idempotency key)", body = Accepted), (status = 413, description = "Body over 1 MiB, or payload over max_payload_bytes", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/events", request_body = EventIn, params(("debug" = Option<String>, Query), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\u0021-\u007E]([\u0020-\u007E]*[\u0021-\u007E])?$", description = "idempotency key; must equal the body's idempotency_key if both are sent")), responses((status = 200, description = "Accepted and committed (or a duplicate of an earlier idempotency key)", body = Accepted), (status = 413, description = "Body over 1 MiB, or payload over max_payload_bytes", body = ErrorEnvelope), (status = 503, description = "The queue is full (--max-queue-depth) or the database cannot be reached: retry after Retry-After", body = ErrorEnvelope)))]
 pub(super) async fn post_event(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -82,6 +82,7 @@ pub(super) async fn post_event(
     query: Params,
     JsonObject(body): JsonObject,
 ) -> Result<Response, AppError> {
+    state.queue.admit()?;
     let pairs = parse::query(query, &["debug"], false)?;
     // new_event checks the field (and takes the body apart); the comparison needs it.
     let body_key = body
@@ -119,13 +120,14 @@ pub(super) async fn post_event(
 }
 
 /// POST /events/batch
-#[utoipa::path(post, path = "/events/batch", request_body = BatchIn, responses((status = 200, description = "All accepted and committed, ids in order", body = BatchAccepted), (status = 413, description = "Body over 1 MiB, or a payload over max_payload_bytes", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/events/batch", request_body = BatchIn, responses((status = 200, description = "All accepted and committed, ids in order", body = BatchAccepted), (status = 413, description = "Body over 1 MiB, or a payload over max_payload_bytes", body = ErrorEnvelope), (status = 503, description = "The queue is full (--max-queue-depth) or the database cannot be reached: retry after Retry-After", body = ErrorEnvelope)))]
 pub(super) async fn post_batch(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     query: Params,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, AppError> {
+    state.queue.admit()?;
     parse::query(query, &[], false)?;
     only_fields(&body, &["events"], "body")?;
     let Some(Value::Array(items)) = body.remove("events") else {

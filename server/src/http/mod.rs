@@ -6,12 +6,14 @@
 //! and Prometheus), health.rs (`/health`, `/ready`), dashboard.rs (`GET /`), openapi.rs
 //! (`/openapi.json`), live.rs (`GET /inbox/stream`, the live stream, and its hub), webhooks.rs
 //! (endpoints, deliveries, resend). Beside them: auth.rs (the API key check), limit.rs (rate limit),
+//! backpressure.rs (503 while the queue is full),
 //! correlation.rs (correlation id, request log), group.rs (group commit), parse.rs
 //! (reading paths, queries and bodies), render.rs (times, events and streams in
 //! answers), error.rs (`AppError` and the error codes), shapes.rs (the document's schema
 //! types), state.rs (`AppState`).
 
 mod auth;
+mod backpressure;
 pub mod correlation;
 mod dashboard;
 mod dlq;

@@ -1,10 +1,11 @@
 //! [`AppState`]: what every handler can reach (the database client, the rate limiter,
-//! group commit, the key cache).
+//! group commit, the key cache, the queue's bound).
 
 use axum::extract::FromRef;
 use triggers_client::Client;
 
 use super::auth::KeyCache;
+use super::backpressure::QueueBound;
 use super::group::GroupCommit;
 use super::limit::{Limiter, DEFAULT_RATE_LIMIT};
 use super::live::Hub;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub keys: KeyCache,
     /// The live stream's reader and its subscribers.
     pub live: Hub,
+    /// Back-pressure: the queue's bound and depth.
+    pub queue: QueueBound,
 }
 
 impl AppState {
@@ -30,13 +33,30 @@ impl AppState {
     pub fn new(client: Client) -> AppState {
         let group = GroupCommit::start(client.clone(), 2);
         let live = Hub::start(client.clone());
+        let keys = KeyCache::default();
+        keys.follow(client.clone());
         AppState {
             live,
             client,
             limiter: Some(Limiter::per_minute(DEFAULT_RATE_LIMIT)),
             group,
-            keys: KeyCache::default(),
+            keys,
+            queue: QueueBound::default(),
         }
+    }
+
+    /// The same refusing new events (503) while the queue holds `bound` messages or more
+    /// (0: no bound).
+    pub fn with_max_queue_depth(mut self, bound: i64) -> AppState {
+        self.queue = QueueBound::start(self.client.clone(), bound);
+        self
+    }
+
+    /// The same trusting a key that authenticated for `ttl` (revocations still empty
+    /// the cache at once).
+    pub fn with_key_ttl(mut self, ttl: std::time::Duration) -> AppState {
+        self.keys = self.keys.with_ttl(ttl);
+        self
     }
 
     /// The same with the live stream's keep-alive comment every `every`.

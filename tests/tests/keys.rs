@@ -1,0 +1,88 @@
+//! API keys on a real `triggers serve`: a revocation takes effect at once on a server
+//! that trusts keys from its cache (an hour here, so only the revocation's notification
+//! can explain it); an expiring key is refused from its expiry on, whatever the cache;
+//! `triggers keys create --expires-at`.
+
+use std::time::Duration;
+
+use triggers_tests::{database_url, run, serve_test_database, triggers, wait_until};
+
+/// GET /metrics with `key`: the status and the error message, if any.
+async fn metrics_with(base: &str, key: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    (
+        status,
+        body["error"]["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_key_is_refused_at_once_and_an_expired_one_from_its_expiry() {
+    let (server, key, db, config) =
+        serve_test_database("keys_revoke", "t", &["--key-cache-ttl", "3600"]).await;
+    let base = server.url.trim_end_matches('/').to_string();
+    // Cached by the first request once the server follows revocations.
+    wait_until("the key works", || async {
+        metrics_with(&base, &key).await.0 == 200
+    })
+    .await;
+    assert_eq!(metrics_with(&base, &key).await.0, 200);
+    let revoked: bool = db
+        .query_one("SELECT triggers.revoke_api_key('t', $1)", &[&key])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(revoked);
+    wait_until("the revoked key refused", || async {
+        metrics_with(&base, &key).await == (401, "API key is revoked".to_string())
+    })
+    .await;
+
+    let expiring: String = db
+        .query_one(
+            "SELECT triggers.create_api_key('t', 'short', expires_at => now() + interval '2 seconds')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(metrics_with(&base, &expiring).await.0, 200);
+    wait_until("the expired key refused", || async {
+        metrics_with(&base, &expiring).await == (401, "API key has expired".to_string())
+    })
+    .await;
+
+    // The CLI makes expiring keys, and refuses a time that has passed or is no time.
+    let cli = |args: &[&str]| {
+        let mut command = triggers(&["keys", "create", "--tenant", "t"]);
+        command
+            .args(args)
+            .env("DATABASE_URL", database_url(&config));
+        run(command, Duration::from_secs(60))
+    };
+    let made = cli(&["--expires-at", "2999-01-01T00:00:00Z"]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    assert_eq!(metrics_with(&base, &made).await.0, 200);
+    let past = cli(&["--expires-at", "2020-01-01T00:00:00Z"]);
+    assert!(!past.status.success());
+    assert!(
+        String::from_utf8_lossy(&past.stderr).contains("expires_at must be a time in the future"),
+        "{}",
+        String::from_utf8_lossy(&past.stderr)
+    );
+    let garbage = cli(&["--expires-at", "tomorrow"]);
+    assert!(!garbage.status.success());
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("RFC 3339"));
+}
