@@ -82,6 +82,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIGGERS_KEY_CACHE_TTL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86400))]
     pub key_cache_ttl: u64,
 
+    /// Failed authentications a client address may have per minute; past it, 429 with
+    /// Retry-After until its minute ends (0: no limit).
+    #[arg(long, env = "TRIGGERS_AUTH_FAILURES_PER_MINUTE", default_value_t = crate::http::FailedAuth::PER_MINUTE)]
+    pub auth_failures_per_minute: u32,
+
     /// POST /events answers 503 with Retry-After while the queue holds this many
     /// messages or more (0: no bound).
     #[arg(long, env = "TRIGGERS_MAX_QUEUE_DEPTH", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]

@@ -53,9 +53,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
         .with_rate_limit(args.rate_limit)
         .with_keep_alive(std::time::Duration::from_secs(args.keep_alive))
         .with_key_ttl(std::time::Duration::from_secs(args.key_cache_ttl))
-        .with_max_queue_depth(args.max_queue_depth);
+        .with_max_queue_depth(args.max_queue_depth)
+        .with_auth_failures(args.auth_failures_per_minute);
     let hub = state.live.clone();
-    let result = axum::serve(listener, app(state))
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             signals.recv().await;
             // Open live streams would hold the graceful shutdown forever: end them.

@@ -86,3 +86,31 @@ async fn a_revoked_key_is_refused_at_once_and_an_expired_one_from_its_expiry() {
     assert!(!garbage.status.success());
     assert!(String::from_utf8_lossy(&garbage.stderr).contains("RFC 3339"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_address_guessing_keys_is_refused_for_the_rest_of_its_minute() {
+    let (server, key, _db, _) =
+        serve_test_database("keys_guessing", "t", &["--auth-failures-per-minute", "3"]).await;
+    let base = server.url.trim_end_matches('/').to_string();
+    for guess in 0..3 {
+        let (status, message) = metrics_with(&base, &format!("trg_guess{guess}_nope")).await;
+        assert_eq!((status, message.as_str()), (401, "API key is not valid"));
+    }
+    let response = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth("trg_guess4_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED");
+    // The address is refused whatever key it sends, until its minute ends.
+    assert_eq!(metrics_with(&base, &key).await.0, 429);
+}

@@ -3,11 +3,12 @@
 //! key is revoked anywhere (the `triggers_keys` notification).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use triggers_client::{Client, KEYS_CHANNEL};
@@ -55,7 +56,29 @@ where
         if let Some(tenant) = keys.get(token) {
             return Ok(Tenant(tenant));
         }
-        let key = Client::from_ref(state).authenticate_key(token).await?;
+        // Guessing keys: an address with too many failed authentications in the last
+        // minute is refused before its key is even looked at.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(wait) = peer.and_then(|ip| keys.failures.blocked(ip)) {
+            return Err(AppError::new(
+                ErrorCode::RateLimitExceeded,
+                format!("too many failed authentications from this address; retry in {wait} s"),
+            )
+            .with_retry_after(wait));
+        }
+        let key = match Client::from_ref(state).authenticate_key(token).await {
+            Ok(key) => key,
+            Err(e) => {
+                let e = AppError::from(e);
+                if let (Some(ip), ErrorCode::InvalidToken) = (peer, e.code()) {
+                    keys.failures.failed(ip);
+                }
+                return Err(e);
+            }
+        };
         keys.put(token, &key.tenant, key.expires_at);
         Ok(Tenant(key.tenant))
     }
@@ -72,6 +95,8 @@ pub struct KeyCache {
     ttl: Duration,
     /// Whether revocations are being followed; without it nothing is cached.
     following: Arc<AtomicBool>,
+    /// Failed authentications by client address.
+    pub failures: FailedAuth,
 }
 
 impl Default for KeyCache {
@@ -80,6 +105,7 @@ impl Default for KeyCache {
             entries: Arc::default(),
             ttl: Self::TTL,
             following: Arc::default(),
+            failures: FailedAuth::default(),
         }
     }
 }
@@ -150,5 +176,64 @@ impl KeyCache {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+}
+
+/// Failed authentications per client address (the TCP peer: behind a proxy that is the
+/// proxy, so put the limit there), in windows of a minute: at `per_minute` failures the
+/// address is refused (429 with Retry-After) until its window ends.
+#[derive(Clone)]
+pub struct FailedAuth {
+    per_minute: u32,
+    windows: Arc<Mutex<HashMap<IpAddr, (Instant, u32)>>>,
+}
+
+impl Default for FailedAuth {
+    fn default() -> Self {
+        FailedAuth {
+            per_minute: FailedAuth::PER_MINUTE,
+            windows: Arc::default(),
+        }
+    }
+}
+
+impl FailedAuth {
+    /// Failed authentications an address may have per minute by default.
+    pub const PER_MINUTE: u32 = 30;
+    const WINDOW: Duration = Duration::from_secs(60);
+    /// At most this many addresses are remembered; past it the oldest windows go.
+    const MAX: usize = 100_000;
+
+    /// The same allowing `per_minute` failures a minute per address (0: no limit).
+    pub fn per_minute(per_minute: u32) -> FailedAuth {
+        FailedAuth {
+            per_minute,
+            ..FailedAuth::default()
+        }
+    }
+
+    /// Seconds until `ip` may try again, if it is refused now.
+    fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        let windows = self.windows.lock().ok()?;
+        let (start, failures) = windows.get(&ip)?;
+        let left = Self::WINDOW.checked_sub(start.elapsed())?;
+        (self.per_minute > 0 && *failures >= self.per_minute).then(|| left.as_secs().max(1))
+    }
+
+    /// Counts a failed authentication of `ip`.
+    fn failed(&self, ip: IpAddr) {
+        if self.per_minute == 0 {
+            return;
+        }
+        if let Ok(mut windows) = self.windows.lock() {
+            if windows.len() >= Self::MAX {
+                windows.retain(|_, (start, _)| start.elapsed() < Self::WINDOW);
+            }
+            let window = windows.entry(ip).or_insert((Instant::now(), 0));
+            if window.0.elapsed() >= Self::WINDOW {
+                *window = (Instant::now(), 0);
+            }
+            window.1 += 1;
+        }
     }
 }

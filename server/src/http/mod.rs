@@ -33,7 +33,7 @@ mod state;
 mod streams;
 mod webhooks;
 
-pub use auth::{KeyCache, Tenant};
+pub use auth::{FailedAuth, KeyCache, Tenant};
 pub use limit::DEFAULT_RATE_LIMIT;
 pub use parse::MAX_BODY_BYTES;
 pub use state::AppState;

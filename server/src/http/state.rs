@@ -52,6 +52,13 @@ impl AppState {
         self
     }
 
+    /// The same allowing `per_minute` failed authentications a minute per client
+    /// address (0: no limit).
+    pub fn with_auth_failures(mut self, per_minute: u32) -> AppState {
+        self.keys.failures = super::auth::FailedAuth::per_minute(per_minute);
+        self
+    }
+
     /// The same trusting a key that authenticated for `ttl` (revocations still empty
     /// the cache at once).
     pub fn with_key_ttl(mut self, ttl: std::time::Duration) -> AppState {
