@@ -246,6 +246,11 @@ impl ExternalCluster {
         self.cluster.config()
     }
 
+    /// Its data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.cluster.dir()
+    }
+
     /// Its URL, for DATABASE_URL.
     pub fn url(&self) -> String {
         let password = std::fs::read_to_string(self.cluster.dir().join("triggers.auth")).unwrap();
