@@ -9,19 +9,7 @@ use crate::process::postgres_processes_of;
 /// A database of its own, with the extension, in a cluster shared by the tests of one
 /// test binary (started once, by the same code as the embedded default).
 pub async fn test_database(name: &str) -> tokio_postgres::Config {
-    let mut config = shared_cluster().clone();
-    let admin = connect(&config).await;
-    let db = format!("t_{name}");
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-        format!("CREATE DATABASE {db}"),
-    ] {
-        admin
-            .batch_execute(&sql)
-            .await
-            .expect("create test database");
-    }
-    config.dbname(&db);
+    let config = empty_database(name).await;
     connect(&config)
         .await
         .batch_execute("CREATE EXTENSION triggers CASCADE")
