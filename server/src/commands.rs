@@ -9,6 +9,7 @@ use triggers_client::{LiveFilter, NewEvent};
 use crate::cli::{DbArgs, EndpointsCommand, KeysCommand, MetricsArgs, SendArgs, TailArgs};
 use crate::db;
 use crate::error::StartupError;
+use crate::http::render::ts;
 
 fn failed(e: triggers_client::Error) -> StartupError {
     StartupError::Command(e.to_string())
@@ -86,8 +87,9 @@ pub async fn endpoints(command: EndpointsCommand) -> Result<(), StartupError> {
                 print(serde_json::json!({
                     "endpoint_id": e.endpoint_id, "url": e.url, "filter": e.filter,
                     "description": e.description, "enabled": e.enabled,
-                    "disabled_reason": e.disabled_reason, "rotating_until": e.rotating_until,
-                    "created_at": e.created_at,
+                    "disabled_reason": e.disabled_reason,
+                    "rotating_until": e.rotating_until.as_ref().map(ts),
+                    "created_at": ts(&e.created_at),
                 }));
             }
         }
