@@ -285,15 +285,6 @@ impl Client {
         self.pooled().await?.claim_deliveries(limit, lease_s).await
     }
 
-    /// Logs an attempt's outcome (see [`On::record_attempt`]).
-    pub async fn record_attempt(
-        &self,
-        delivery: &crate::ClaimedDelivery,
-        outcome: &crate::AttemptOutcome,
-    ) -> Result<Option<String>, Error> {
-        self.pooled().await?.record_attempt(delivery, outcome).await
-    }
-
     /// Changes a webhook endpoint (see [`On::update_endpoint`]).
     pub async fn update_endpoint(
         &self,

@@ -134,7 +134,7 @@ pub struct DeliveryLatency {
     pub p99: Option<f64>,
 }
 
-/// A delivery a worker took: send it, then [`On::record_attempt`].
+/// A delivery a worker took: send it, then [`On::record_attempts`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedDelivery {
     /// Its id.
@@ -277,31 +277,6 @@ impl<E: Exec> On<E> {
                 attempt: r.get(5),
             })
             .collect())
-    }
-
-    /// Logs what an attempt got and moves its delivery on; returns the delivery's
-    /// status (`None` when its endpoint was deleted meanwhile).
-    pub async fn record_attempt(
-        &self,
-        delivery: &ClaimedDelivery,
-        outcome: &AttemptOutcome,
-    ) -> Result<Option<String>, Error> {
-        Ok(self
-            .conn
-            .one(
-                "SELECT triggers._record_attempt($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &delivery.delivery_id,
-                    &delivery.attempt,
-                    &outcome.status_code,
-                    &outcome.latency_ms,
-                    &outcome.response,
-                    &outcome.error,
-                    &outcome.retry_after_s,
-                ],
-            )
-            .await?
-            .get(0))
     }
 
     /// Changes an endpoint; returns it as it is now.
@@ -465,8 +440,9 @@ impl<E: Exec> On<E> {
             .collect()
     }
 
-    /// For delivery workers: [`On::record_attempt`] for many attempts in one
-    /// transaction; each delivery's status, in order.
+    /// For delivery workers: logs what each attempt got and moves its delivery on
+    /// (succeeded, the next attempt, or failed), all in one transaction; each
+    /// delivery's status afterwards, in order (`None` when its endpoint was deleted).
     pub async fn record_attempts(
         &self,
         attempts: &[(ClaimedDelivery, AttemptOutcome)],

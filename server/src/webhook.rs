@@ -1,6 +1,6 @@
 //! The webhook delivery workers (SPEC §10): each takes due deliveries from the outbox
 //! (`_claim_deliveries`: SKIP LOCKED, leased), POSTs the event signed per Standard
-//! Webhooks, and records what came back (`_record_attempt`, which keeps the schedule,
+//! Webhooks, and records what came back (`_record_attempts`, which keeps the schedule,
 //! Retry-After, 410 and the disabling rules). Delivery is at least once: an attempt
 //! whose outcome is never recorded (the server died) is due again when its lease ends,
 //! with the same `webhook-id`, so receivers dedupe on it.
@@ -27,6 +27,7 @@ use triggers_core::webhooks::{is_public_address, signature_header, Secret};
 use crate::cli::WebhookArgs;
 use crate::http::render::{event_json, ts};
 use crate::tasks::Tasks;
+use crate::worker::notified;
 
 /// How much longer than the timeout a claimed delivery stays leased (an attempt's
 /// outcome is recorded within it, unless the server died: then it is due again).
@@ -237,14 +238,6 @@ impl Worker {
         Ok(Arc::new(
             texts.iter().filter_map(|t| Secret::parse(t).ok()).collect(),
         ))
-    }
-}
-
-/// The next notification; never, without a listener.
-async fn notified(listener: Option<&Listener>) -> Result<(), triggers_client::Error> {
-    match listener {
-        Some(l) => l.notified().await,
-        None => std::future::pending().await,
     }
 }
 

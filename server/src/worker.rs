@@ -296,7 +296,7 @@ pub async fn run(
 }
 
 /// The next notification; never, without a listener.
-async fn notified(listener: Option<&Listener>) -> Result<(), Error> {
+pub(crate) async fn notified(listener: Option<&Listener>) -> Result<(), Error> {
     match listener {
         Some(l) => l.notified().await,
         None => std::future::pending().await,
