@@ -321,27 +321,26 @@ COMMENT ON FUNCTION triggers._claim_deliveries IS
     'Internal: due deliveries for a worker, at most webhook_endpoint_concurrency in flight per endpoint, each attempt counted and leased.';
 
 /*
- * Records what attempt `attempt` of a delivery got: the receiver's status (NULL when
- * none: `error` says why), latency, the start of its answer, and Retry-After (seconds)
- * if it sent one. 2xx: succeeded, and the event is delivered once every delivery of it
- * has succeeded. Otherwise the next attempt per webhook_schedule_s (± jitter, not
- * before Retry-After), or failed after the last; 410 disables the endpoint, and so does
- * failing for endpoint_disable_after_s without a success. Returns the delivery's status.
+ * Records that attempt `attempt` of a delivery failed: the receiver's status (NULL when
+ * none: `error` says why; never a 2xx, which _record_attempts records), latency, the
+ * start of its answer, and Retry-After (seconds) if it sent one. The next attempt per
+ * webhook_schedule_s (± jitter, not before Retry-After), or failed after the last; 410
+ * disables the endpoint, and so does failing for endpoint_disable_after_s without a
+ * success. Returns the delivery's status.
  */
-CREATE FUNCTION triggers._record_attempt(delivery_id bigint, attempt int, status_code int, latency_ms int,
+CREATE FUNCTION triggers._record_failure(delivery_id bigint, attempt int, status_code int, latency_ms int,
     response text, error text, retry_after_s int DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := triggers._now();
     cfg triggers.config;
     d triggers.webhook_deliveries;
-    v_ok boolean := status_code BETWEEN 200 AND 299;
     v_last boolean;
     v_wait float8;
     v_failing_since timestamptz;
 BEGIN
     SELECT * INTO cfg FROM triggers.config;
-    SELECT * INTO d FROM triggers.webhook_deliveries w WHERE w.delivery_id = _record_attempt.delivery_id FOR UPDATE;
+    SELECT * INTO d FROM triggers.webhook_deliveries w WHERE w.delivery_id = _record_failure.delivery_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;  -- its endpoint was deleted meanwhile
     END IF;
@@ -351,27 +350,17 @@ BEGIN
     IF d.status <> 'pending' OR d.attempts <> attempt THEN
         RETURN d.status;  -- a late answer to an attempt whose lease ran out: logged only
     END IF;
-    UPDATE triggers.webhook_deliveries w SET leased_until = NULL WHERE w.delivery_id = d.delivery_id;
-    IF v_ok THEN
-        UPDATE triggers.webhook_deliveries w SET status = 'succeeded', finished_at = v_now, next_attempt_at = NULL
-         WHERE w.delivery_id = d.delivery_id;
-        UPDATE triggers.webhook_endpoints e SET failing_since = NULL
-         WHERE e.endpoint_id = d.endpoint_id AND e.failing_since IS NOT NULL;
-        UPDATE triggers.events ev SET status = 'delivered', delivered_at = v_now, updated_at = v_now
-         WHERE ev.event_id = d.event_id AND ev.status = 'pending'
-           AND NOT EXISTS (SELECT 1 FROM triggers.webhook_deliveries o
-                            WHERE o.event_id = d.event_id AND o.status <> 'succeeded');
-        RETURN 'succeeded';
-    END IF;
     v_last := attempt >= cardinality(cfg.webhook_schedule_s);
     IF v_last THEN
-        UPDATE triggers.webhook_deliveries w SET status = 'failed', finished_at = v_now, next_attempt_at = NULL
+        UPDATE triggers.webhook_deliveries w
+           SET status = 'failed', finished_at = v_now, next_attempt_at = NULL, leased_until = NULL
          WHERE w.delivery_id = d.delivery_id;
     ELSE
         v_wait := cfg.webhook_schedule_s[attempt + 1]
                   * (1 + cfg.webhook_jitter_pct / 100.0 * (2 * random() - 1));
         UPDATE triggers.webhook_deliveries w
-           SET next_attempt_at = v_now + make_interval(secs => greatest(v_wait, coalesce(retry_after_s, 0)))
+           SET next_attempt_at = v_now + make_interval(secs => greatest(v_wait, coalesce(retry_after_s, 0))),
+               leased_until = NULL
          WHERE w.delivery_id = d.delivery_id;
     END IF;
     UPDATE triggers.webhook_endpoints e SET failing_since = coalesce(e.failing_since, v_now)
@@ -391,15 +380,16 @@ BEGIN
     END IF;
     RETURN CASE WHEN v_last THEN 'failed' ELSE 'pending' END;
 END $$;
-COMMENT ON FUNCTION triggers._record_attempt IS
-    'Internal: logs an attempt and moves its delivery on: succeeded, the next attempt, or failed; may disable the endpoint.';
+COMMENT ON FUNCTION triggers._record_failure IS
+    'Internal: logs a failed attempt and moves its delivery on: the next attempt, or failed; may disable the endpoint.';
 
 /*
- * _record_attempt for many attempts in one transaction (a worker records what its
- * requests got together: one commit, not one each). Successes, the common case, are
- * recorded set-wise, a handful of statements for all of them; failures one by one
- * through _record_attempt. Returns each delivery's status afterwards, in order (NULL
- * when its endpoint was deleted meanwhile).
+ * Records what attempts got, in one transaction (a worker records its requests'
+ * outcomes together: one commit, not one each). A 2xx succeeds the delivery, and its
+ * event is delivered once every delivery of it has succeeded; successes, the common
+ * case, are recorded set-wise, a handful of statements for all of them; failures one
+ * by one through _record_failure. Returns each delivery's status afterwards, in order
+ * (NULL when its endpoint was deleted meanwhile).
  */
 CREATE FUNCTION triggers._record_attempts(delivery_ids bigint[], attempts int[], status_codes int[],
     latencies_ms int[], responses text[], errors text[], retry_afters_s int[])
@@ -444,7 +434,7 @@ BEGIN
     -- Failures (or no answer): the schedule, Retry-After and the disabling rules.
     FOR i IN 1..coalesce(cardinality(delivery_ids), 0) LOOP
         IF status_codes[i] IS NULL OR status_codes[i] NOT BETWEEN 200 AND 299 THEN
-            PERFORM triggers._record_attempt(delivery_ids[i], attempts[i], status_codes[i], latencies_ms[i],
+            PERFORM triggers._record_failure(delivery_ids[i], attempts[i], status_codes[i], latencies_ms[i],
                                              responses[i], errors[i], retry_afters_s[i]);
         END IF;
     END LOOP;
@@ -454,7 +444,7 @@ BEGIN
      ORDER BY u.n;
 END $$;
 COMMENT ON FUNCTION triggers._record_attempts IS
-    'Internal: many attempts'' outcomes in one transaction, successes set-wise, failures through _record_attempt.';
+    'Internal: attempts'' outcomes in one transaction, successes set-wise, failures through _record_failure.';
 
 -- A delivery as deliveries() shows it, with its last attempt.
 CREATE TYPE triggers.delivery_row AS (

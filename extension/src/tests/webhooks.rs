@@ -236,7 +236,8 @@ mod tests {
 
     fn record(delivery: i64, attempt: i32, status: &str, retry_after: &str) -> String {
         one(&format!(
-            "SELECT triggers._record_attempt({delivery}, {attempt}, {status}, 12, 'body', NULL, {retry_after})"
+            "SELECT s FROM triggers._record_attempts(ARRAY[{delivery}::bigint], ARRAY[{attempt}], ARRAY[{status}]::int[],
+                 ARRAY[12], ARRAY['body'], ARRAY[NULL]::text[], ARRAY[{retry_after}]::int[]) s"
         ))
     }
 
