@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
-use triggers_core::webhooks::{verify, Secret};
 use triggers_tests::browser::Browser;
+use triggers_tests::hooks::Hook;
 use triggers_tests::{
     column, connect, free_port, serve_test_database, triggers, ExternalCluster, Server, TempDir,
 };
@@ -643,15 +643,6 @@ async fn four_two_one_columns_without_horizontal_scroll_and_no_accessibility_vio
     );
 }
 
-/// What the test's webhook receiver got: one request.
-#[derive(Clone, Debug)]
-struct Hook {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: String,
-}
-
 /// A webhook receiver on 127.0.0.1 in the test process: while `failing` is set it
 /// answers 500 to events whose payload says `"fail": true`, and 200 to everything else.
 #[derive(Clone, Default)]
@@ -678,22 +669,10 @@ impl Receiver {
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
     let fail = serde_json::from_str::<Value>(&body)
         .is_ok_and(|b| b["data"]["payload"]["fail"] == true)
         && r.failing.load(Ordering::SeqCst);
-    r.got.lock().unwrap().push(Hook {
-        id: header("webhook-id"),
-        timestamp: header("webhook-timestamp"),
-        signature: header("webhook-signature"),
-        body,
-    });
+    r.got.lock().unwrap().push(Hook::new("/", &headers, body));
     if fail {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
@@ -791,19 +770,7 @@ async fn shown_secret(browser: &Browser, not: &str) -> String {
 /// Whether every request in `hooks` is signed with `secret` (one of its signatures
 /// verifies).
 fn verifies(hooks: &[Hook], secret: &str) -> bool {
-    let secret = Secret::parse(secret).unwrap();
-    hooks.iter().all(|h| {
-        let now: i64 = h.timestamp.parse().unwrap();
-        verify(
-            &secret,
-            &h.id,
-            &h.timestamp,
-            &h.signature,
-            h.body.as_bytes(),
-            now,
-        )
-        .is_ok()
-    })
+    hooks.iter().all(|h| h.verify(secret).is_ok())
 }
 
 fn signed_with(hooks: &[Hook], secret: &str) {
