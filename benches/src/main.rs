@@ -400,7 +400,7 @@ async fn enqueue_to_stored(config: &Config, n: i64) -> f64 {
 /// every commit) to a woken `triggers_client::Listener`, and the same for a bare
 /// `pg_notify('triggers_events', '')`; `n` samples each, the two alternating.
 async fn wake_latency(config: &Config, n: usize) -> ((f64, f64), (f64, f64)) {
-    let listener = triggers_client::Listener::connect(config)
+    let listener = triggers_client::Listener::connect(&config.clone().into())
         .await
         .expect("listen");
     let producer = connect(config).await;

@@ -144,7 +144,7 @@ fn direct_request(n: u64, payload: &str) -> Vec<u8> {
 
 /// `config` with the throwaway secrets key on every connection, as the server does.
 fn with_key(config: tokio_postgres::Config) -> tokio_postgres::Config {
-    triggers_server::db::with_key(config, SECRETS_KEY)
+    triggers_server::db::with_key(config, SECRETS_KEY).postgres
 }
 
 /// Counts of the endpoint's deliveries in `status`.

@@ -11,6 +11,7 @@ use crate::exec::On;
 use crate::inbox::{InboxQuery, Page};
 use crate::listener::Listener;
 use crate::new_event::NewEvent;
+use crate::tls::ConnectConfig;
 use crate::types::{
     BatchResult, Counters, DeadLetter, Enqueued, Event, EventId, Metrics, MinuteStats, Settings,
     StreamInfo, StreamPage,
@@ -33,12 +34,13 @@ pub struct VacuumState {
 pub struct Client {
     pool: Pool,
     // Shared, so cloning a client (once per HTTP request in the server) stays cheap.
-    config: Option<Arc<tokio_postgres::Config>>,
+    config: Option<Arc<ConnectConfig>>,
 }
 
 impl Client {
     /// A client with its own pool for the database at `url` (a `postgres://` URL or a
-    /// `key=value` connection string). No connection is opened until the first call.
+    /// `key=value` connection string, TLS as its `sslmode` says: see [`ConnectConfig`]).
+    /// No connection is opened until the first call.
     pub fn connect(url: &str) -> Result<Self, Error> {
         Self::from_config(Self::url_config(url)?, 16)
     }
@@ -46,21 +48,22 @@ impl Client {
     /// The connection settings [`Client::connect`] uses for `url`: as written, with
     /// [`DEFAULT_TIMEOUT`] to connect unless the URL names one. For a caller that adds
     /// settings of its own before [`Client::from_config`].
-    pub fn url_config(url: &str) -> Result<tokio_postgres::Config, Error> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| Error::InvalidUrl(e.to_string()))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(DEFAULT_TIMEOUT);
+    pub fn url_config(url: &str) -> Result<ConnectConfig, Error> {
+        let mut config = ConnectConfig::parse(url)?;
+        if config.postgres.get_connect_timeout().is_none() {
+            config.postgres.connect_timeout(DEFAULT_TIMEOUT);
         }
         Ok(config)
     }
 
-    /// A client with its own pool of at most `max_size` connections for `config`.
-    pub fn from_config(config: tokio_postgres::Config, max_size: usize) -> Result<Self, Error> {
+    /// A client with its own pool of at most `max_size` connections for `config` (a
+    /// [`ConnectConfig`], or tokio-postgres settings: TLS if the server offers it,
+    /// its certificate not checked).
+    pub fn from_config(config: impl Into<ConnectConfig>, max_size: usize) -> Result<Self, Error> {
+        let config = config.into();
         let manager = Manager::from_config(
-            config.clone(),
-            tokio_postgres::NoTls,
+            config.postgres.clone(),
+            config.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -83,7 +86,7 @@ impl Client {
 
     /// A client over a pool the caller already has. [`Client::listener`] needs the
     /// connection settings too: pass them, or use [`Listener::connect`].
-    pub fn from_pool(pool: Pool, config: Option<tokio_postgres::Config>) -> Self {
+    pub fn from_pool(pool: Pool, config: Option<ConnectConfig>) -> Self {
         Self {
             pool,
             config: config.map(Arc::new),
@@ -92,6 +95,11 @@ impl Client {
 
     /// The connection settings, when the client was built from a URL or a config.
     pub fn config(&self) -> Option<&tokio_postgres::Config> {
+        self.config.as_deref().map(|c| &c.postgres)
+    }
+
+    /// The connection settings with TLS, when the client was built from a URL or a config.
+    pub fn connect_config(&self) -> Option<&ConnectConfig> {
         self.config.as_deref()
     }
 

@@ -40,7 +40,8 @@
 // Layout: client.rs (the pooled Client), exec.rs (how calls reach a connection: Exec,
 // On, on), ops.rs (every SQL call, on On), inbox.rs (inbox queries), rows.rs (result
 // rows → types), new_event.rs (NewEvent, DebugFlag, checks before sending),
-// storable.rs (what Postgres cannot store), types.rs (returned values: events, streams,
+// storable.rs (what Postgres cannot store), tls.rs (TLS from the URL's sslmode),
+// types.rs (returned values: events, streams,
 // metrics), error.rs.
 mod client;
 mod error;
@@ -52,6 +53,7 @@ mod new_event;
 mod ops;
 mod rows;
 mod storable;
+mod tls;
 mod types;
 mod webhooks;
 
@@ -63,6 +65,7 @@ pub use listener::{Listener, CHANNEL, KEYS_CHANNEL, STORED_CHANNEL};
 pub use live::{json_contains, LiveFilter, NotAPosition, Position, StoredEvent};
 pub use new_event::{DebugFlag, NewEvent, UnknownDebugFlag};
 pub use storable::check_texts;
+pub use tls::{ConnectConfig, Verify};
 pub use triggers_core::{ErrorCode, KEY_PREFIX};
 pub use types::{
     BatchResult, Counters, DeadLetter, Enqueued, Event, EventId, KeyInfo, Latency, LatencyBucket,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use crate::Error;
+use crate::{ConnectConfig, Error};
 
 /// The channel `triggers.enqueue` notifies.
 pub const CHANNEL: &str = "triggers_events";
@@ -28,17 +28,15 @@ pub struct Listener {
 
 impl Listener {
     /// Opens a dedicated connection and LISTENs on [`CHANNEL`].
-    pub async fn connect(config: &tokio_postgres::Config) -> Result<Listener, Error> {
+    pub async fn connect(config: &ConnectConfig) -> Result<Listener, Error> {
         Listener::connect_to(config, CHANNEL).await
     }
 
     /// Opens a dedicated connection and LISTENs on `channel`.
-    pub async fn connect_to(
-        config: &tokio_postgres::Config,
-        channel: &str,
-    ) -> Result<Listener, Error> {
+    pub async fn connect_to(config: &ConnectConfig, channel: &str) -> Result<Listener, Error> {
         let (client, mut connection) = config
-            .connect(tokio_postgres::NoTls)
+            .postgres
+            .connect(config.tls.clone())
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         let woken = Arc::new(Notify::new());

@@ -89,7 +89,7 @@ async fn connect_url(url: &str, key: &str) -> Result<triggers_client::Client, St
 
 /// Host and port of a connection URL, never its password.
 fn where_(url: &str) -> String {
-    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+    let Ok(config) = triggers_client::ConnectConfig::parse(url).map(|c| c.postgres) else {
         return "?".to_string();
     };
     let host = match config.get_hosts().first() {
@@ -194,12 +194,16 @@ fn keep(key: String, path: &Path) -> Result<String, StartupError> {
 }
 
 /// `config` with the secrets key as a session setting of every connection.
-pub fn with_key(mut config: tokio_postgres::Config, key: &str) -> tokio_postgres::Config {
+pub fn with_key(
+    config: impl Into<triggers_client::ConnectConfig>,
+    key: &str,
+) -> triggers_client::ConnectConfig {
+    let mut config = config.into();
     let setting = format!("-c triggers.secrets_key={key}");
-    let options = match config.get_options() {
+    let options = match config.postgres.get_options() {
         Some(existing) if !existing.is_empty() => format!("{existing} {setting}"),
         _ => setting,
     };
-    config.options(&options);
+    config.postgres.options(&options);
     config
 }

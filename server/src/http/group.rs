@@ -32,10 +32,10 @@ impl GroupCommit {
     /// the per-session NOTIFY throttle would only delay workers).
     pub fn start(client: Client, committers: usize) -> GroupCommit {
         let client = client
-            .config()
+            .connect_config()
             .cloned()
             .and_then(|mut config| {
-                config.options("-c triggers.notify_throttle_ms=0");
+                config.postgres.options("-c triggers.notify_throttle_ms=0");
                 Client::from_config(config, committers.max(1)).ok()
             })
             .unwrap_or(client);
