@@ -279,7 +279,10 @@ COMMENT ON FUNCTION triggers._write_deliveries IS
  */
 CREATE FUNCTION triggers._claim_deliveries(lim int, lease_s int DEFAULT 60)
 RETURNS TABLE(delivery_id bigint, endpoint_id uuid, tenant text, url text, event_id uuid, attempt int)
-LANGUAGE plpgsql AS $$
+-- No JIT: the lanes' LIMIT is unknown to the generic plan, so with a deep outbox its
+-- estimate passes jit_above_cost, and compiling took ~100 ms a claim (the soak saw
+-- deliveries fall from 3,700/s to 550/s); running it takes < 1 ms.
+LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
     v_now timestamptz := triggers._now();
     v_cap int := (SELECT c.webhook_endpoint_concurrency FROM triggers.config c);
@@ -393,7 +396,7 @@ COMMENT ON FUNCTION triggers._record_failure IS
  */
 CREATE FUNCTION triggers._record_attempts(delivery_ids bigint[], attempts int[], status_codes int[],
     latencies_ms int[], responses text[], errors text[], retry_afters_s int[])
-RETURNS SETOF text LANGUAGE plpgsql AS $$
+RETURNS SETOF text LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
     v_now timestamptz := triggers._now();
     v_endpoints uuid[];

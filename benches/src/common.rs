@@ -17,6 +17,7 @@ pub fn seconds_arg(default: f64) -> f64 {
 }
 
 /// Whether the measurement `name` runs: all do, unless `--only a,b` names some.
+#[allow(dead_code)] // the reliability soak has one measurement
 pub fn selected(name: &str) -> bool {
     arg("--only").is_none_or(|only| only.split(',').any(|o| o == name))
 }
