@@ -69,6 +69,8 @@ step "apt packages"
 apt_packages=(
     "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libclang-dev clang pkg-config
     libssl-dev build-essential sudo
+    # PL/Proxy: the proxy database of a sharded layout (extension triggers_proxy).
+    "postgresql-$PG_MAJOR-plproxy"
 )
 # Python with venv, for the OpenAPI fuzzer (machines with a Python of their own keep it).
 if [ "$fuzzer" -eq 1 ] && ! python3 -m venv --help >/dev/null 2>&1; then
@@ -188,5 +190,10 @@ if [ "$install_extension" -eq 1 ]; then
     # Earlier releases' install scripts, so an installed database of one can be
     # created (the upgrade test) and `ALTER EXTENSION triggers UPDATE` has a start.
     cp "$root"/extension/releases/triggers--*.sql "$("$PG_CONFIG" --sharedir)/extension/"
+    # triggers_proxy (pure SQL): the figures-from-parts a node has too, then the proxy's
+    # PL/Proxy functions; the same version as the workspace.
+    version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)
+    sed "s/@CARGO_VERSION@/$version/" "$root/extension/proxy/triggers_proxy.control" >"$extdir/triggers_proxy.control"
+    cat "$root/sql/combine.sql" "$root/extension/proxy/proxy.sql" >"$extdir/triggers_proxy--$version.sql"
     done_ installed
 fi

@@ -4,17 +4,19 @@
 /*
  * Creates an API key for the tenant and returns it, in plaintext, this once:
  * trg_<key_id>_<secret>. Only its SHA-256 is stored. With `expires_at` the key is
- * refused from then on.
+ * refused from then on. The key id starts with the tenant's hashtext in 8 hex digits
+ * (combine.sql's _key_route): the PL/Proxy proxy routes a key to its tenant's node by it.
  */
 CREATE FUNCTION triggers.create_api_key(tenant text, name text DEFAULT 'default',
     expires_at timestamptz DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_key_id text := triggers._random_token(9);
+    v_key_id text;
     v_token text;
 BEGIN
     PERFORM triggers._check_text('tenant', tenant);
     PERFORM triggers._check_text('name', name);
+    v_key_id := lpad(to_hex(hashtext(tenant)), 8, '0') || triggers._random_token(9);
     IF expires_at <= triggers._now() OR expires_at = 'infinity' THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004',
             MESSAGE = format('expires_at must be a time in the future, got %s', expires_at);

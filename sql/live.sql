@@ -71,8 +71,10 @@ COMMENT ON FUNCTION triggers.stored IS
 -- The last delivery position settled, at least every position taken before the call
 -- (it waits, up to 5 s, for the transactions that hold earlier ones to end): a reader
 -- that starts here gets what is stored from now on, and nothing stored before is
--- missed by one that replays up to it.
-CREATE FUNCTION triggers.stored_horizon() RETURNS bigint
+-- missed by one that replays up to it. Positions are a database's own: `tenant` says
+-- whose stream the caller reads, which a database alone does not need, but the PL/Proxy
+-- proxy routes by (the tenant's node's horizon).
+CREATE FUNCTION triggers.stored_horizon(tenant text DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_taken bigint := coalesce(pg_sequence_last_value('triggers.event_positions'), 0);

@@ -131,37 +131,25 @@ CREATE TRIGGER events_count_delete AFTER DELETE ON triggers.events
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION triggers._count_delete();
 
 /*
- * How many events of a tenant (all with NULL) were processed in minutes [since, until),
- * and their latency percentiles (created_at to processed_at, ms), from the per-minute
- * log histogram (each bucket about 10% wide): what metrics() and metrics_history() show.
+ * The processing-latency log histogram (created_at to processed_at; each bucket about
+ * 10% wide) of a tenant (all with NULL), per minute in [since, until): what metrics()
+ * and metrics_history() compute their percentiles from (combine.sql), and what the
+ * PL/Proxy proxy gathers from every node.
  */
-CREATE FUNCTION triggers._latency(tenant text, since timestamptz, until timestamptz,
-    OUT processed bigint, OUT p50_ms numeric, OUT p95_ms numeric, OUT p99_ms numeric)
+CREATE FUNCTION triggers._latency_minutes(tenant text, since timestamptz, until timestamptz)
+RETURNS TABLE(minute timestamptz, bucket smallint, n bigint)
 LANGUAGE sql STABLE AS $$
-    WITH h AS (
-        SELECT l.bucket, sum(l.n) AS n
-          FROM (SELECT m.tenant, m.minute, m.bucket, m.n FROM triggers.latency_minutes m
-                 WHERE m.minute >= since AND m.minute < until
-                UNION ALL
-                SELECT d.tenant, d.minute, d.bucket, d.n FROM triggers.latency_deltas d
-                 WHERE d.minute >= since AND d.minute < until) l
-         WHERE _latency.tenant IS NULL OR l.tenant = _latency.tenant
-         GROUP BY l.bucket
-    ), c AS (
-        SELECT h.bucket, sum(h.n) OVER (ORDER BY h.bucket) AS cum, sum(h.n) OVER () AS total FROM h
-    ), p AS (
-        SELECT max(c.total) AS total,
-               min(c.bucket) FILTER (WHERE c.cum >= 0.50 * c.total) AS p50,
-               min(c.bucket) FILTER (WHERE c.cum >= 0.95 * c.total) AS p95,
-               min(c.bucket) FILTER (WHERE c.cum >= 0.99 * c.total) AS p99
-          FROM c
-    )
-    SELECT coalesce(p.total, 0)::bigint, round((exp(p.p50 / 10.0) - 1)::numeric, 1),
-           round((exp(p.p95 / 10.0) - 1)::numeric, 1), round((exp(p.p99 / 10.0) - 1)::numeric, 1)
-      FROM p
+    SELECT l.minute, l.bucket, sum(l.n)::bigint
+      FROM (SELECT m.tenant, m.minute, m.bucket, m.n FROM triggers.latency_minutes m
+             WHERE m.minute >= since AND m.minute < until
+            UNION ALL
+            SELECT d.tenant, d.minute, d.bucket, d.n FROM triggers.latency_deltas d
+             WHERE d.minute >= since AND d.minute < until) l
+     WHERE _latency_minutes.tenant IS NULL OR l.tenant = _latency_minutes.tenant
+     GROUP BY l.minute, l.bucket
 $$;
-COMMENT ON FUNCTION triggers._latency IS
-    'Internal: events processed in a span of minutes and their latency percentiles (ms), of a tenant or all.';
+COMMENT ON FUNCTION triggers._latency_minutes IS
+    'Internal: the latency histogram per minute in [since, until), of a tenant or all.';
 
 /*
  * The last `minutes` minutes (1 to 1440, default 60), oldest first, the current one
@@ -182,13 +170,61 @@ BEGIN
             MESSAGE = format('minutes must be 1 to 1440, got %s', coalesce(minutes::text, 'NULL'));
     END IF;
     RETURN QUERY
-    SELECT m.at, l.processed, l.p50_ms, l.p95_ms, l.p99_ms
-      FROM generate_series(v_now - (minutes - 1) * interval '1 minute', v_now, interval '1 minute') AS m(at)
-      CROSS JOIN LATERAL triggers._latency(metrics_history.tenant, m.at, m.at + interval '1 minute') l
-     ORDER BY m.at;
+    SELECT c.* FROM (
+        SELECT array_agg(l.minute) AS at, array_agg(l.bucket) AS buckets, array_agg(l.n) AS counts
+          FROM triggers._latency_minutes(metrics_history.tenant, v_now - (minutes - 1) * interval '1 minute',
+                                         v_now + interval '1 minute') l) h
+     CROSS JOIN LATERAL triggers._history_combine(v_now, minutes, h.at, h.buckets, h.counts) c;
 END $$;
 COMMENT ON FUNCTION triggers.metrics_history IS
     'Per minute over the last hour (or `minutes`): events processed and latency p50/p95/p99 (ms), of a tenant or all.';
+
+/*
+ * The additive parts of metrics() (combine.sql's _metrics_combine makes the figures):
+ * counts by status, the latest processing time, queue depth and its oldest message's age
+ * (s), DLQ count, streams waiting and halted, and the latency histogram of the last five
+ * minutes as {bucket: count}.
+ */
+CREATE FUNCTION triggers._metrics_parts(tenant text) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_counts record;
+    v_queue record;
+    v_dlq bigint;
+    v_streams record;
+    v_latency jsonb;
+    v_since timestamptz := date_trunc('minute', now()) - interval '4 minutes';
+BEGIN
+    SELECT coalesce(sum(s.pending), 0) AS pending, coalesce(sum(s.delivered), 0) AS delivered,
+           coalesce(sum(s.failed), 0) AS failed, max(s.last_processed_at) AS last_processed_at
+      INTO v_counts
+      FROM (SELECT t.tenant, t.pending, t.delivered, t.failed, t.last_processed_at FROM triggers.metric_totals t
+            UNION ALL
+            SELECT d.tenant, d.pending, d.delivered, d.failed, d.last_processed_at FROM triggers.metric_deltas d) s
+     WHERE _metrics_parts.tenant IS NULL OR s.tenant = _metrics_parts.tenant;
+    SELECT count(*) AS depth, extract(epoch FROM now() - min(q.enqueued_at)) AS oldest
+      INTO v_queue
+      FROM pgmq.q_triggers_events q WHERE _metrics_parts.tenant IS NULL OR q.message->>'tenant' = _metrics_parts.tenant;
+    SELECT count(*) INTO v_dlq FROM pgmq.q_triggers_events_dlq d
+     WHERE _metrics_parts.tenant IS NULL OR d.message->>'tenant' = _metrics_parts.tenant;
+    -- Streams held back: halted on a dead head, or waiting on a head that backs off.
+    SELECT count(*) FILTER (WHERE p.halted_event IS NOT NULL) AS halted,
+           count(*) FILTER (WHERE p.halted_event IS NULL AND h.vt > triggers._now()) AS waiting
+      INTO v_streams
+      FROM triggers.stream_progress p
+      LEFT JOIN LATERAL triggers._stream_head(p.tenant, p.stream, p.done_seq) h ON true
+     WHERE _metrics_parts.tenant IS NULL OR p.tenant = _metrics_parts.tenant;
+    SELECT jsonb_object_agg(b.bucket, b.n) INTO v_latency
+      FROM (SELECT l.bucket, sum(l.n) AS n FROM triggers._latency_minutes(_metrics_parts.tenant, v_since, 'infinity') l
+             GROUP BY l.bucket) b;
+    RETURN jsonb_build_object(
+        'pending', v_counts.pending, 'delivered', v_counts.delivered, 'failed', v_counts.failed,
+        'last_processed_at', v_counts.last_processed_at,
+        'queue_depth', v_queue.depth, 'oldest_queued_s', v_queue.oldest, 'dlq_count', v_dlq,
+        'streams_waiting', v_streams.waiting, 'streams_halted', v_streams.halted,
+        'latency', coalesce(v_latency, '{}'));
+END $$;
+COMMENT ON FUNCTION triggers._metrics_parts IS 'Internal: the additive parts of metrics(), of a tenant or all.';
 
 /*
  * Metrics of one tenant, or of all when tenant is NULL: total, pending, delivered,
@@ -198,53 +234,11 @@ COMMENT ON FUNCTION triggers.metrics_history IS
  */
 CREATE FUNCTION triggers.metrics(tenant text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_counts record;
-    v_queue record;
-    v_dlq bigint;
-    v_streams record;
-    v_lat record;
-    v_since timestamptz := date_trunc('minute', now()) - interval '4 minutes';
 BEGIN
     IF tenant IS NOT NULL THEN
         PERFORM triggers._check_text('tenant', tenant);
     END IF;
-    SELECT coalesce(sum(s.pending), 0) AS pending, coalesce(sum(s.delivered), 0) AS delivered,
-           coalesce(sum(s.failed), 0) AS failed, max(s.last_processed_at) AS last_processed_at
-      INTO v_counts
-      FROM (SELECT t.tenant, t.pending, t.delivered, t.failed, t.last_processed_at FROM triggers.metric_totals t
-            UNION ALL
-            SELECT d.tenant, d.pending, d.delivered, d.failed, d.last_processed_at FROM triggers.metric_deltas d) s
-     WHERE metrics.tenant IS NULL OR s.tenant = metrics.tenant;
-    SELECT count(*) AS depth, extract(epoch FROM now() - min(q.enqueued_at)) AS oldest
-      INTO v_queue
-      FROM pgmq.q_triggers_events q WHERE metrics.tenant IS NULL OR q.message->>'tenant' = metrics.tenant;
-    SELECT count(*) INTO v_dlq FROM pgmq.q_triggers_events_dlq d
-     WHERE metrics.tenant IS NULL OR d.message->>'tenant' = metrics.tenant;
-    -- Streams held back: halted on a dead head, or waiting on a head that backs off.
-    SELECT count(*) FILTER (WHERE p.halted_event IS NOT NULL) AS halted,
-           count(*) FILTER (WHERE p.halted_event IS NULL AND h.vt > triggers._now()) AS waiting
-      INTO v_streams
-      FROM triggers.stream_progress p
-      LEFT JOIN LATERAL triggers._stream_head(p.tenant, p.stream, p.done_seq) h ON true
-     WHERE metrics.tenant IS NULL OR p.tenant = metrics.tenant;
-    SELECT * INTO v_lat FROM triggers._latency(metrics.tenant, v_since, 'infinity');
-    RETURN jsonb_build_object(
-        'tenant', tenant,
-        'total', v_counts.pending + v_counts.delivered + v_counts.failed,
-        'pending', v_counts.pending,
-        'delivered', v_counts.delivered,
-        'failed', v_counts.failed,
-        'queue_depth', v_queue.depth,
-        'dlq_count', v_dlq,
-        'streams_waiting', v_streams.waiting,
-        'streams_halted', v_streams.halted,
-        'last_processed_at', v_counts.last_processed_at,
-        'processing_rate_per_min', round(v_lat.processed / 5.0, 1),
-        'oldest_queued_age_s', round(coalesce(v_queue.oldest, 0)::numeric, 3),
-        'latency_ms', jsonb_build_object(
-            'window_s', 300,
-            'p50', v_lat.p50_ms, 'p95', v_lat.p95_ms, 'p99', v_lat.p99_ms));
+    RETURN triggers._metrics_combine(tenant, ARRAY[triggers._metrics_parts(tenant)]);
 END $$;
 COMMENT ON FUNCTION triggers.metrics IS
     'Exact counts by status, queue and DLQ depth, processing rate and latency percentiles, of one tenant or all.';

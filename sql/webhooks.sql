@@ -569,21 +569,15 @@ END $$;
 COMMENT ON FUNCTION triggers.delivery_attempts IS 'Every logged attempt at delivering a tenant''s event, per delivery, in order.';
 
 /*
- * Webhook metrics of a tenant (NULL: all): deliveries kept by status, attempts made
- * (claimed, so one in flight counts), and the latency from stored to received of the
- * last 1,000 successful deliveries of each endpoint (p50/p95/p99, milliseconds).
+ * The additive parts of webhook_metrics() (combine.sql makes the figures): deliveries by
+ * status, attempts, endpoints, and the latency (ms, stored to received) of each
+ * endpoint's last 1,000 successes.
  */
-CREATE FUNCTION triggers.webhook_metrics(tenant text DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v jsonb;
-BEGIN
-    IF tenant IS NOT NULL THEN
-        PERFORM triggers._check_text('tenant', tenant);
-    END IF;
+CREATE FUNCTION triggers._webhook_metrics_parts(tenant text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
     WITH eps AS (
         SELECT e.endpoint_id FROM triggers.webhook_endpoints e
-         WHERE webhook_metrics.tenant IS NULL OR e.tenant = webhook_metrics.tenant
+         WHERE _webhook_metrics_parts.tenant IS NULL OR e.tenant = _webhook_metrics_parts.tenant
     ), counts AS (
         SELECT count(*) FILTER (WHERE d.status = 'pending') AS pending,
                count(*) FILTER (WHERE d.status = 'succeeded') AS succeeded,
@@ -596,16 +590,27 @@ BEGIN
                 SELECT x.finished_at, x.created_at FROM triggers.webhook_deliveries x
                  WHERE x.endpoint_id = eps.endpoint_id AND x.status = 'succeeded'
                  ORDER BY x.event_id DESC LIMIT 1000) r
-    ), latency AS (
-        SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms) AS p FROM recent
     )
     SELECT jsonb_build_object(
                'pending', c.pending, 'succeeded', c.succeeded, 'failed', c.failed, 'attempts', c.attempts,
                'endpoints', (SELECT count(*) FROM eps),
-               'latency_ms', jsonb_build_object('p50', round(l.p[1]::numeric, 1), 'p95', round(l.p[2]::numeric, 1),
-                                                'p99', round(l.p[3]::numeric, 1)))
-      INTO v FROM counts c, latency l;
-    RETURN v;
+               'latencies', coalesce((SELECT jsonb_agg(recent.ms) FROM recent), '[]'))
+      FROM counts c
+$$;
+COMMENT ON FUNCTION triggers._webhook_metrics_parts IS 'Internal: the additive parts of webhook_metrics(), of a tenant or all.';
+
+/*
+ * Webhook metrics of a tenant (NULL: all): deliveries kept by status, attempts made
+ * (claimed, so one in flight counts), and the latency from stored to received of the
+ * last 1,000 successful deliveries of each endpoint (p50/p95/p99, milliseconds).
+ */
+CREATE FUNCTION triggers.webhook_metrics(tenant text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF tenant IS NOT NULL THEN
+        PERFORM triggers._check_text('tenant', tenant);
+    END IF;
+    RETURN triggers._webhook_metrics_combine(ARRAY[triggers._webhook_metrics_parts(tenant)]);
 END $$;
 COMMENT ON FUNCTION triggers.webhook_metrics IS
     'Webhook deliveries by status, attempts, and stored-to-received latency of recent successes, for a tenant or all.';

@@ -66,7 +66,7 @@ impl From<tokio_postgres::Error> for Error {
                 Error::Database(e)
             };
         };
-        let message = db.message().to_string();
+        let message = remote_message(db.message()).to_string();
         match ErrorCode::from_sqlstate(db.code().code()) {
             Some(ErrorCode::InvalidPayload) => Error::InvalidPayload(message),
             Some(ErrorCode::InvalidMetadata) => Error::InvalidMetadata(message),
@@ -91,8 +91,24 @@ impl From<tokio_postgres::Error> for Error {
             None if db.code().code().starts_with("08") || db.code().code().starts_with("57P") => {
                 Error::Unavailable(message)
             }
+            // PL/Proxy's own errors (not a node's, passed on above): it could not reach
+            // or keep the tenant's node.
+            None if db.code().code() == "XX000" && message.starts_with("PL/Proxy function ") => {
+                Error::Unavailable(message)
+            }
             None => Error::Database(e),
         }
+    }
+}
+
+/// A node's own message from one PL/Proxy passed on (`triggers.ack(2): [node_db] REMOTE
+/// ERROR: event … not found`), so that an answer through the proxy reads as one from a
+/// single database; any other message as it is.
+fn remote_message(message: &str) -> &str {
+    const REMOTE: &str = "] REMOTE ERROR: ";
+    match message.split_once(REMOTE) {
+        Some((origin, own)) if origin.starts_with("triggers.") && origin.contains("): [") => own,
+        _ => message,
     }
 }
 

@@ -188,11 +188,13 @@ impl<E: Exec> On<E> {
     }
 
     /// The last position every transaction has settled, in this connection's view: a
-    /// reader that starts here gets what is stored from now on.
-    pub async fn stored_horizon(&self) -> Result<Position, Error> {
+    /// reader that starts here gets what is stored from now on. `tenant`: whose stream
+    /// the caller reads; a single database does not need it, a PL/Proxy proxy does
+    /// (positions are each node's own).
+    pub async fn stored_horizon(&self, tenant: Option<&str>) -> Result<Position, Error> {
         Ok(Position(
             self.conn
-                .one("SELECT triggers.stored_horizon()", &[])
+                .one("SELECT triggers.stored_horizon($1)", &[&tenant])
                 .await?
                 .get(0),
         ))
@@ -247,7 +249,7 @@ impl Following {
         let after = match self.last {
             Some(p) => p,
             None => {
-                let now = on.stored_horizon().await?;
+                let now = on.stored_horizon(self.filter.tenant.as_deref()).await?;
                 self.last = Some(now);
                 now
             }
@@ -297,8 +299,8 @@ impl Client {
 
     /// See [`On::stored_horizon`]. The view is the pooled connection's: follow the
     /// stream on a [`Client::dedicated`] client.
-    pub async fn stored_horizon(&self) -> Result<Position, Error> {
-        self.pooled().await?.stored_horizon().await
+    pub async fn stored_horizon(&self, tenant: Option<&str>) -> Result<Position, Error> {
+        self.pooled().await?.stored_horizon(tenant).await
     }
 
     /// The ids (`trg_<id>_…`) of API keys revoked at or after `since`.

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `sql/bootstrap.sql` | tables, the `triggers.config` row, the pgmq queues |
 //! | `sql/clock.sql` | `_now()`: the one clock, settable per session (`triggers.now`) |
+//! | `sql/combine.sql` | figures from parts (metrics of one node or, in the proxy, of many) |
 //! | `sql/validate.sql` | what a valid event is: every rule once |
 //! | `sql/enqueue.sql` | `enqueue`, `enqueue_batch`, the wake-up NOTIFY |
 //! | `sql/metrics.sql` | exact counters (statement triggers), `metrics()` |
@@ -38,6 +39,8 @@ pgrx::extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstr
 // Each file after everything its functions call, SQL or Rust, so that a function is
 // defined before any function that calls it.
 pgrx::extension_sql_file!("../../sql/clock.sql", name = "clock");
+// Figures from parts, touching no table: installed by triggers_proxy too.
+pgrx::extension_sql_file!("../../sql/combine.sql", name = "combine");
 pgrx::extension_sql_file!(
     "../../sql/validate.sql",
     name = "validate",
@@ -51,7 +54,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../../sql/metrics.sql",
     name = "metrics",
-    requires = ["clock", "streams"]
+    requires = ["clock", "combine", "streams"]
 );
 pgrx::extension_sql_file!(
     "../../sql/streams.sql",

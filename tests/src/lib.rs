@@ -4,13 +4,15 @@
 //! process.rs: the binary as a child process; database.rs: the shared test cluster and
 //! a database per test; wait.rs: condition waits and notifications; api.rs: the router
 //! driven in process; sse.rs: a Server-Sent Events client; browser.rs: headless Chromium
-//! through chromedriver; hooks.rs: what a webhook receiver got, and its signature check.
+//! through chromedriver; hooks.rs: what a webhook receiver got, and its signature check;
+//! sharded.rs: node databases and a PL/Proxy proxy over them.
 
 pub mod api;
 pub mod browser;
 mod database;
 pub mod hooks;
 mod process;
+pub mod sharded;
 pub mod sse;
 mod wait;
 

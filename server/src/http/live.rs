@@ -175,7 +175,7 @@ impl Inner {
 /// that are ready published together.
 async fn read(client: Client, inner: Arc<Inner>) {
     let start = loop {
-        match client.stored_horizon().await {
+        match client.stored_horizon(None).await {
             Ok(now) => break now,
             Err(e) => tracing::warn!(error = %e, "live stream reader: retrying in 1 s"),
         }

@@ -1,0 +1,287 @@
+-- triggers_proxy: the triggers SQL API in a proxy database, each call run by PL/Proxy
+-- on the node that owns its tenant. Installed after combine.sql (the same figures from
+-- parts as a node's). The cluster is named `triggers`, configured the standard way:
+--   CREATE SERVER triggers FOREIGN DATA WRAPPER plproxy OPTIONS (p0 '…', p1 '…', …);
+--   CREATE USER MAPPING FOR … SERVER triggers OPTIONS (user '…', password '…');
+-- with a power-of-two number of partitions, several per node. A tenant's partition is
+-- hashtext(tenant) & (partitions - 1); every node is a plain `triggers` install.
+-- Signatures equal a node's (tests/tests/proxy.rs holds them to it).
+
+-- The row types the API returns, as a node defines them.
+CREATE TYPE triggers.events AS (
+    event_id uuid, tenant text, stream text, seq bigint, payload jsonb, metadata jsonb,
+    status text, created_at timestamptz, updated_at timestamptz, processed_at timestamptz,
+    delivered_at timestamptz, retry_count integer, error_message text, idempotency_key text,
+    manual_retries integer, position bigint);
+CREATE TYPE triggers.inbox_row AS (
+    event_id uuid, status text, payload jsonb, metadata jsonb, stream text, seq bigint,
+    created_at timestamptz, updated_at timestamptz, processed_at timestamptz,
+    delivered_at timestamptz, retry_count int, error_message text, idempotency_key text,
+    cursor text);
+CREATE TYPE triggers.stored_row AS (
+    position bigint, tenant text, event_id uuid, status text, payload jsonb, metadata jsonb,
+    stream text, seq bigint, created_at timestamptz, updated_at timestamptz,
+    processed_at timestamptz, delivered_at timestamptz, retry_count int, error_message text,
+    idempotency_key text);
+CREATE TYPE triggers.endpoint_row AS (
+    endpoint_id uuid, url text, filter jsonb, description text, enabled boolean,
+    disabled_reason text, rotating_until timestamptz, created_at timestamptz, updated_at timestamptz);
+CREATE TYPE triggers.delivery_row AS (
+    delivery_id bigint, endpoint_id uuid, event_id uuid, status text, attempts integer,
+    next_attempt_at timestamptz, created_at timestamptz, finished_at timestamptz,
+    last_status_code integer, last_latency_ms integer, last_error text);
+CREATE TYPE triggers.attempt_row AS (
+    delivery_id bigint, endpoint_id uuid, attempt integer, attempted_at timestamptz,
+    status_code integer, latency_ms integer, response text, error text);
+
+/*
+ * The hash a tenant's calls run on: its partition is this & (partitions - 1). A NULL
+ * tenant goes where '' would, and that node refuses it as a node would.
+ */
+CREATE FUNCTION triggers._route(tenant text) RETURNS int
+LANGUAGE sql IMMUTABLE AS $$ SELECT hashtext(coalesce(tenant, '')) $$;
+COMMENT ON FUNCTION triggers._route IS 'Internal: the hash PL/Proxy routes a tenant''s calls by.';
+
+/* The hash a key's calls run on: the tenant hash it carries, else partition 0 (which refuses it). */
+CREATE FUNCTION triggers._key_hash(token text) RETURNS int
+LANGUAGE sql IMMUTABLE AS $$ SELECT coalesce(triggers._key_route(token), 0) $$;
+COMMENT ON FUNCTION triggers._key_hash IS 'Internal: the hash PL/Proxy routes an API key''s calls by.';
+
+/* The partition of a tenant, out of `partitions` (a power of two): for operators. */
+CREATE FUNCTION triggers.partition_of(tenant text, partitions int) RETURNS int
+LANGUAGE sql IMMUTABLE AS $$ SELECT triggers._route(tenant) & (partitions - 1) $$;
+COMMENT ON FUNCTION triggers.partition_of IS 'The PL/Proxy partition a tenant''s calls run on, out of `partitions`.';
+
+/* This proxy's version: the API it speaks is that of the same triggers version. */
+CREATE FUNCTION triggers.version() RETURNS text
+LANGUAGE sql STABLE AS $$ SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'triggers_proxy' $$;
+COMMENT ON FUNCTION triggers.version IS 'The version of the triggers API this proxy serves.';
+
+-- Calls of one tenant: run on its node, as they are.
+
+CREATE FUNCTION triggers.enqueue(payload jsonb, metadata jsonb DEFAULT NULL, tenant text DEFAULT 'default',
+    idempotency_key text DEFAULT NULL, stream text DEFAULT NULL, debug text DEFAULT NULL) RETURNS uuid
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.enqueue_ex(payload jsonb, metadata jsonb DEFAULT NULL, tenant text DEFAULT 'default',
+    idempotency_key text DEFAULT NULL, stream text DEFAULT NULL, debug text DEFAULT NULL,
+    OUT event_id uuid, OUT duplicate boolean)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.enqueue_batch(events jsonb, tenant text DEFAULT 'default') RETURNS SETOF uuid
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.enqueue_batch_ex(events jsonb, tenant text DEFAULT 'default')
+RETURNS TABLE(event_id uuid, duplicate boolean)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.get_event(event_id uuid, tenant text DEFAULT 'default') RETURNS triggers.events
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.ack(event_id uuid, tenant text DEFAULT 'default') RETURNS triggers.events
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.retry(event_id uuid, tenant text DEFAULT 'default') RETURNS integer
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.inbox(tenant text, status text[] DEFAULT '{pending,delivered,failed}',
+    after_cursor text DEFAULT NULL, lim integer DEFAULT 50, from_time timestamptz DEFAULT NULL,
+    to_time timestamptz DEFAULT NULL, stream text DEFAULT NULL, metadata_contains jsonb DEFAULT NULL,
+    payload_contains jsonb DEFAULT NULL, min_retry_count integer DEFAULT NULL,
+    max_retry_count integer DEFAULT NULL, "order" text DEFAULT 'asc')
+RETURNS SETOF triggers.inbox_row
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.dead_letters(tenant text DEFAULT 'default', lim integer DEFAULT 50)
+RETURNS TABLE(msg_id bigint, event_id uuid, error text, attempts integer, failed_at timestamptz, message jsonb)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.redrive(tenant text DEFAULT 'default', lim integer DEFAULT 100) RETURNS integer
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.streams(tenant text, lim integer DEFAULT 50, after_cursor text DEFAULT NULL)
+RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid,
+              blocking_error text, next_attempt_at timestamptz, cursor text)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.stream(tenant text, name text)
+RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blocking_event uuid,
+              blocking_error text, next_attempt_at timestamptz, cursor text)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.resume_stream(tenant text, stream text) RETURNS bigint
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.create_api_key(tenant text, name text DEFAULT 'default',
+    expires_at timestamptz DEFAULT NULL) RETURNS text
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.revoke_api_key(tenant text, api_key text) RETURNS boolean
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.create_endpoint(tenant text, url text, filter jsonb DEFAULT NULL,
+    description text DEFAULT NULL, OUT endpoint_id uuid, OUT secret text)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.endpoints(tenant text) RETURNS SETOF triggers.endpoint_row
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.endpoint(tenant text, endpoint_id uuid) RETURNS SETOF triggers.endpoint_row
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.update_endpoint(tenant text, endpoint_id uuid, url text DEFAULT NULL,
+    filter jsonb DEFAULT NULL, enabled boolean DEFAULT NULL, description text DEFAULT NULL)
+RETURNS SETOF triggers.endpoint_row
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.rotate_endpoint_secret(tenant text, endpoint_id uuid) RETURNS text
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.delete_endpoint(tenant text, endpoint_id uuid) RETURNS boolean
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.deliveries(tenant text, event_id uuid DEFAULT NULL, endpoint_id uuid DEFAULT NULL,
+    lim integer DEFAULT 50) RETURNS SETOF triggers.delivery_row
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.delivery_attempts(tenant text, event_id uuid) RETURNS SETOF triggers.attempt_row
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.resend(tenant text, event_id uuid, endpoint_id uuid) RETURNS bigint
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.recover(tenant text, endpoint_id uuid, since timestamptz) RETURNS bigint
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+-- Keys: run on the node their tenant hash names.
+
+CREATE FUNCTION triggers.authenticate_key(token text, OUT tenant text, OUT key_id text, OUT expires_at timestamptz)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._key_hash(token); $$;
+
+CREATE FUNCTION triggers.authenticate(token text) RETURNS text
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._key_hash(token); $$;
+
+CREATE FUNCTION triggers.revoked_keys(since timestamptz) RETURNS SETOF text
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON ALL; $$;
+
+-- The live stream: positions are each node's own, so a reader names its tenant.
+
+CREATE FUNCTION triggers._stored_horizon_of(tenant text) RETURNS bigint
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); TARGET triggers.stored_horizon; $$;
+
+CREATE FUNCTION triggers._stored_of(tenant text, after bigint, lim int, stream text,
+    metadata_contains jsonb, payload_contains jsonb, upto bigint) RETURNS SETOF triggers.stored_row
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); TARGET triggers.stored; $$;
+
+/* The tenant's node's horizon; every tenant's (NULL) has no meaning over several nodes. */
+CREATE FUNCTION triggers.stored_horizon(tenant text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF tenant IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004',
+            MESSAGE = 'stored_horizon needs a tenant through the proxy: positions are each node''s own';
+    END IF;
+    RETURN triggers._stored_horizon_of(tenant);
+END $$;
+
+/* The tenant's stored events after a position of its node; every tenant's only on a node. */
+CREATE FUNCTION triggers.stored(tenant text, after bigint DEFAULT 0, lim integer DEFAULT 100,
+    stream text DEFAULT NULL, metadata_contains jsonb DEFAULT NULL, payload_contains jsonb DEFAULT NULL,
+    upto bigint DEFAULT NULL) RETURNS SETOF triggers.stored_row
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF tenant IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004',
+            MESSAGE = 'stored needs a tenant through the proxy: every tenant''s stream is read on each node';
+    END IF;
+    RETURN QUERY SELECT * FROM triggers._stored_of(tenant, after, lim, stream, metadata_contains,
+                                                   payload_contains, upto);
+END $$;
+
+-- Figures: a tenant's from its node; every tenant's (NULL) combined from every node's
+-- parts exactly as one node combines its own (combine.sql).
+
+CREATE FUNCTION triggers._metrics_of(tenant text) RETURNS jsonb
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); TARGET triggers.metrics; $$;
+CREATE FUNCTION triggers._metrics_parts(tenant text) RETURNS SETOF jsonb
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON ALL; $$;
+
+CREATE FUNCTION triggers.metrics(tenant text DEFAULT NULL) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT CASE WHEN tenant IS NOT NULL THEN triggers._metrics_of(tenant)
+                ELSE triggers._metrics_combine(NULL, ARRAY(SELECT triggers._metrics_parts(NULL))) END
+$$;
+
+CREATE FUNCTION triggers._counters_of(tenant text) RETURNS jsonb
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); TARGET triggers.counters; $$;
+CREATE FUNCTION triggers._counters_all(tenant text) RETURNS SETOF jsonb
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON ALL; TARGET triggers.counters; $$;
+
+CREATE FUNCTION triggers.counters(tenant text DEFAULT NULL) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT CASE WHEN tenant IS NOT NULL THEN triggers._counters_of(tenant)
+                ELSE triggers._counters_combine(NULL, ARRAY(SELECT triggers._counters_all(NULL))) END
+$$;
+
+CREATE FUNCTION triggers._webhook_metrics_of(tenant text) RETURNS jsonb
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); TARGET triggers.webhook_metrics; $$;
+CREATE FUNCTION triggers._webhook_metrics_parts(tenant text) RETURNS SETOF jsonb
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON ALL; $$;
+
+CREATE FUNCTION triggers.webhook_metrics(tenant text DEFAULT NULL) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT CASE WHEN tenant IS NOT NULL THEN triggers._webhook_metrics_of(tenant)
+                ELSE triggers._webhook_metrics_combine(ARRAY(SELECT triggers._webhook_metrics_parts(NULL))) END
+$$;
+
+CREATE FUNCTION triggers._metrics_history_of(tenant text, minutes int)
+RETURNS TABLE(minute timestamptz, processed bigint, p50_ms numeric, p95_ms numeric, p99_ms numeric)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); TARGET triggers.metrics_history; $$;
+CREATE FUNCTION triggers._latency_minutes(tenant text, since timestamptz, until timestamptz)
+RETURNS TABLE(minute timestamptz, bucket smallint, n bigint)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON ALL; $$;
+
+CREATE FUNCTION triggers.metrics_history(tenant text DEFAULT NULL, minutes integer DEFAULT 60)
+RETURNS TABLE(minute timestamptz, processed bigint, p50_ms numeric, p95_ms numeric, p99_ms numeric)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now timestamptz := date_trunc('minute', now());
+BEGIN
+    IF metrics_history.tenant IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM triggers._metrics_history_of(metrics_history.tenant, minutes);
+        RETURN;
+    END IF;
+    IF minutes IS NULL OR minutes < 1 OR minutes > 1440 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004',
+            MESSAGE = format('minutes must be 1 to 1440, got %s', coalesce(minutes::text, 'NULL'));
+    END IF;
+    RETURN QUERY
+    SELECT c.* FROM (
+        SELECT array_agg(l.minute) AS at, array_agg(l.bucket) AS buckets, array_agg(l.n) AS counts
+          FROM triggers._latency_minutes(NULL, v_now - (minutes - 1) * interval '1 minute',
+                                         v_now + interval '1 minute') l) h
+     CROSS JOIN LATERAL triggers._history_combine(v_now, minutes, h.at, h.buckets, h.counts) c;
+END $$;
+
+-- Work on every node: the sum of what each did.
+
+CREATE FUNCTION triggers._process_batch_all(batch_size integer, visibility_timeout integer)
+RETURNS TABLE(read integer, stored integer, retried integer, dead_lettered integer)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON ALL; TARGET triggers.process_batch; $$;
+
+/* One batch on every node (workers run per node; this is for a caller with only the proxy). */
+CREATE FUNCTION triggers.process_batch(batch_size integer DEFAULT NULL, visibility_timeout integer DEFAULT NULL)
+RETURNS TABLE(read integer, stored integer, retried integer, dead_lettered integer)
+LANGUAGE sql AS $$
+    SELECT coalesce(sum(b.read), 0)::int, coalesce(sum(b.stored), 0)::int,
+           coalesce(sum(b.retried), 0)::int, coalesce(sum(b.dead_lettered), 0)::int
+      FROM triggers._process_batch_all(batch_size, visibility_timeout) b
+$$;
+
+CREATE FUNCTION triggers._purge_all(older_than interval) RETURNS SETOF bigint
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON ALL; TARGET triggers.purge; $$;
+
+CREATE FUNCTION triggers.purge(older_than interval) RETURNS bigint
+LANGUAGE sql AS $$ SELECT coalesce(sum(n), 0)::bigint FROM triggers._purge_all(older_than) n $$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA triggers FROM PUBLIC;
