@@ -201,6 +201,30 @@ END $$;
 COMMENT ON FUNCTION triggers.rotate_endpoint_secret IS
     'A new secret for an endpoint (returned once); the previous one keeps signing for 24 hours. Needs triggers.secrets_key.';
 
+/*
+ * create_endpoint and rotate_endpoint_secret with the secrets key given, for the
+ * PL/Proxy proxy: its calls reach the node on connections of PL/Proxy's, which carry no
+ * session setting of the caller's, so the proxy passes the key of its caller's session
+ * (set for this transaction only; it is never stored).
+ */
+CREATE FUNCTION triggers._create_endpoint_keyed(secrets_key text, tenant text, url text, filter jsonb,
+    description text, OUT endpoint_id uuid, OUT secret text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('triggers.secrets_key', coalesce(secrets_key, ''), true);
+    SELECT c.endpoint_id, c.secret INTO endpoint_id, secret
+      FROM triggers.create_endpoint(tenant, url, filter, description) c;
+END $$;
+COMMENT ON FUNCTION triggers._create_endpoint_keyed IS 'Internal: create_endpoint with the secrets key passed (the proxy''s).';
+
+CREATE FUNCTION triggers._rotate_endpoint_secret_keyed(secrets_key text, tenant text, endpoint_id uuid) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('triggers.secrets_key', coalesce(secrets_key, ''), true);
+    RETURN triggers.rotate_endpoint_secret(tenant, endpoint_id);
+END $$;
+COMMENT ON FUNCTION triggers._rotate_endpoint_secret_keyed IS 'Internal: rotate_endpoint_secret with the secrets key passed (the proxy''s).';
+
 /* Deletes an endpoint of the tenant; true if it existed. */
 CREATE FUNCTION triggers.delete_endpoint(tenant text, endpoint_id uuid) RETURNS boolean
 LANGUAGE plpgsql AS $$

@@ -115,12 +115,13 @@ impl Client {
         })
     }
 
-    /// Checks that the database answers and has the `triggers` extension.
+    /// Checks that the database answers and has the `triggers` extension (or, a proxy,
+    /// `triggers_proxy`).
     pub async fn ping(&self) -> Result<(), Error> {
         let conn = self.pool.get().await?;
         let row = conn
             .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'triggers'",
+                "SELECT 1 FROM pg_catalog.pg_extension WHERE extname IN ('triggers', 'triggers_proxy')",
                 &[],
             )
             .await?;
@@ -134,6 +135,48 @@ impl Client {
             .query_one("SELECT triggers.version()", &[])
             .await?
             .get(0))
+    }
+
+    /// Whether this database is a PL/Proxy proxy (`triggers_proxy`), not a node.
+    pub async fn is_proxy(&self) -> Result<bool, Error> {
+        let conn = self.pool.get().await?;
+        Ok(conn
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'triggers_proxy'",
+                &[],
+            )
+            .await?
+            .is_some())
+    }
+
+    /// Through a PL/Proxy proxy (`triggers_proxy`): the partition of `tenant` out of
+    /// `partitions`, as PL/Proxy routes its calls.
+    pub async fn partition_of(&self, tenant: &str, partitions: usize) -> Result<usize, Error> {
+        let conn = self.pool.get().await?;
+        let partition: i32 = conn
+            .query_one(
+                "SELECT triggers.partition_of($1, $2)",
+                &[&tenant, &(partitions.min(i32::MAX as usize) as i32)],
+            )
+            .await?
+            .get(0);
+        Ok(partition.max(0) as usize)
+    }
+
+    /// Through a PL/Proxy proxy: the connection string of each partition of the
+    /// cluster `triggers` (`CREATE SERVER triggers … OPTIONS (p0 '…', …)`), in order.
+    pub async fn partition_entries(&self) -> Result<Vec<String>, Error> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT substr(o, strpos(o, '=') + 1)
+                   FROM pg_catalog.pg_foreign_server s, unnest(s.srvoptions) o
+                  WHERE s.srvname = 'triggers' AND o ~ '^p[0-9]+='
+                  ORDER BY substr(o, 2, strpos(o, '=') - 2)::int",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// A dedicated connection that wakes on every enqueue.

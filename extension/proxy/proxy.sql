@@ -119,9 +119,19 @@ LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
 CREATE FUNCTION triggers.revoke_api_key(tenant text, api_key text) RETURNS boolean
 LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
 
+-- Making and rotating a secret seals it with the secrets key: the caller's session
+-- setting triggers.secrets_key, passed to the node with the call (PL/Proxy's
+-- connections carry no setting of the caller's).
+CREATE FUNCTION triggers._create_endpoint_keyed(secrets_key text, tenant text, url text, filter jsonb,
+    description text, OUT endpoint_id uuid, OUT secret text)
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
 CREATE FUNCTION triggers.create_endpoint(tenant text, url text, filter jsonb DEFAULT NULL,
     description text DEFAULT NULL, OUT endpoint_id uuid, OUT secret text)
-LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+LANGUAGE sql AS $$
+    SELECT * FROM triggers._create_endpoint_keyed(current_setting('triggers.secrets_key', true), tenant, url,
+                                                  filter, description)
+$$;
 
 CREATE FUNCTION triggers.endpoints(tenant text) RETURNS SETOF triggers.endpoint_row
 LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
@@ -134,8 +144,14 @@ CREATE FUNCTION triggers.update_endpoint(tenant text, endpoint_id uuid, url text
 RETURNS SETOF triggers.endpoint_row
 LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
 
-CREATE FUNCTION triggers.rotate_endpoint_secret(tenant text, endpoint_id uuid) RETURNS text
+CREATE FUNCTION triggers._rotate_endpoint_secret_keyed(secrets_key text, tenant text, endpoint_id uuid)
+RETURNS text
 LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;
+
+CREATE FUNCTION triggers.rotate_endpoint_secret(tenant text, endpoint_id uuid) RETURNS text
+LANGUAGE sql AS $$
+    SELECT triggers._rotate_endpoint_secret_keyed(current_setting('triggers.secrets_key', true), tenant, endpoint_id)
+$$;
 
 CREATE FUNCTION triggers.delete_endpoint(tenant text, endpoint_id uuid) RETURNS boolean
 LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON triggers._route(tenant); $$;

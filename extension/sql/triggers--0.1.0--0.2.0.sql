@@ -513,3 +513,31 @@ REVOKE ALL ON FUNCTION triggers._latency_minutes(text, timestamptz, timestamptz)
 REVOKE ALL ON FUNCTION triggers._metrics_parts(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION triggers._webhook_metrics_parts(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION triggers.stored_horizon(text) FROM PUBLIC;
+
+-- The proxy passes its caller's secrets key to endpoint creation and rotation.
+/*
+ * create_endpoint and rotate_endpoint_secret with the secrets key given, for the
+ * PL/Proxy proxy: its calls reach the node on connections of PL/Proxy's, which carry no
+ * session setting of the caller's, so the proxy passes the key of its caller's session
+ * (set for this transaction only; it is never stored).
+ */
+CREATE FUNCTION triggers._create_endpoint_keyed(secrets_key text, tenant text, url text, filter jsonb,
+    description text, OUT endpoint_id uuid, OUT secret text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('triggers.secrets_key', coalesce(secrets_key, ''), true);
+    SELECT c.endpoint_id, c.secret INTO endpoint_id, secret
+      FROM triggers.create_endpoint(tenant, url, filter, description) c;
+END $$;
+COMMENT ON FUNCTION triggers._create_endpoint_keyed IS 'Internal: create_endpoint with the secrets key passed (the proxy''s).';
+
+CREATE FUNCTION triggers._rotate_endpoint_secret_keyed(secrets_key text, tenant text, endpoint_id uuid) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('triggers.secrets_key', coalesce(secrets_key, ''), true);
+    RETURN triggers.rotate_endpoint_secret(tenant, endpoint_id);
+END $$;
+COMMENT ON FUNCTION triggers._rotate_endpoint_secret_keyed IS 'Internal: rotate_endpoint_secret with the secrets key passed (the proxy''s).';
+
+REVOKE ALL ON FUNCTION triggers._create_endpoint_keyed(text, text, text, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION triggers._rotate_endpoint_secret_keyed(text, text, uuid) FROM PUBLIC;

@@ -56,6 +56,17 @@ pub struct DbArgs {
     /// (created, mode 0600, when missing) [default: <data-dir>.secrets-key].
     #[arg(long, env = "TRIGGERS_SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<PathBuf>,
+
+    /// The node databases of a sharded layout, comma-separated; DATABASE_URL is then the
+    /// PL/Proxy proxy database (README → Scale-out). Workers, webhook delivery and the
+    /// live stream run on each node.
+    #[arg(
+        long,
+        env = "TRIGGERS_NODES",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub nodes: Vec<String>,
 }
 
 /// Settings of `triggers serve`.

@@ -11,8 +11,10 @@ use crate::schema;
 
 /// The database a command works on.
 pub struct Database {
-    /// The client over it.
+    /// The client over it (in a sharded layout, the proxy's).
     pub client: triggers_client::Client,
+    /// The nodes of a sharded layout, and which serves which tenant (`--nodes`).
+    pub shards: Option<crate::shards::Shards>,
     /// The embedded cluster, when this process started it (stopped on drop).
     pub cluster: Option<Cluster>,
     /// Where it is, for messages.
@@ -20,20 +22,63 @@ pub struct Database {
 }
 
 /// Opens DATABASE_URL, or the embedded cluster: started here, or, with `attach`,
-/// used in place when another `triggers` process already runs it.
-pub async fn open(args: &DbArgs, attach: bool) -> Result<Database, StartupError> {
+/// used in place when another `triggers` process already runs it. With `--nodes`,
+/// DATABASE_URL is a proxy and the nodes are opened too. `workers_run`: the command
+/// runs workers or the live stream, which need a node's session (not a proxy's).
+pub async fn open(
+    args: &DbArgs,
+    attach: bool,
+    workers_run: bool,
+) -> Result<Database, StartupError> {
     let key = match secrets_key(args)? {
         (key, None) => key,
         (new, Some(path)) => keep(new, &path)?,
     };
-    if let Some(url) = args
+    let url = args
         .database_url
         .as_deref()
-        .filter(|u| !u.trim().is_empty())
-    {
-        let client = connect_url(url, &key).await?;
+        .filter(|u| !u.trim().is_empty());
+    if !args.nodes.is_empty() {
+        let Some(url) = url else {
+            return Err(StartupError::Database(
+                "--nodes needs DATABASE_URL: the proxy database (with the triggers_proxy extension)".into(),
+            ));
+        };
+        let proxy = connect_url(url, &key, "DATABASE_URL", Schema::Proxy).await?;
+        let mut nodes = Vec::new();
+        for (i, node) in args.nodes.iter().enumerate() {
+            nodes.push(
+                connect_url(
+                    node,
+                    &key,
+                    &format!("--nodes entry {}", i + 1),
+                    Schema::Node,
+                )
+                .await?,
+            );
+        }
+        let shards = crate::shards::Shards::discover(proxy.clone(), nodes)
+            .await
+            .map_err(|e| StartupError::Database(format!("the proxy's partitions: {e}")))?;
+        return Ok(Database {
+            client: proxy,
+            shards: Some(shards),
+            cluster: None,
+            description: format!("DATABASE_URL (proxy) over {} nodes", args.nodes.len()),
+        });
+    }
+    if let Some(url) = url {
+        let client = connect_url(url, &key, "DATABASE_URL", Schema::Node).await?;
+        if workers_run && client.is_proxy().await.unwrap_or(false) {
+            return Err(StartupError::Database(
+                "DATABASE_URL is a proxy database (triggers_proxy): give the nodes too, --nodes URL,URL,… \
+                 (workers and the live stream run on each node)"
+                    .into(),
+            ));
+        }
         return Ok(Database {
             client,
+            shards: None,
             cluster: None,
             description: "DATABASE_URL".into(),
         });
@@ -45,6 +90,7 @@ pub async fn open(args: &DbArgs, attach: bool) -> Result<Database, StartupError>
             let description = format!("running embedded cluster in {}", args.data_dir.display());
             return Ok(Database {
                 client,
+                shards: None,
                 cluster: None,
                 description,
             });
@@ -60,17 +106,33 @@ pub async fn open(args: &DbArgs, attach: bool) -> Result<Database, StartupError>
     let description = format!("embedded cluster in {}", cluster.dir().display());
     Ok(Database {
         client,
+        shards: None,
         cluster: Some(cluster),
         description,
     })
 }
 
-/// A client for DATABASE_URL, checked by opening a connection and creating the
-/// extensions if they are missing.
-async fn connect_url(url: &str, key: &str) -> Result<triggers_client::Client, StartupError> {
+/// What a database of a URL must hold.
+#[derive(Clone, Copy, PartialEq)]
+enum Schema {
+    /// The triggers extension (created or updated here).
+    Node,
+    /// The triggers_proxy extension (updated here; creating it needs the cluster's
+    /// definition first, which is the operator's).
+    Proxy,
+}
+
+/// A client for a URL (`what` names it in messages), checked by opening a connection
+/// and creating or updating the extension the database must hold.
+async fn connect_url(
+    url: &str,
+    key: &str,
+    what: &str,
+    schema: Schema,
+) -> Result<triggers_client::Client, StartupError> {
     let client = triggers_client::Client::url_config(url)
         .and_then(|config| triggers_client::Client::from_config(with_key(config, key), 16))
-        .map_err(|e| StartupError::Database(format!("DATABASE_URL: {e}")))?;
+        .map_err(|e| StartupError::Database(format!("{what}: {e}")))?;
     let conn = client.pool().get().await.map_err(|e| {
         // deadpool's own wrapping ("Error occurred while creating a new object") says
         // nothing a user can act on; the driver's error and its causes do.
@@ -78,12 +140,13 @@ async fn connect_url(url: &str, key: &str) -> Result<triggers_client::Client, St
             deadpool_postgres::PoolError::Backend(e) => source_chain(e),
             other => other.to_string(),
         };
-        StartupError::Database(format!(
-            "cannot connect to DATABASE_URL ({}): {why}",
-            where_(url)
-        ))
+        StartupError::Database(format!("cannot connect to {what} ({}): {why}", where_(url)))
     })?;
-    schema::ensure_extension(&conn).await?;
+    // A proxy database serves the API for commands that only call it (keys, send).
+    match schema {
+        Schema::Node if !schema::is_proxy(&conn).await? => schema::ensure_extension(&conn).await?,
+        _ => schema::ensure_proxy(&conn).await?,
+    }
     Ok(client)
 }
 

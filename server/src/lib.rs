@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod schema;
 pub mod serve;
+pub mod shards;
 pub mod tasks;
 pub mod webhook;
 pub mod worker;

@@ -25,3 +25,33 @@ pub async fn ensure_extension(client: &tokio_postgres::Client) -> Result<(), Sta
             ))
         })
 }
+
+/// Checks that the connected database is a proxy (`triggers_proxy` installed) and
+/// updates it to the installed version.
+pub async fn ensure_proxy(client: &tokio_postgres::Client) -> Result<(), StartupError> {
+    if !is_proxy(client).await? {
+        return Err(StartupError::Database(
+            "DATABASE_URL is not a proxy database: with --nodes it must have the triggers_proxy extension \
+             (CREATE EXTENSION plproxy; CREATE SERVER triggers …; CREATE EXTENSION triggers_proxy; see README → Scale-out)"
+                .into(),
+        ));
+    }
+    client
+        .batch_execute("SET client_min_messages = warning; ALTER EXTENSION triggers_proxy UPDATE")
+        .await
+        .map_err(|e| {
+            StartupError::Database(format!("cannot update the triggers_proxy extension: {e}"))
+        })
+}
+
+/// Whether the connected database is a proxy (has `triggers_proxy`).
+pub async fn is_proxy(client: &tokio_postgres::Client) -> Result<bool, StartupError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'triggers_proxy'",
+            &[],
+        )
+        .await
+        .map_err(|e| StartupError::Database(format!("DATABASE_URL: {e}")))?
+        .is_some())
+}

@@ -23,7 +23,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
         .map_err(|e| StartupError::Listen(e.to_string()))?;
     // Listen for signals before serving, so none between "listening" and serve is lost.
     let mut signals = Signals::new()?;
-    let mut database = db::open(&args.db, false).await?;
+    let mut database = db::open(&args.db, false, true).await?;
     let first_key = match &database.cluster {
         Some(cluster) if cluster.created() => database
             .client
@@ -47,9 +47,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
         );
     }
     tracing::info!(%addr, database = %database.description, workers = args.workers, "listening");
-    let workers = processing_workers(&database.client, args.workers);
-    let deliveries = webhook::delivery_workers(&database.client, &args.webhooks);
-    let state = AppState::new(database.client.clone())
+    let (workers, deliveries) = node_workers(&database, args.workers, &args.webhooks);
+    let state = match &database.shards {
+        Some(shards) => AppState::sharded(database.client.clone(), shards.clone()),
+        None => AppState::new(database.client.clone()),
+    };
+    let state = state
         .with_rate_limit(args.rate_limit)
         .with_keep_alive(std::time::Duration::from_secs(args.keep_alive))
         .with_key_ttl(std::time::Duration::from_secs(args.key_cache_ttl))
@@ -77,13 +80,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
 /// Runs workers only, until a shutdown signal.
 pub async fn worker(args: WorkerArgs) -> Result<(), StartupError> {
     let mut signals = Signals::new()?;
-    let mut database = db::open(&args.db, true).await?;
+    let mut database = db::open(&args.db, true, true).await?;
     println!(
         "triggers: {} workers on {}",
         args.workers, database.description
     );
-    let workers = processing_workers(&database.client, args.workers);
-    let deliveries = webhook::delivery_workers(&database.client, &args.webhooks);
+    let (workers, deliveries) = node_workers(&database, args.workers, &args.webhooks);
     signals.recv().await;
     workers.stop().await;
     deliveries.stop().await;
@@ -116,6 +118,25 @@ impl Signals {
             _ = self.interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
     }
+}
+
+/// The processing workers (`n`) and the webhook delivery workers of the database, or of
+/// each node of a sharded layout.
+fn node_workers(
+    database: &db::Database,
+    n: u16,
+    webhooks: &crate::cli::WebhookArgs,
+) -> (Tasks, Tasks) {
+    let nodes = match &database.shards {
+        Some(shards) => shards.nodes().to_vec(),
+        None => vec![database.client.clone()],
+    };
+    let (mut workers, mut deliveries) = (Vec::new(), Vec::new());
+    for node in &nodes {
+        workers.push(processing_workers(node, n));
+        deliveries.push(webhook::delivery_workers(node, webhooks));
+    }
+    (Tasks::join(workers), Tasks::join(deliveries))
 }
 
 /// The processing workers: each with a connection of its own (the claim keeps state in

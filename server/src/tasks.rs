@@ -7,7 +7,7 @@ use tokio::sync::watch;
 
 /// Running tasks, each handed a receiver that turns `true` when they should stop.
 pub struct Tasks {
-    stop: watch::Sender<bool>,
+    stop: Vec<watch::Sender<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -22,12 +22,30 @@ impl Tasks {
         let tasks = (0..n)
             .map(|i| tokio::spawn(task(i, stopped.clone())))
             .collect();
-        Tasks { stop, tasks }
+        Tasks {
+            stop: vec![stop],
+            tasks,
+        }
+    }
+
+    /// All of these as one (the workers of each node of a sharded layout).
+    pub fn join(all: Vec<Tasks>) -> Tasks {
+        let mut joined = Tasks {
+            stop: Vec::new(),
+            tasks: Vec::new(),
+        };
+        for tasks in all {
+            joined.stop.extend(tasks.stop);
+            joined.tasks.extend(tasks.tasks);
+        }
+        joined
     }
 
     /// Tells every task to stop and waits for each to finish what it has in hand.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        for stop in &self.stop {
+            let _ = stop.send(true);
+        }
         for task in self.tasks {
             let _ = task.await;
         }

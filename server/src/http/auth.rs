@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,8 +93,10 @@ where
 pub struct KeyCache {
     entries: Arc<Mutex<HashMap<String, (String, Instant)>>>,
     ttl: Duration,
-    /// Whether revocations are being followed; without it nothing is cached.
-    following: Arc<AtomicBool>,
+    /// Databases whose revocations are followed ([`KeyCache::follow`]), and how many of
+    /// them are being listened to now: unless all are, nothing is cached.
+    followed: Arc<AtomicUsize>,
+    listening: Arc<AtomicUsize>,
     /// Failed authentications by client address.
     pub failures: FailedAuth,
 }
@@ -104,7 +106,8 @@ impl Default for KeyCache {
         KeyCache {
             entries: Arc::default(),
             ttl: Self::TTL,
-            following: Arc::default(),
+            followed: Arc::default(),
+            listening: Arc::default(),
             failures: FailedAuth::default(),
         }
     }
@@ -131,7 +134,8 @@ impl KeyCache {
     }
 
     fn put(&self, token: &str, tenant: &str, expires_at: Option<DateTime<Utc>>) {
-        if !self.following.load(Ordering::SeqCst) {
+        let followed = self.followed.load(Ordering::SeqCst);
+        if followed == 0 || self.listening.load(Ordering::SeqCst) != followed {
             return;
         }
         let left = expires_at.map_or(self.ttl, |at| {
@@ -154,24 +158,26 @@ impl KeyCache {
         }
     }
 
-    /// Empties the cache on every revocation, for as long as the process runs: one
-    /// LISTEN connection, reopened when it drops (the cache is off meanwhile).
+    /// Empties the cache on every revocation in `client`'s database, for as long as the
+    /// process runs: one LISTEN connection, reopened when it drops (the cache is off
+    /// meanwhile). A sharded layout follows every node.
     pub fn follow(&self, client: Client) {
         let cache = self.clone();
+        cache.followed.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             loop {
                 match client.listener_on(KEYS_CHANNEL).await {
                     Ok(listener) => {
-                        cache.following.store(true, Ordering::SeqCst);
+                        cache.listening.fetch_add(1, Ordering::SeqCst);
                         while listener.notified().await.is_ok() {
                             cache.clear();
                         }
+                        cache.listening.fetch_sub(1, Ordering::SeqCst);
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot listen for key revocations; not caching keys")
                     }
                 }
-                cache.following.store(false, Ordering::SeqCst);
                 cache.clear();
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

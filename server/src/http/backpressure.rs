@@ -11,45 +11,70 @@ use std::time::Duration;
 use triggers_client::Client;
 
 use super::error::{AppError, ErrorCode};
+use crate::shards::Shards;
 
 /// How often the queue is counted.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// The queue's depth as last counted, and the bound (0: none).
+/// The queue's depth as last counted (each node's, in a sharded layout), and the bound
+/// (0: none).
 #[derive(Clone, Default)]
 pub struct QueueBound {
     bound: i64,
-    depth: Arc<AtomicI64>,
+    depths: Vec<Arc<AtomicI64>>,
+    shards: Option<Shards>,
 }
 
 impl QueueBound {
     /// Counts the queue of `client` every second while the process runs; `bound` 0
     /// counts nothing and never refuses.
     pub fn start(client: Client, bound: i64) -> QueueBound {
-        let gauge = QueueBound {
-            bound: bound.max(0),
-            depth: Arc::default(),
-        };
-        if gauge.bound > 0 {
-            let (depth, bound) = (gauge.depth.clone(), gauge.bound);
-            tokio::spawn(async move {
-                loop {
-                    match client.queue_depth_up_to(bound).await {
-                        Ok(n) => depth.store(n, Ordering::Relaxed),
-                        // The requests themselves will say the database is down.
-                        Err(e) => tracing::debug!(error = %e, "cannot count the queue"),
-                    }
-                    tokio::time::sleep(EVERY).await;
-                }
-            });
-        }
-        gauge
+        QueueBound::counting(vec![client], bound, None)
     }
 
-    /// 503 with Retry-After while the queue is at its bound.
-    pub fn admit(&self) -> Result<(), AppError> {
-        let depth = self.depth.load(Ordering::Relaxed);
-        if self.bound > 0 && depth >= self.bound {
+    /// Counts each node's queue: a tenant is refused while its node's is at `bound`.
+    pub fn sharded(shards: &Shards, bound: i64) -> QueueBound {
+        QueueBound::counting(shards.nodes().to_vec(), bound, Some(shards.clone()))
+    }
+
+    fn counting(clients: Vec<Client>, bound: i64, shards: Option<Shards>) -> QueueBound {
+        let bound = bound.max(0);
+        let depths: Vec<Arc<AtomicI64>> = clients.iter().map(|_| Arc::default()).collect();
+        if bound > 0 {
+            for (client, depth) in clients.into_iter().zip(depths.iter().cloned()) {
+                tokio::spawn(async move {
+                    loop {
+                        match client.queue_depth_up_to(bound).await {
+                            Ok(n) => depth.store(n, Ordering::Relaxed),
+                            // The requests themselves will say the database is down.
+                            Err(e) => tracing::debug!(error = %e, "cannot count the queue"),
+                        }
+                        tokio::time::sleep(EVERY).await;
+                    }
+                });
+            }
+        }
+        QueueBound {
+            bound,
+            depths,
+            shards,
+        }
+    }
+
+    /// 503 with Retry-After while the queue `tenant`'s events go to is at its bound.
+    pub async fn admit(&self, tenant: &str) -> Result<(), AppError> {
+        if self.bound == 0 {
+            return Ok(());
+        }
+        let node = match &self.shards {
+            Some(shards) => shards.node_of(tenant).await?,
+            None => 0,
+        };
+        let depth = self
+            .depths
+            .get(node)
+            .map_or(0, |d| d.load(Ordering::Relaxed));
+        if depth >= self.bound {
             return Err(AppError::new(
                 ErrorCode::ServiceUnavailable,
                 format!(

@@ -82,7 +82,7 @@ pub(super) async fn post_event(
     query: Params,
     JsonObject(body): JsonObject,
 ) -> Result<Response, AppError> {
-    state.queue.admit()?;
+    state.queue.admit(&tenant).await?;
     let pairs = parse::query(query, &["debug"], false)?;
     // new_event checks the field (and takes the body apart); the comparison needs it.
     let body_key = body
@@ -127,7 +127,7 @@ pub(super) async fn post_batch(
     query: Params,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, AppError> {
-    state.queue.admit()?;
+    state.queue.admit(&tenant).await?;
     parse::query(query, &[], false)?;
     only_fields(&body, &["events"], "body")?;
     let Some(Value::Array(items)) = body.remove("events") else {

@@ -27,6 +27,8 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use triggers_client::{Client, LiveFilter, Position, StoredEvent, KEY_PREFIX};
 
+use crate::shards::Shards;
+
 use super::auth::Tenant;
 use super::error::{AppError, ErrorCode};
 use super::parse::{self, containment_filters, param, Params};
@@ -66,7 +68,62 @@ impl Published {
     }
 }
 
-/// The server's one reader of stored events and its subscribers' meeting point.
+/// The live stream's hubs: one per database whose positions it reads (the database, or
+/// each node of a sharded layout), and which of them serves a tenant.
+#[derive(Clone)]
+pub struct Live {
+    hubs: Vec<(Hub, Client)>,
+    shards: Option<Shards>,
+}
+
+impl Live {
+    /// One hub on `client`'s database.
+    pub fn start(client: Client) -> Live {
+        Live {
+            hubs: vec![(Hub::start(client.clone()), client)],
+            shards: None,
+        }
+    }
+
+    /// A hub on each node of a sharded layout.
+    pub fn sharded(shards: &Shards) -> Live {
+        Live {
+            hubs: shards
+                .nodes()
+                .iter()
+                .map(|node| (Hub::start(node.clone()), node.clone()))
+                .collect(),
+            shards: Some(shards.clone()),
+        }
+    }
+
+    /// The same, every stream sending a keep-alive comment every `every`.
+    pub fn with_keep_alive(mut self, every: Duration) -> Live {
+        for (hub, _) in &mut self.hubs {
+            hub.keep_alive = every;
+        }
+        self
+    }
+
+    /// Ends every stream, now and from now on (the server is shutting down).
+    pub fn close(&self) {
+        for (hub, _) in &self.hubs {
+            hub.close();
+        }
+    }
+
+    /// The hub serving `tenant`, and the client of its database.
+    async fn for_tenant(&self, tenant: &str) -> Result<(Hub, Client), AppError> {
+        let node = match &self.shards {
+            Some(shards) => shards.node_of(tenant).await?,
+            None => 0,
+        };
+        Ok(self.hubs[node].clone())
+    }
+}
+
+/// The server's one reader of stored events (of one database) and its subscribers'
+/// meeting point.
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -104,12 +161,6 @@ impl Hub {
         tokio::spawn(read(client.clone(), hub.inner.clone()));
         tokio::spawn(watch_revocations(client, hub.inner.clone()));
         hub
-    }
-
-    /// The same hub, its streams sending a keep-alive comment every `every`.
-    pub fn with_keep_alive(mut self, every: Duration) -> Hub {
-        self.keep_alive = every;
-        self
     }
 
     /// Ends every stream, now and from now on (the server is shutting down).
@@ -250,6 +301,7 @@ pub(super) async fn stream(
     query: Params,
 ) -> Result<Response, AppError> {
     let pairs = parse::query(query, &["stream", "after"], true)?;
+    let (hub, client) = state.live.for_tenant(&tenant).await?;
     let mut filter = LiveFilter::tenant(tenant);
     if let Some(stream) = param(&pairs, "stream") {
         triggers_client::check_texts(&[("stream", stream)])?;
@@ -268,11 +320,10 @@ pub(super) async fn stream(
         })
         .transpose()?;
     let key_id = key_id(&headers);
-    let hub = state.live.clone();
     let keep_alive = hub.keep_alive;
     let closed = hub.closed();
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
-    tokio::spawn(follow(hub, state.client.clone(), filter, from, key_id, tx));
+    tokio::spawn(follow(hub, client, filter, from, key_id, tx));
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

@@ -8,7 +8,8 @@ use super::auth::KeyCache;
 use super::backpressure::QueueBound;
 use super::group::GroupCommit;
 use super::limit::{Limiter, DEFAULT_RATE_LIMIT};
-use super::live::Hub;
+use super::live::Live;
+use crate::shards::Shards;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -21,20 +22,42 @@ pub struct AppState {
     pub group: GroupCommit,
     /// Recently authenticated keys.
     pub keys: KeyCache,
-    /// The live stream's reader and its subscribers.
-    pub live: Hub,
+    /// The live stream's readers and their subscribers.
+    pub live: Live,
     /// Back-pressure: the queue's bound and depth.
     pub queue: QueueBound,
+    /// The nodes of a sharded layout (the client is then the proxy's).
+    pub shards: Option<Shards>,
 }
 
 impl AppState {
     /// State over `client` with the default rate limit and two group committers.
     /// Needs a Tokio runtime (the committers are tasks).
     pub fn new(client: Client) -> AppState {
+        AppState::over(client, None)
+    }
+
+    /// State over a sharded layout: `proxy` for the API's calls; the live stream, key
+    /// revocations and the queue's bound on each node of `shards`.
+    pub fn sharded(proxy: Client, shards: Shards) -> AppState {
+        AppState::over(proxy, Some(shards))
+    }
+
+    fn over(client: Client, shards: Option<Shards>) -> AppState {
         let group = GroupCommit::start(client.clone(), 2);
-        let live = Hub::start(client.clone());
         let keys = KeyCache::default();
-        keys.follow(client.clone());
+        let live = match &shards {
+            Some(shards) => {
+                for node in shards.nodes() {
+                    keys.follow(node.clone());
+                }
+                Live::sharded(shards)
+            }
+            None => {
+                keys.follow(client.clone());
+                Live::start(client.clone())
+            }
+        };
         AppState {
             live,
             client,
@@ -42,13 +65,17 @@ impl AppState {
             group,
             keys,
             queue: QueueBound::default(),
+            shards,
         }
     }
 
     /// The same refusing new events (503) while the queue holds `bound` messages or more
-    /// (0: no bound).
+    /// (0: no bound); in a sharded layout, while the tenant's node's queue does.
     pub fn with_max_queue_depth(mut self, bound: i64) -> AppState {
-        self.queue = QueueBound::start(self.client.clone(), bound);
+        self.queue = match &self.shards {
+            Some(shards) => QueueBound::sharded(shards, bound),
+            None => QueueBound::start(self.client.clone(), bound),
+        };
         self
     }
 
