@@ -44,7 +44,7 @@ impl AppState {
     }
 
     fn over(client: Client, shards: Option<Shards>) -> AppState {
-        let group = GroupCommit::start(client.clone(), 2);
+        let group = GroupCommit::start(client.clone(), 2, shards.is_some());
         let keys = KeyCache::default();
         let live = match &shards {
             Some(shards) => {

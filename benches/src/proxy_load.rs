@@ -1,0 +1,244 @@
+//! The scale-out harness (issue 17): what the PL/Proxy proxy costs, on one machine. One
+//! private cluster holds two node databases (plain `triggers` installs) and a proxy
+//! database (`triggers_proxy` over a cluster of 8 partitions, 4 per node). Measured in
+//! the same run, alternating which side goes first:
+//! - `SELECT triggers.enqueue(...)` through the proxy, 8 connections, tenants of both
+//!   nodes, vs the same call directly on one node, 8 connections;
+//! - HTTP `POST /events`, 64 keep-alive connections, against a server over the proxy
+//!   and its two nodes vs a server on one node (router and workers in this process).
+//!
+//! On 2 cores this shows the proxy's cost, not scaling: every side shares the same CPUs.
+//!
+//! ```text
+//! bash scripts/setup.sh --release
+//! cargo run --release -p triggers-benches --bin triggers-proxy-load [-- --seconds 5]
+//! ```
+
+#[path = "common.rs"]
+mod common;
+#[path = "wire.rs"]
+mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio_postgres::Config;
+
+const PARTITIONS: usize = 8;
+const SECRETS_KEY: &str = "triggers-proxy-load-throwaway-secrets-key-0123456789";
+
+/// `conns` connections calling `sql` with a tenant each (round robin over `tenants`)
+/// back to back for `secs`: calls per second.
+async fn rate(config: &Config, conns: usize, secs: f64, sql: &str, tenants: &[String]) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let tasks = (0..conns).map(|c| {
+        let (config, sql, done) = (config.clone(), sql.to_string(), done.clone());
+        let tenants = tenants.to_vec();
+        tokio::spawn(async move {
+            let db = common::connect(&config).await;
+            let statement = db.prepare(&sql).await.expect("prepare");
+            let mut i = c;
+            while Instant::now() < until {
+                db.execute(&statement, &[&tenants[i % tenants.len()]])
+                    .await
+                    .expect("call");
+                i += conns;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    join_all(tasks).await;
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `conns` keep-alive connections POSTing one event each back to back for `secs`,
+/// each connection with its own key (tenant): requests per second.
+async fn post_rate(addr: &str, keys: &[String], conns: usize, secs: f64) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let tasks = (0..conns).map(|c| {
+        let request = wire::request(
+            "POST",
+            "/events",
+            &keys[c % keys.len()],
+            r#"{"payload":{"n":1}}"#,
+        );
+        let (addr, done) = (addr.to_string(), done.clone());
+        tokio::spawn(async move {
+            let mut conn = wire::Conn::open(&addr).await;
+            while Instant::now() < until {
+                let (status, body) = conn.send(&request).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    join_all(tasks).await;
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Serves the API on `client` (and `shards`, if sharded) with 2 workers per database;
+/// returns the address.
+async fn serve(
+    client: triggers_client::Client,
+    shards: Option<triggers_server::shards::Shards>,
+) -> String {
+    let state = match &shards {
+        Some(shards) => triggers_server::http::AppState::sharded(client.clone(), shards.clone()),
+        None => triggers_server::http::AppState::new(client.clone()),
+    }
+    .with_rate_limit(0);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, triggers_server::http::app(state)).await });
+    let databases = match &shards {
+        Some(shards) => shards.nodes().to_vec(),
+        None => vec![client],
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    std::mem::forget(stop);
+    for node in databases {
+        for id in 0..2 {
+            tokio::spawn(triggers_server::worker::run(
+                id,
+                node.dedicated().unwrap_or_else(|| node.clone()),
+                Default::default(),
+                stopped.clone(),
+            ));
+        }
+    }
+    addr
+}
+
+fn keyed(config: &Config) -> triggers_client::Client {
+    triggers_client::Client::from_config(
+        triggers_server::db::with_key(config.clone(), SECRETS_KEY),
+        16,
+    )
+    .expect("client")
+}
+
+#[tokio::main]
+async fn main() {
+    let secs = common::seconds_arg(5.0);
+    let (mut cluster, dir) = common::private_cluster("triggers-proxy-load").await;
+    // Each proxy backend holds a connection to every node it called (PL/Proxy's way; a
+    // pooler such as PgBouncer goes between in production): more than the default 100.
+    common::connect(&cluster.config())
+        .await
+        .batch_execute("ALTER SYSTEM SET max_connections = 400")
+        .await
+        .unwrap();
+    cluster.stop();
+    let mut cluster =
+        triggers_server::embedded::Cluster::start(&triggers_server::embedded::ClusterOptions {
+            data_dir: dir.clone(),
+            pg_config: None,
+        })
+        .await
+        .expect("restart the cluster");
+    let base = cluster.config();
+    let admin = common::connect(&base).await;
+    let mut nodes = Vec::new();
+    for name in ["node0", "node1", "single"] {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let mut config = base.clone();
+        config.dbname(name);
+        common::connect(&config)
+            .await
+            .batch_execute("CREATE EXTENSION triggers CASCADE")
+            .await
+            .unwrap();
+        nodes.push(config);
+    }
+    let single = nodes.pop().unwrap();
+    admin.batch_execute("CREATE DATABASE proxy").await.unwrap();
+    let mut proxy = base.clone();
+    proxy.dbname("proxy");
+    let port = base.get_ports()[0];
+    let entries: Vec<String> = (0..PARTITIONS)
+        .map(|p| format!("p{p} 'dbname=node{} host=127.0.0.1 port={port}'", p % 2))
+        .collect();
+    common::connect(&proxy)
+        .await
+        .batch_execute(&format!(
+            "CREATE EXTENSION plproxy;
+             CREATE SERVER triggers FOREIGN DATA WRAPPER plproxy OPTIONS ({});
+             CREATE USER MAPPING FOR PUBLIC SERVER triggers OPTIONS (user '{}', password '{}');
+             CREATE EXTENSION triggers_proxy;",
+            entries.join(", "),
+            base.get_user().unwrap(),
+            String::from_utf8_lossy(base.get_password().unwrap())
+        ))
+        .await
+        .unwrap();
+
+    // Tenants: 64 spread over both nodes for the proxy; those on node 0 for node 0.
+    let proxy_client = keyed(&proxy);
+    let all: Vec<String> = (0..64).map(|i| format!("tenant-{i}")).collect();
+    let mut on_node0 = Vec::new();
+    for tenant in &all {
+        if proxy_client.partition_of(tenant, PARTITIONS).await.unwrap() % 2 == 0 {
+            on_node0.push(tenant.clone());
+        }
+    }
+    println!("one private cluster, 2 cores: node0, node1 and the proxy (8 partitions) in it; {secs} s per measurement\n");
+    println!("| measure | through the proxy | directly on a node | ratio | target |");
+    println!("|---|---|---|---|---|");
+
+    const ENQUEUE: &str = "SELECT triggers.enqueue('{\"n\": 1}'::jsonb, tenant => $1)";
+    let (mut through, mut direct) = (0.0, 0.0);
+    for round in 0..2 {
+        for side in [round, 1 - round] {
+            if side == 0 {
+                direct += rate(&nodes[0], 8, secs / 2.0, ENQUEUE, &on_node0).await / 2.0;
+            } else {
+                through += rate(&proxy, 8, secs / 2.0, ENQUEUE, &all).await / 2.0;
+            }
+        }
+    }
+    println!(
+        "| `enqueue`, 8 connections | {through:.0} calls/s | {direct:.0} calls/s | {:.2} | ≥ 0.6 |",
+        through / direct
+    );
+
+    // HTTP: a server over the proxy and both nodes vs one on a database of its own.
+    let node_clients: Vec<triggers_client::Client> = nodes.iter().map(keyed).collect();
+    let shards = triggers_server::shards::Shards::discover(proxy_client.clone(), node_clients)
+        .await
+        .expect("the partition map");
+    let sharded_addr = serve(proxy_client.clone(), Some(shards)).await;
+    let single_client = keyed(&single);
+    let single_addr = serve(single_client.clone(), None).await;
+    let mut sharded_keys = Vec::new();
+    let mut single_keys = Vec::new();
+    for tenant in all.iter().take(64) {
+        sharded_keys.push(proxy_client.create_api_key(tenant, "load").await.unwrap());
+        single_keys.push(single_client.create_api_key(tenant, "load").await.unwrap());
+    }
+    let (mut sharded_rate, mut single_rate) = (0.0, 0.0);
+    for round in 0..2 {
+        for side in [round, 1 - round] {
+            if side == 0 {
+                single_rate += post_rate(&single_addr, &single_keys, 64, secs / 2.0).await / 2.0;
+            } else {
+                sharded_rate += post_rate(&sharded_addr, &sharded_keys, 64, secs / 2.0).await / 2.0;
+            }
+        }
+    }
+    println!(
+        "| HTTP `POST /events`, 64 connections (server over the proxy and 2 nodes vs over 1 node) | {sharded_rate:.0} req/s | {single_rate:.0} req/s | {:.2} | ≥ 0.7 |",
+        sharded_rate / single_rate
+    );
+    drop(admin);
+    cluster.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
