@@ -122,23 +122,33 @@ $$;
 COMMENT ON FUNCTION triggers._webhook_metrics_combine IS 'Internal: webhook_metrics() from the parts of one or more nodes.';
 
 /*
- * metrics_history() from per-minute latency histograms (parallel arrays: the minute, the
- * bucket, the count; of one node or several): the `minutes` minutes up to `last`
- * (a minute), oldest first.
+ * metrics_history()'s rows: the `minutes` minutes (1 to 1440) up to `last` (a minute),
+ * oldest first, each with the events processed and their latency percentiles, from
+ * _latency_minutes — a node's own histogram, or, in the proxy, every node's (the same
+ * bucket of the same minute from several nodes adds up).
  */
-CREATE FUNCTION triggers._history_combine(last timestamptz, minutes int, at timestamptz[],
-    buckets smallint[], counts bigint[])
+CREATE FUNCTION triggers._history(tenant text, minutes int, last timestamptz)
 RETURNS TABLE(minute timestamptz, processed bigint, p50_ms numeric, p95_ms numeric, p99_ms numeric)
-LANGUAGE sql IMMUTABLE AS $$
-    WITH h AS (SELECT * FROM unnest(at, buckets, counts) AS u(at, bucket, n))
-    SELECT m.at, l.processed, l.p50_ms, l.p95_ms, l.p99_ms
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF minutes IS NULL OR minutes < 1 OR minutes > 1440 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004',
+            MESSAGE = format('minutes must be 1 to 1440, got %s', coalesce(minutes::text, 'NULL'));
+    END IF;
+    RETURN QUERY
+    WITH h AS (
+        SELECT l.minute AS at, l.bucket, l.n
+          FROM triggers._latency_minutes(_history.tenant, last - (minutes - 1) * interval '1 minute',
+                                         last + interval '1 minute') l
+    )
+    SELECT m.at, p.processed, p.p50_ms, p.p95_ms, p.p99_ms
       FROM generate_series(last - (minutes - 1) * interval '1 minute', last, interval '1 minute') AS m(at)
       CROSS JOIN LATERAL triggers._percentiles(
           ARRAY(SELECT h.bucket FROM h WHERE h.at = m.at ORDER BY h.bucket),
-          ARRAY(SELECT h.n FROM h WHERE h.at = m.at ORDER BY h.bucket)) AS l
-     ORDER BY m.at
-$$;
-COMMENT ON FUNCTION triggers._history_combine IS 'Internal: metrics_history() from per-minute latency histograms.';
+          ARRAY(SELECT h.n FROM h WHERE h.at = m.at ORDER BY h.bucket)) AS p
+     ORDER BY m.at;
+END $$;
+COMMENT ON FUNCTION triggers._history IS 'Internal: metrics_history() from the latency histograms of one node or several.';
 
 /*
  * The number an API key routes by: keys name their tenant's hashtext in the first eight

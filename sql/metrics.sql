@@ -159,22 +159,12 @@ COMMENT ON FUNCTION triggers._latency_minutes IS
 CREATE FUNCTION triggers.metrics_history(tenant text DEFAULT NULL, minutes int DEFAULT 60)
 RETURNS TABLE(minute timestamptz, processed bigint, p50_ms numeric, p95_ms numeric, p99_ms numeric)
 LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_now timestamptz := date_trunc('minute', triggers._now());
 BEGIN
     IF metrics_history.tenant IS NOT NULL THEN
         PERFORM triggers._check_text('tenant', metrics_history.tenant);
     END IF;
-    IF minutes IS NULL OR minutes < 1 OR minutes > 1440 THEN
-        RAISE EXCEPTION USING ERRCODE = 'TG004',
-            MESSAGE = format('minutes must be 1 to 1440, got %s', coalesce(minutes::text, 'NULL'));
-    END IF;
-    RETURN QUERY
-    SELECT c.* FROM (
-        SELECT array_agg(l.minute) AS at, array_agg(l.bucket) AS buckets, array_agg(l.n) AS counts
-          FROM triggers._latency_minutes(metrics_history.tenant, v_now - (minutes - 1) * interval '1 minute',
-                                         v_now + interval '1 minute') l) h
-     CROSS JOIN LATERAL triggers._history_combine(v_now, minutes, h.at, h.buckets, h.counts) c;
+    RETURN QUERY SELECT * FROM triggers._history(metrics_history.tenant, minutes,
+                                                 date_trunc('minute', triggers._now()));
 END $$;
 COMMENT ON FUNCTION triggers.metrics_history IS
     'Per minute over the last hour (or `minutes`): events processed and latency p50/p95/p99 (ms), of a tenant or all.';

@@ -260,23 +260,12 @@ LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON ALL; $$;
 CREATE FUNCTION triggers.metrics_history(tenant text DEFAULT NULL, minutes integer DEFAULT 60)
 RETURNS TABLE(minute timestamptz, processed bigint, p50_ms numeric, p95_ms numeric, p99_ms numeric)
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_now timestamptz := date_trunc('minute', now());
 BEGIN
     IF metrics_history.tenant IS NOT NULL THEN
         RETURN QUERY SELECT * FROM triggers._metrics_history_of(metrics_history.tenant, minutes);
-        RETURN;
+    ELSE
+        RETURN QUERY SELECT * FROM triggers._history(NULL, minutes, date_trunc('minute', now()));
     END IF;
-    IF minutes IS NULL OR minutes < 1 OR minutes > 1440 THEN
-        RAISE EXCEPTION USING ERRCODE = 'TG004',
-            MESSAGE = format('minutes must be 1 to 1440, got %s', coalesce(minutes::text, 'NULL'));
-    END IF;
-    RETURN QUERY
-    SELECT c.* FROM (
-        SELECT array_agg(l.minute) AS at, array_agg(l.bucket) AS buckets, array_agg(l.n) AS counts
-          FROM triggers._latency_minutes(NULL, v_now - (minutes - 1) * interval '1 minute',
-                                         v_now + interval '1 minute') l) h
-     CROSS JOIN LATERAL triggers._history_combine(v_now, minutes, h.at, h.buckets, h.counts) c;
 END $$;
 
 -- Work on every node: the sum of what each did.

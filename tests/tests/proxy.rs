@@ -295,7 +295,23 @@ async fn two_hundred_tenants_through_the_proxy() {
                 .await
                 .unwrap()
                 .get(0);
-            through == combined && combined["latency_ms"]["p50"].is_number()
+            // Per minute too: every node's processed events, minute by minute.
+            let history = "SELECT coalesce(sum(processed), 0)::bigint, count(*) FROM triggers.metrics_history(NULL, 10)";
+            let row = db.query_one(history, &[]).await.unwrap();
+            let (mut processed, minutes): (i64, i64) = (0, row.get(1));
+            for node in &sharded.nodes {
+                processed += connect(node)
+                    .await
+                    .query_one(history, &[])
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0);
+            }
+            through == combined
+                && combined["latency_ms"]["p50"].is_number()
+                && row.get::<_, i64>(0) == processed
+                && processed >= 600
+                && minutes == 10
         },
     )
     .await;
