@@ -19,7 +19,7 @@ async fn with_database<T>(
     args: &DbArgs,
     run: impl AsyncFnOnce(&triggers_client::Client) -> Result<T, StartupError>,
 ) -> Result<T, StartupError> {
-    let mut database = db::open(args, true, false).await?;
+    let mut database = db::open(args, true, db::Role::Calls).await?;
     let result = run(&database.client).await;
     if let Some(cluster) = database.cluster.as_mut() {
         cluster.stop();

@@ -21,15 +21,24 @@ pub struct Database {
     pub description: String,
 }
 
+/// What a command does with the database, which decides what a sharded layout needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Calls the SQL API only (keys, send, metrics): a proxy alone will do.
+    Calls,
+    /// Runs workers (`triggers worker`): on a node's session, so with a proxy the nodes
+    /// are needed; the nodes alone will do.
+    Works,
+    /// Serves the API and runs workers and the live stream (`triggers serve`): with
+    /// nodes, the proxy too.
+    Serves,
+}
+
 /// Opens DATABASE_URL, or the embedded cluster: started here, or, with `attach`,
 /// used in place when another `triggers` process already runs it. With `--nodes`,
-/// DATABASE_URL is a proxy and the nodes are opened too. `workers_run`: the command
-/// runs workers or the live stream, which need a node's session (not a proxy's).
-pub async fn open(
-    args: &DbArgs,
-    attach: bool,
-    workers_run: bool,
-) -> Result<Database, StartupError> {
+/// DATABASE_URL is a proxy and the nodes are opened too (a worker may have the nodes
+/// alone).
+pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, StartupError> {
     let key = match secrets_key(args)? {
         (key, None) => key,
         (new, Some(path)) => keep(new, &path)?,
@@ -39,12 +48,6 @@ pub async fn open(
         .as_deref()
         .filter(|u| !u.trim().is_empty());
     if !args.nodes.is_empty() {
-        let Some(url) = url else {
-            return Err(StartupError::Database(
-                "--nodes needs DATABASE_URL: the proxy database (with the triggers_proxy extension)".into(),
-            ));
-        };
-        let proxy = connect_url(url, &key, "DATABASE_URL", Schema::Proxy).await?;
         let mut nodes = Vec::new();
         for (i, node) in args.nodes.iter().enumerate() {
             nodes.push(
@@ -57,6 +60,20 @@ pub async fn open(
                 .await?,
             );
         }
+        let Some(url) = url else {
+            if role == Role::Serves {
+                return Err(StartupError::Database(
+                    "--nodes needs DATABASE_URL: the proxy database (with the triggers_proxy extension)".into(),
+                ));
+            }
+            return Ok(Database {
+                client: nodes[0].clone(),
+                description: format!("{} nodes", nodes.len()),
+                shards: Some(crate::shards::Shards::nodes_only(nodes)),
+                cluster: None,
+            });
+        };
+        let proxy = connect_url(url, &key, "DATABASE_URL", Schema::Proxy).await?;
         let shards = crate::shards::Shards::discover(proxy.clone(), nodes)
             .await
             .map_err(|e| StartupError::Database(format!("the proxy's partitions: {e}")))?;
@@ -69,7 +86,7 @@ pub async fn open(
     }
     if let Some(url) = url {
         let client = connect_url(url, &key, "DATABASE_URL", Schema::Node).await?;
-        if workers_run && client.is_proxy().await.unwrap_or(false) {
+        if role != Role::Calls && client.is_proxy().await.unwrap_or(false) {
             return Err(StartupError::Database(
                 "DATABASE_URL is a proxy database (triggers_proxy): give the nodes too, --nodes URL,URL,… \
                  (workers and the live stream run on each node)"

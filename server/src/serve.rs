@@ -23,7 +23,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
         .map_err(|e| StartupError::Listen(e.to_string()))?;
     // Listen for signals before serving, so none between "listening" and serve is lost.
     let mut signals = Signals::new()?;
-    let mut database = db::open(&args.db, false, true).await?;
+    let mut database = db::open(&args.db, false, db::Role::Serves).await?;
     let first_key = match &database.cluster {
         Some(cluster) if cluster.created() => database
             .client
@@ -80,7 +80,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
 /// Runs workers only, until a shutdown signal.
 pub async fn worker(args: WorkerArgs) -> Result<(), StartupError> {
     let mut signals = Signals::new()?;
-    let mut database = db::open(&args.db, true, true).await?;
+    let mut database = db::open(&args.db, true, db::Role::Works).await?;
     println!(
         "triggers: {} workers on {}",
         args.workers, database.description

@@ -90,6 +90,19 @@ impl Shards {
         Ok(shards)
     }
 
+    /// Just the nodes, for a worker that runs on each of them and routes nothing (which
+    /// node serves a tenant is then unknown: [`Shards::node_of`] errs).
+    pub fn nodes_only(nodes: Vec<Client>) -> Shards {
+        Shards {
+            inner: Arc::new(Inner {
+                proxy: nodes[0].clone(),
+                nodes,
+                map: RwLock::new(Vec::new()),
+                partitions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
     /// The node clients, in `--nodes` order.
     pub fn nodes(&self) -> &[Client] {
         &self.inner.nodes

@@ -190,3 +190,36 @@ async fn serve_over_a_proxy_and_two_nodes() {
     .await;
     assert_eq!(metrics(keys[0].clone()).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_given_the_nodes_alone_processes_every_node() {
+    let sharded = Sharded::new("sharded_worker", 2, 8).await;
+    let proxy = Client::from_config(sharded.proxy.clone(), 2).unwrap();
+    let tenants: Vec<String> = (0..16).map(|i| format!("worker-{i}")).collect();
+    let node_of = sharded.nodes_of(&tenants).await;
+    assert!(node_of.contains(&0) && node_of.contains(&1));
+    for tenant in &tenants {
+        proxy
+            .enqueue(&triggers_client::NewEvent::new(json!({"n": 1})).tenant(tenant))
+            .await
+            .unwrap();
+    }
+    let nodes: Vec<String> = sharded.nodes.iter().map(database_url).collect();
+    let tmp = TempDir::new("sharded-worker");
+    let mut worker = triggers(&["worker", "--secrets-key-file"])
+        .arg(tmp.join("secrets-key"))
+        .env("TRIGGERS_NODES", nodes.join(","))
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("every node's queue processed", || async {
+        let metrics = proxy.metrics(None).await.unwrap();
+        metrics.queue_depth == 0 && metrics.pending == 16
+    })
+    .await;
+    // SAFETY: kill(2) with the pid of a child this test spawned.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    assert!(worker.wait().unwrap().success());
+}
