@@ -137,18 +137,6 @@ impl Client {
             .get(0))
     }
 
-    /// Whether this database is a PL/Proxy proxy (`triggers_proxy`), not a node.
-    pub async fn is_proxy(&self) -> Result<bool, Error> {
-        let conn = self.pool.get().await?;
-        Ok(conn
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'triggers_proxy'",
-                &[],
-            )
-            .await?
-            .is_some())
-    }
-
     /// Through a PL/Proxy proxy (`triggers_proxy`): the partition of `tenant` out of
     /// `partitions`, as PL/Proxy routes its calls.
     pub async fn partition_of(&self, tenant: &str, partitions: usize) -> Result<usize, Error> {

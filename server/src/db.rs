@@ -50,15 +50,8 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
     if !args.nodes.is_empty() {
         let mut nodes = Vec::new();
         for (i, node) in args.nodes.iter().enumerate() {
-            nodes.push(
-                connect_url(
-                    node,
-                    &key,
-                    &format!("--nodes entry {}", i + 1),
-                    Schema::Node,
-                )
-                .await?,
-            );
+            let what = format!("--nodes entry {}", i + 1);
+            nodes.push(connect_url(node, &key, &what, Schema::Node).await?.0);
         }
         let Some(url) = url else {
             if role == Role::Serves {
@@ -73,7 +66,7 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
                 cluster: None,
             });
         };
-        let proxy = connect_url(url, &key, "DATABASE_URL", Schema::Proxy).await?;
+        let (proxy, _) = connect_url(url, &key, "DATABASE_URL", Schema::Proxy).await?;
         let shards = crate::shards::Shards::discover(proxy.clone(), nodes)
             .await
             .map_err(|e| StartupError::Database(format!("the proxy's partitions: {e}")))?;
@@ -85,8 +78,8 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
         });
     }
     if let Some(url) = url {
-        let client = connect_url(url, &key, "DATABASE_URL", Schema::Node).await?;
-        if role != Role::Calls && client.is_proxy().await.unwrap_or(false) {
+        let (client, found) = connect_url(url, &key, "DATABASE_URL", Schema::Node).await?;
+        if role != Role::Calls && found == Schema::Proxy {
             return Err(StartupError::Database(
                 "DATABASE_URL is a proxy database (triggers_proxy): give the nodes too, --nodes URL,URL,… \
                  (workers and the live stream run on each node)"
@@ -129,7 +122,7 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
     })
 }
 
-/// What a database of a URL must hold.
+/// What the database of a URL holds: asked for by the caller, found by [`connect_url`].
 #[derive(Clone, Copy, PartialEq)]
 enum Schema {
     /// The triggers extension (created or updated here).
@@ -140,13 +133,15 @@ enum Schema {
 }
 
 /// A client for a URL (`what` names it in messages), checked by opening a connection
-/// and creating or updating the extension the database must hold.
+/// and creating or updating the extension the database must hold; and what the
+/// database turned out to be (a proxy serves the API where a node is asked for, for
+/// commands that only call it: keys, send).
 async fn connect_url(
     url: &str,
     key: &str,
     what: &str,
     schema: Schema,
-) -> Result<triggers_client::Client, StartupError> {
+) -> Result<(triggers_client::Client, Schema), StartupError> {
     let client = triggers_client::Client::url_config(url)
         .and_then(|config| triggers_client::Client::from_config(with_key(config, key), 16))
         .map_err(|e| StartupError::Database(format!("{what}: {e}")))?;
@@ -159,12 +154,19 @@ async fn connect_url(
         };
         StartupError::Database(format!("cannot connect to {what} ({}): {why}", where_(url)))
     })?;
-    // A proxy database serves the API for commands that only call it (keys, send).
-    match schema {
-        Schema::Node if !schema::is_proxy(&conn).await? => schema::ensure_extension(&conn).await?,
-        _ => schema::ensure_proxy(&conn).await?,
-    }
-    Ok(client)
+    let found = if schema::is_proxy(&conn).await? {
+        schema::update_proxy(&conn).await?;
+        Schema::Proxy
+    } else if schema == Schema::Proxy {
+        return Err(StartupError::Database(format!(
+            "{what} is not a proxy database: with --nodes it must have the triggers_proxy extension \
+             (CREATE EXTENSION plproxy; CREATE SERVER triggers …; CREATE EXTENSION triggers_proxy; see README → Scale-out)"
+        )));
+    } else {
+        schema::ensure_extension(&conn).await?;
+        Schema::Node
+    };
+    Ok((client, found))
 }
 
 /// Host and port of a connection URL, never its password.

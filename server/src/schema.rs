@@ -26,16 +26,8 @@ pub async fn ensure_extension(client: &tokio_postgres::Client) -> Result<(), Sta
         })
 }
 
-/// Checks that the connected database is a proxy (`triggers_proxy` installed) and
-/// updates it to the installed version.
-pub async fn ensure_proxy(client: &tokio_postgres::Client) -> Result<(), StartupError> {
-    if !is_proxy(client).await? {
-        return Err(StartupError::Database(
-            "DATABASE_URL is not a proxy database: with --nodes it must have the triggers_proxy extension \
-             (CREATE EXTENSION plproxy; CREATE SERVER triggers …; CREATE EXTENSION triggers_proxy; see README → Scale-out)"
-                .into(),
-        ));
-    }
+/// Updates the connected proxy's `triggers_proxy` to the installed version.
+pub async fn update_proxy(client: &tokio_postgres::Client) -> Result<(), StartupError> {
     client
         .batch_execute("SET client_min_messages = warning; ALTER EXTENSION triggers_proxy UPDATE")
         .await
