@@ -88,11 +88,8 @@ async fn serve(
     client: triggers_client::Client,
     shards: Option<triggers_server::shards::Shards>,
 ) -> String {
-    let state = match &shards {
-        Some(shards) => triggers_server::http::AppState::sharded(client.clone(), shards.clone()),
-        None => triggers_server::http::AppState::new(client.clone()),
-    }
-    .with_rate_limit(0);
+    let state =
+        triggers_server::http::AppState::over(client.clone(), shards.clone()).with_rate_limit(0);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, triggers_server::http::app(state)).await });

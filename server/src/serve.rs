@@ -48,11 +48,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     }
     tracing::info!(%addr, database = %database.description, workers = args.workers, "listening");
     let (workers, deliveries) = node_workers(&database, args.workers, &args.webhooks);
-    let state = match &database.shards {
-        Some(shards) => AppState::sharded(database.client.clone(), shards.clone()),
-        None => AppState::new(database.client.clone()),
-    };
-    let state = state
+    let state = AppState::over(database.client.clone(), database.shards.clone())
         .with_rate_limit(args.rate_limit)
         .with_keep_alive(std::time::Duration::from_secs(args.keep_alive))
         .with_key_ttl(std::time::Duration::from_secs(args.key_cache_ttl))

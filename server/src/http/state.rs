@@ -37,13 +37,10 @@ impl AppState {
         AppState::over(client, None)
     }
 
-    /// State over a sharded layout: `proxy` for the API's calls; the live stream, key
-    /// revocations and the queue's bound on each node of `shards`.
-    pub fn sharded(proxy: Client, shards: Shards) -> AppState {
-        AppState::over(proxy, Some(shards))
-    }
-
-    fn over(client: Client, shards: Option<Shards>) -> AppState {
+    /// State over `client`, or, with `shards`, over a sharded layout: `client` (the
+    /// proxy's) for the API's calls; the live stream, key revocations and the queue's
+    /// bound on each node.
+    pub fn over(client: Client, shards: Option<Shards>) -> AppState {
         let group = GroupCommit::start(client.clone(), 2, shards.is_some());
         let keys = KeyCache::default();
         let live = match &shards {
