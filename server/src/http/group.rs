@@ -110,10 +110,7 @@ async fn commit(client: &Client, group: Vec<(NewEvent, Reply)>, one_transaction:
                 return;
             }
             Err(e) if e.is_unavailable() => {
-                let message = e.to_string();
-                for reply in by_tenant.into_iter().flat_map(|(_, replies)| replies) {
-                    let _ = reply.send(Err(Error::Unavailable(message.clone())));
-                }
+                unavailable(by_tenant.into_iter().flat_map(|(_, replies)| replies), &e);
                 return;
             }
             // The database refused something: each tenant alone, below.
@@ -161,11 +158,14 @@ async fn commit_tenant(client: &Client, events: Vec<NewEvent>, replies: Vec<Repl
                 let _ = reply.send(client.enqueue(event).await);
             }
         }
-        Err(e) => {
-            let message = e.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(Error::Unavailable(message.clone())));
-            }
-        }
+        Err(e) => unavailable(replies, &e),
+    }
+}
+
+/// Answers every request of `replies`: the database cannot be reached.
+fn unavailable(replies: impl IntoIterator<Item = Reply>, e: &Error) {
+    let message = e.to_string();
+    for reply in replies {
+        let _ = reply.send(Err(Error::Unavailable(message.clone())));
     }
 }
