@@ -37,7 +37,8 @@ COMMENT ON FUNCTION triggers._percentiles IS
  * those of the summed histograms.
  */
 CREATE FUNCTION triggers._metrics_combine(tenant text, parts jsonb[]) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+-- STABLE, not IMMUTABLE: reading and writing timestamptz follows the session's TimeZone.
+LANGUAGE sql STABLE AS $$
     WITH s AS (
         SELECT coalesce(sum((x->>'pending')::numeric), 0) AS pending,
                coalesce(sum((x->>'delivered')::numeric), 0) AS delivered,
