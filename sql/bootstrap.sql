@@ -277,6 +277,17 @@ CREATE TABLE triggers.webhook_attempts (
     PRIMARY KEY (delivery_id, attempt)
 );
 
+-- Partitions of a sharded layout (README → Scale-out) moved off this node ('out': its
+-- tenants' events are refused here, from the start of the move) or onto it ('in').
+-- sql/partitions.sql; empty on a node that never took part in a move.
+CREATE TABLE triggers.partition_moves (
+    partitions integer     NOT NULL CHECK (partitions BETWEEN 1 AND 1048576 AND (partitions & (partitions - 1)) = 0),
+    part       integer     NOT NULL CHECK (part >= 0 AND part < partitions),
+    state      text        NOT NULL CHECK (state IN ('out', 'in')),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (partitions, part)
+);
+
 -- The work queue and its dead-letter queue.
 SELECT pgmq.create('triggers_events');
 SELECT pgmq.create('triggers_events_dlq');
@@ -317,6 +328,7 @@ SELECT pg_catalog.pg_extension_config_dump('triggers.webhook_endpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.webhook_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.webhook_attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('triggers.api_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('triggers.partition_moves', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.q_triggers_events', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.a_triggers_events', '');
 SELECT pg_catalog.pg_extension_config_dump('pgmq.q_triggers_events_dlq', '');

@@ -127,7 +127,8 @@ BEGIN
                         triggers._text_error('tenant', enqueue_ex.tenant, 200),
                         triggers._event_error('', enqueue_ex.payload, enqueue_ex.metadata,
                                               enqueue_ex.idempotency_key, enqueue_ex.stream,
-                                              enqueue_ex.debug, cfg.max_payload_bytes));
+                                              enqueue_ex.debug, cfg.max_payload_bytes),
+                        triggers._placement_error(enqueue_ex.tenant));
     IF v_error IS NOT NULL THEN
         PERFORM triggers._raise(v_error);
     END IF;
@@ -200,6 +201,7 @@ DECLARE
     v_seqs bigint[];
 BEGIN
     PERFORM triggers._check_text('tenant', enqueue_batch_ex.tenant);
+    PERFORM triggers._raise(triggers._placement_error(enqueue_batch_ex.tenant));
     IF events IS NULL OR jsonb_typeof(events) <> 'array' THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'events must be a JSON array';
     END IF;

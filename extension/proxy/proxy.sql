@@ -34,23 +34,75 @@ CREATE TYPE triggers.attempt_row AS (
     delivery_id bigint, endpoint_id uuid, attempt integer, attempted_at timestamptz,
     status_code integer, latency_ms integer, response text, error text);
 
+-- Partitions paused while they move to another node (`triggers partitions move`): their
+-- calls are refused with 57P03 until the move is done. Empty the rest of the time.
+CREATE TABLE triggers.paused_partitions (
+    part      integer     PRIMARY KEY CHECK (part >= 0),
+    paused_at timestamptz NOT NULL DEFAULT now()
+);
+
+/* How many partitions the cluster has: its server's p<n> entries. */
+CREATE FUNCTION triggers._partitions() RETURNS int
+LANGUAGE sql STABLE AS $$
+    SELECT count(*)::int FROM pg_catalog.pg_foreign_server s, unnest(s.srvoptions) o
+     WHERE s.srvname = 'triggers' AND o ~ '^p[0-9]+='
+$$;
+
+/* `hash`, unless its partition is paused: then 57P03, which callers retry. */
+CREATE FUNCTION triggers._unless_paused(hash int) RETURNS int
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_part int := hash & (triggers._partitions() - 1);
+BEGIN
+    IF EXISTS (SELECT 1 FROM triggers.paused_partitions p WHERE p.part = v_part) THEN
+        RAISE EXCEPTION USING ERRCODE = '57P03',
+            MESSAGE = format('partition %s is moving to another node; retry in a moment', v_part);
+    END IF;
+    RETURN hash;
+END $$;
+COMMENT ON FUNCTION triggers._unless_paused IS 'Internal: a routing hash, or 57P03 while its partition is paused.';
+
+/* A routing hash, checked against the paused partitions only while there are any. */
+CREATE FUNCTION triggers._open(hash int) RETURNS int
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM triggers.paused_partitions) THEN hash
+                ELSE triggers._unless_paused(hash) END
+$$;
+COMMENT ON FUNCTION triggers._open IS 'Internal: a routing hash, unless its partition is paused.';
+
 /*
  * The hash a tenant's calls run on: its partition is this & (partitions - 1). A NULL
  * tenant goes where '' would, and that node refuses it as a node would.
  */
 CREATE FUNCTION triggers._route(tenant text) RETURNS int
-LANGUAGE sql IMMUTABLE AS $$ SELECT hashtext(coalesce(tenant, '')) $$;
+LANGUAGE sql STABLE AS $$ SELECT triggers._open(hashtext(coalesce(tenant, ''))) $$;
 COMMENT ON FUNCTION triggers._route IS 'Internal: the hash PL/Proxy routes a tenant''s calls by.';
 
 /* The hash a key's calls run on: the tenant hash it carries, else partition 0 (which refuses it). */
 CREATE FUNCTION triggers._key_hash(token text) RETURNS int
-LANGUAGE sql IMMUTABLE AS $$ SELECT coalesce(triggers._key_route(token), 0) $$;
+LANGUAGE sql STABLE AS $$ SELECT triggers._open(coalesce(triggers._key_route(token), 0)) $$;
 COMMENT ON FUNCTION triggers._key_hash IS 'Internal: the hash PL/Proxy routes an API key''s calls by.';
 
 /* The partition of a tenant, out of `partitions` (a power of two): for operators. */
 CREATE FUNCTION triggers.partition_of(tenant text, partitions int) RETURNS int
-LANGUAGE sql IMMUTABLE AS $$ SELECT triggers._route(tenant) & (partitions - 1) $$;
+LANGUAGE sql IMMUTABLE AS $$ SELECT hashtext(coalesce(tenant, '')) & (partitions - 1) $$;
 COMMENT ON FUNCTION triggers.partition_of IS 'The PL/Proxy partition a tenant''s calls run on, out of `partitions`.';
+
+/* Pauses a partition: its calls are refused (57P03) until partition_resume. */
+CREATE FUNCTION triggers.partition_pause(part int) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO triggers.paused_partitions (part) VALUES (partition_pause.part) ON CONFLICT DO NOTHING
+$$;
+COMMENT ON FUNCTION triggers.partition_pause IS 'Refuses a partition''s calls (57P03) until partition_resume: while it moves.';
+
+CREATE FUNCTION triggers.partition_resume(part int) RETURNS void
+LANGUAGE sql AS $$ DELETE FROM triggers.paused_partitions p WHERE p.part = partition_resume.part $$;
+COMMENT ON FUNCTION triggers.partition_resume IS 'Serves a paused partition''s calls again.';
+
+/* Which database serves partition `part` (for checking a move's entries). */
+CREATE FUNCTION triggers.partition_node(part int) RETURNS text
+LANGUAGE plproxy AS $$ CLUSTER 'triggers'; RUN ON part; TARGET triggers._node; $$;
+COMMENT ON FUNCTION triggers.partition_node IS 'The database that serves a partition: database, port and start time.';
 
 /* This proxy's version: the API it speaks is that of the same triggers version. */
 CREATE FUNCTION triggers.version() RETURNS text

@@ -23,6 +23,7 @@
 //! | `sql/retention.sql` | `purge` |
 //! | `sql/keys.sql` | API keys |
 //! | `sql/webhooks.sql` | webhook endpoints and their sealed secrets |
+//! | `sql/partitions.sql` | moving a PL/Proxy partition's tenants to another node |
 //! | `sql/finalize.sql` | grants, once everything exists |
 //!
 //! ```sql
@@ -46,10 +47,16 @@ pgrx::extension_sql_file!(
     name = "validate",
     requires = ["clock"]
 );
+// Moving a partition off or onto this node; enqueue asks it where a tenant is.
+pgrx::extension_sql_file!(
+    "../../sql/partitions.sql",
+    name = "partitions",
+    requires = ["clock", "validate"]
+);
 pgrx::extension_sql_file!(
     "../../sql/enqueue.sql",
     name = "enqueue",
-    requires = ["validate", api::ids::_uuid_v7]
+    requires = ["validate", "partitions", api::ids::_uuid_v7]
 );
 pgrx::extension_sql_file!(
     "../../sql/metrics.sql",

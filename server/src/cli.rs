@@ -34,6 +34,10 @@ pub enum Command {
     /// Follow the live stream: print each event stored from now (or after --from) as a
     /// JSON line with its position, until interrupted.
     Tail(TailArgs),
+    /// A sharded layout's partitions (DATABASE_URL is the proxy): list them, or move
+    /// one to another node.
+    #[command(subcommand)]
+    Partitions(PartitionsCommand),
 }
 
 /// Where the database is: DATABASE_URL, or the embedded cluster in --data-dir.
@@ -222,6 +226,47 @@ pub enum EndpointsCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+/// `triggers partitions ...`
+#[derive(Debug, Subcommand)]
+pub enum PartitionsCommand {
+    /// Print each partition of the proxy's cluster as a JSON line: its entry, and
+    /// whether it is paused (moving).
+    List {
+        /// The database (DATABASE_URL: the proxy).
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Move one partition's tenants to another node without losing or repeating an
+    /// event: pause it at the proxy, fence it on --from, copy it to --to, switch its
+    /// entry, delete it from --from, resume. Run it again to finish a move cut short.
+    Move(PartitionsMoveArgs),
+}
+
+/// Settings of `triggers partitions move`.
+#[derive(Debug, Clone, Args)]
+pub struct PartitionsMoveArgs {
+    /// The partition (0 to partitions - 1; `SELECT triggers.partition_of(tenant, n)`).
+    pub partition: u32,
+    /// The node that serves it now (a URL this command can connect to).
+    #[arg(long)]
+    pub from: String,
+    /// The node taking it over (the extension is created there if missing).
+    #[arg(long)]
+    pub to: String,
+    /// --to as the proxy's cluster should name it (libpq key=value, no user or
+    /// password: the user mapping gives them) [default: the existing entry of that
+    /// database, else `dbname=… host=… port=…` from --to].
+    #[arg(long)]
+    pub entry: Option<String>,
+    /// Give up a move cut short before its rows were copied: the partition is --from's
+    /// again, and served.
+    #[arg(long)]
+    pub abort: bool,
+    /// The database (DATABASE_URL: the proxy).
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 /// Settings of `triggers send`.

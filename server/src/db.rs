@@ -122,6 +122,17 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
     })
 }
 
+/// A node database of a sharded layout, for an operator's command (no secrets key:
+/// nothing is sealed or opened); the extension is created or updated there.
+pub async fn node(url: &str, what: &str) -> Result<triggers_client::Client, StartupError> {
+    Ok(connect_url(url, "", what, Schema::Node).await?.0)
+}
+
+/// A proxy database (with triggers_proxy), for an operator's command.
+pub async fn proxy(url: &str, what: &str) -> Result<triggers_client::Client, StartupError> {
+    Ok(connect_url(url, "", what, Schema::Proxy).await?.0)
+}
+
 /// What the database of a URL holds: asked for by the caller, found by [`connect_url`].
 #[derive(Clone, Copy, PartialEq)]
 enum Schema {
@@ -281,6 +292,9 @@ pub fn with_key(
     key: &str,
 ) -> triggers_client::ConnectConfig {
     let mut config = config.into();
+    if key.is_empty() {
+        return config;
+    }
     let setting = format!("-c triggers.secrets_key={key}");
     let options = match config.postgres.get_options() {
         Some(existing) if !existing.is_empty() => format!("{existing} {setting}"),

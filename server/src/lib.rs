@@ -15,6 +15,7 @@ pub mod db;
 pub mod embedded;
 pub mod error;
 pub mod http;
+pub mod partitions;
 pub mod schema;
 pub mod serve;
 pub mod shards;

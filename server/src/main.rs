@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             Command::Send(args) => triggers_server::commands::send(args).await,
             Command::Metrics(args) => triggers_server::commands::metrics(args).await,
             Command::Tail(args) => triggers_server::commands::tail(args).await,
+            Command::Partitions(command) => triggers_server::partitions::partitions(command).await,
         }
     });
     match result {

@@ -35,7 +35,7 @@ struct Inner {
 }
 
 /// A node's identity as a partition entry names it: host, port, database.
-fn identity(config: &tokio_postgres::Config) -> (String, u16, String) {
+pub fn identity(config: &tokio_postgres::Config) -> (String, u16, String) {
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),

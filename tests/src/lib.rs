@@ -21,7 +21,7 @@ pub use database::{
     ExternalCluster, HungWorker,
 };
 pub use process::{
-    bin, free_port, get_json, is_root, postgres_processes_of, run, serve_loopback,
-    serve_test_database, triggers, Server, TempDir, START_TIMEOUT,
+    bin, free_port, get_json, is_root, postgres_processes_of, run, send_until_accepted,
+    serve_loopback, serve_test_database, triggers, Server, TempDir, START_TIMEOUT,
 };
 pub use wait::{wait_until, Notifications, MARKER_CHANNEL, PATIENCE};

@@ -338,3 +338,30 @@ pub async fn serve_loopback(app: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
 }
+
+/// POSTs an event `{"key": key}` with idempotency key `key` until the server answers
+/// 200 (whatever happens meanwhile: restarts, 503s); the event id it was given.
+pub async fn send_until_accepted(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    key: &str,
+) -> String {
+    loop {
+        let sent = http
+            .post(format!("{base}/events"))
+            .bearer_auth(api_key)
+            .json(&serde_json::json!({"payload": {"key": key}, "idempotency_key": key}))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            if response.status().as_u16() == 200 {
+                if let Ok(body) = response.json::<serde_json::Value>().await {
+                    return body["data"]["event_id"].as_str().unwrap().to_string();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use triggers_tests::sharded::Sharded;
 use triggers_tests::{
-    database_url, free_port, scalar, test_database, triggers, wait_until, ExternalCluster, Server,
-    TempDir,
+    database_url, free_port, scalar, send_until_accepted, test_database, triggers, wait_until,
+    ExternalCluster, Server, TempDir,
 };
 
 const PRODUCERS: usize = 8;
@@ -41,32 +40,6 @@ fn start_over(url: &str, nodes: &[String], port: u16) -> Server {
         "0",
     ]);
     Server::start(command)
-}
-
-/// Sends `key` until the server answers 200; the event id it was given.
-async fn send_until_accepted(
-    http: &reqwest::Client,
-    base: &str,
-    api_key: &str,
-    key: &str,
-) -> String {
-    loop {
-        let sent = http
-            .post(format!("{base}/events"))
-            .bearer_auth(api_key)
-            .json(&json!({"payload": {"key": key}, "idempotency_key": key}))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
-        if let Ok(response) = sent {
-            if response.status().as_u16() == 200 {
-                if let Ok(body) = response.json::<Value>().await {
-                    return body["data"]["event_id"].as_str().unwrap().to_string();
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Careful producers: each of [`PRODUCERS`] sends [`PER_PRODUCER`] keys, each until a

@@ -112,13 +112,36 @@ impl Live {
         }
     }
 
-    /// The hub serving `tenant`, and the client of its database.
-    async fn for_tenant(&self, tenant: &str) -> Result<(Hub, Client), AppError> {
+    /// The hub serving `tenant`, the client of its database, and where it is (a
+    /// sharded layout's node, whose change ends the tenant's streams: [`moved_off`]).
+    async fn for_tenant(&self, tenant: &str) -> Result<(Hub, Client, Place), AppError> {
         let node = match &self.shards {
             Some(shards) => shards.node_of(tenant).await?,
             None => 0,
         };
-        Ok(self.hubs[node].clone())
+        let (hub, client) = self.hubs[node].clone();
+        Ok((hub, client, self.shards.clone().map(|s| (s, node))))
+    }
+}
+
+/// A tenant's node in a sharded layout: the shards and the node's index.
+type Place = Option<(Shards, usize)>;
+
+/// How often a stream of a sharded layout asks whether its tenant moved.
+const MOVE_CHECK: Duration = Duration::from_secs(2);
+
+/// Resolves once `tenant` is served by another node than `place`'s (its partition was
+/// moved): its stream then ends, and the client's reconnection, with the last position
+/// it got, is served by the new node's hub (a moved event keeps its position there).
+async fn moved_off(place: Place, tenant: String) {
+    let Some((shards, node)) = place else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(MOVE_CHECK).await;
+        if matches!(shards.node_of(&tenant).await, Ok(now) if now != node) {
+            return;
+        }
     }
 }
 
@@ -301,7 +324,7 @@ pub(super) async fn stream(
     query: Params,
 ) -> Result<Response, AppError> {
     let pairs = parse::query(query, &["stream", "after"], true)?;
-    let (hub, client) = state.live.for_tenant(&tenant).await?;
+    let (hub, client, place) = state.live.for_tenant(&tenant).await?;
     let mut filter = LiveFilter::tenant(tenant);
     if let Some(stream) = param(&pairs, "stream") {
         triggers_client::check_texts(&[("stream", stream)])?;
@@ -323,7 +346,7 @@ pub(super) async fn stream(
     let keep_alive = hub.keep_alive;
     let closed = hub.closed();
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
-    tokio::spawn(follow(hub, client, filter, from, key_id, tx));
+    tokio::spawn(follow(hub, client, place, filter, from, key_id, tx));
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -355,6 +378,7 @@ fn key_id(headers: &HeaderMap) -> Option<String> {
 async fn follow(
     hub: Hub,
     client: Client,
+    place: Place,
     filter: LiveFilter,
     from: Option<Position>,
     key_id: Option<String>,
@@ -378,6 +402,8 @@ async fn follow(
     let tenant = filter.tenant.clone().unwrap_or_default();
     let mut published = hub.subscribe(&tenant);
     let mut last = from.unwrap_or_else(|| hub.upto());
+    let moved = moved_off(place, tenant.clone());
+    tokio::pin!(moved);
     loop {
         // Replay: what was published before this subscription, from the database.
         let upto = hub.upto();
@@ -411,6 +437,7 @@ async fn follow(
                     continue;
                 }
                 () = tx.closed() => return,
+                () = &mut moved => return,
             };
             match event {
                 Ok(event) if event.position > last => {
