@@ -5,13 +5,15 @@
 //! - `SELECT triggers.enqueue(...)` through the proxy, 8 connections, tenants of both
 //!   nodes, vs the same call directly on one node, 8 connections;
 //! - HTTP `POST /events`, 64 keep-alive connections, against a server over the proxy
-//!   and its two nodes vs a server on one node (router and workers in this process).
+//!   and its two nodes vs a server on one node (router and workers in this process);
+//! - then how long moving a partition to a new node keeps it paused, with
+//!   `--move-events` (100,000) stored events of its tenants and as many queued.
 //!
 //! On 2 cores this shows the proxy's cost, not scaling: every side shares the same CPUs.
 //!
 //! ```text
 //! bash scripts/setup.sh --release
-//! cargo run --release -p triggers-benches --bin triggers-proxy-load [-- --seconds 5]
+//! cargo run --release -p triggers-benches --bin triggers-proxy-load [-- --seconds 5 --move-events 100000]
 //! ```
 
 #[path = "common.rs"]
@@ -234,6 +236,111 @@ async fn main() {
     println!(
         "| HTTP `POST /events`, 64 connections (server over the proxy and 2 nodes vs over 1 node) | {sharded_rate:.0} req/s | {single_rate:.0} req/s | {:.2} | ≥ 0.7 |",
         sharded_rate / single_rate
+    );
+
+    // What the checks a move relies on cost every call while no partition moves: the
+    // node's `_placement_error` in each enqueue, the proxy's `_open` in each routing.
+    let loop_us = |db: Config, call: &'static str| async move {
+        let db = common::connect(&db).await;
+        let sql = format!(
+            "DO $$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
+               FOR i IN 1..20000 LOOP PERFORM {call}; END LOOP;
+               RAISE NOTICE '%', extract(epoch FROM clock_timestamp() - t0);
+             END $$"
+        );
+        let started = Instant::now();
+        db.batch_execute(&sql).await.unwrap();
+        started.elapsed().as_secs_f64() * 1e6 / 20000.0
+    };
+    let placement = loop_us(single.clone(), "triggers._placement_error('tenant-1')").await;
+    let enqueue = loop_us(
+        single.clone(),
+        "triggers.enqueue('{\"n\": 1}', tenant => 'tenant-1')",
+    )
+    .await;
+    let open = loop_us(proxy.clone(), "triggers._route('tenant-1')").await;
+    let hash = loop_us(proxy.clone(), "hashtext('tenant-1')").await;
+    println!(
+        "\nper call, no partition moving (20,000 in a DO loop): the node's placement check {placement:.1} µs \
+         in an enqueue of {enqueue:.1} µs ({:.1} %); the proxy's routing with its pause check {open:.1} µs \
+         vs hashtext alone {hash:.1} µs",
+        100.0 * placement / enqueue
+    );
+
+    // Moving a partition: node 0's partition 0 to a new node, with `--move-events`
+    // stored events (and as many again queued) of its tenants.
+    let events: i64 = common::arg("--move-events")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    admin.batch_execute("CREATE DATABASE spare").await.unwrap();
+    let mut spare = base.clone();
+    spare.dbname("spare");
+    let mut in_p0 = Vec::new();
+    for tenant in &all {
+        if proxy_client.partition_of(tenant, PARTITIONS).await.unwrap() == 0 {
+            in_p0.push(tenant.clone());
+        }
+    }
+    let node0 = common::connect(&nodes[0]).await;
+    let fill = |n: i64| {
+        let node0 = &node0;
+        let in_p0 = &in_p0;
+        async move {
+            for chunk in 0..n / 1000 {
+                let tenant = &in_p0[chunk as usize % in_p0.len()];
+                node0
+                    .execute(
+                        "SELECT triggers.enqueue_batch((SELECT jsonb_agg(jsonb_build_object('payload', jsonb_build_object('n', i)))
+                                                          FROM generate_series(1, 1000) i), $1)",
+                        &[tenant],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    fill(events).await;
+    while node0
+        .query_one("SELECT read FROM triggers.process_batch(1000)", &[])
+        .await
+        .unwrap()
+        .get::<_, i32>(0)
+        > 0
+    {}
+    fill(events).await;
+    let url = |config: &Config| {
+        format!(
+            "postgres://{}:{}@127.0.0.1:{port}/{}",
+            config.get_user().unwrap(),
+            String::from_utf8_lossy(config.get_password().unwrap()),
+            config.get_dbname().unwrap()
+        )
+    };
+    let args = triggers_server::cli::PartitionsMoveArgs {
+        partition: 0,
+        from: url(&nodes[0]),
+        to: url(&spare),
+        entry: None,
+        other_proxies: Vec::new(),
+        abort: false,
+        db: triggers_server::cli::DbArgs {
+            database_url: Some(url(&proxy)),
+            data_dir: dir.join("unused"),
+            pg_config: None,
+            secrets_key_file: None,
+            nodes: Vec::new(),
+        },
+    };
+    let started = Instant::now();
+    triggers_server::partitions::partitions(triggers_server::cli::PartitionsCommand::Move(args))
+        .await
+        .expect("the move");
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "\nmoving partition 0 ({} tenants; {events} stored events and {events} queued) to a new node: \
+         paused {took:.1} s, {:.0} events/s",
+        in_p0.len(),
+        2.0 * events as f64 / took
     );
     drop(admin);
     cluster.stop();

@@ -260,6 +260,10 @@ pub struct PartitionsMoveArgs {
     /// database, else `dbname=… host=… port=…` from --to].
     #[arg(long)]
     pub entry: Option<String>,
+    /// The other proxy databases of the layout, comma-separated: the partition is
+    /// paused, switched and resumed in each as in DATABASE_URL's.
+    #[arg(long, value_delimiter = ',')]
+    pub other_proxies: Vec<String>,
     /// Give up a move cut short before its rows were copied: the partition is --from's
     /// again, and served.
     #[arg(long)]

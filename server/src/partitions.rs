@@ -141,10 +141,20 @@ async fn move_partition(args: PartitionsMoveArgs) -> Result<(), StartupError> {
             partitions - 1
         )));
     }
-    let p = conn(&proxy, "proxy").await?;
+    // DATABASE_URL's proxy, then the others: each pauses, switches and resumes.
+    let mut proxies = vec![(conn(&proxy, "proxy").await?, "the proxy".to_string())];
+    for (i, url) in args.other_proxies.iter().enumerate() {
+        let what = format!("--other-proxies entry {}", i + 1);
+        let other = db::proxy(url, &what).await?;
+        proxies.push((conn(&other, &what).await?, what));
+    }
     let s = conn(&source, "--from").await?;
     let t = conn(&target, "--to").await?;
-    for (c, what) in [(&p, "proxy"), (&s, "--from"), (&t, "--to")] {
+    for (c, what) in proxies
+        .iter()
+        .map(|(c, w)| (c, w.as_str()))
+        .chain([(&s, "--from"), (&t, "--to")])
+    {
         let allowed: bool = one(
             c,
             what,
@@ -176,7 +186,17 @@ async fn move_partition(args: PartitionsMoveArgs) -> Result<(), StartupError> {
             "--from and --to are the same database".into(),
         ));
     }
-    let serving: String = one(&p, "proxy", "SELECT triggers.partition_node($1)", &[&part]).await?;
+    // Which node each proxy routes the partition to: --from, or --to after a switch.
+    let mut switched = Vec::new();
+    for (p, what) in &proxies {
+        let serving: String = one(p, what, "SELECT triggers.partition_node($1)", &[&part]).await?;
+        if serving != source_node && serving != target_node {
+            return Err(StartupError::Command(format!(
+                "{what} routes partition {part} to {serving}, which is neither --from ({source_node}) nor --to ({target_node})"
+            )));
+        }
+        switched.push(serving == target_node);
+    }
     let imported: bool = one(
         &t,
         "--to",
@@ -190,7 +210,7 @@ async fn move_partition(args: PartitionsMoveArgs) -> Result<(), StartupError> {
         .unwrap_or_else(|| entry_for(&args.to, &entries));
 
     if args.abort {
-        if imported || serving == target_node {
+        if imported || switched.contains(&true) {
             return Err(StartupError::Command(format!(
                 "partition {part} was copied to --to already: finish the move (run it again without --abort)"
             )));
@@ -202,41 +222,49 @@ async fn move_partition(args: PartitionsMoveArgs) -> Result<(), StartupError> {
             &[&partitions, &part],
         )
         .await?;
-        resume(&p, part).await?;
-        eprintln!("partition {part}: move given up; {n} messages and deliveries are --from's again, its calls are served");
+        for (p, what) in &proxies {
+            exec(p, what, "SELECT triggers.partition_resume($1)", &[&part]).await?;
+        }
+        say(&format!("partition {part}: move given up; {n} messages and deliveries are --from's again, its calls are served"));
         return Ok(());
     }
 
     let started = Instant::now();
     let mut rows = serde_json::Map::new();
-    if serving == source_node {
+    if switched.contains(&false) {
         say(&format!(
-            "partition {part} of {partitions}: pausing it at the proxy"
+            "partition {part} of {partitions}: pausing it at {} prox{}",
+            proxies.len(),
+            if proxies.len() == 1 { "y" } else { "ies" }
         ));
-        exec(&p, "proxy", "SELECT triggers.partition_pause($1)", &[&part]).await?;
-        wait_for_older(&p, "the proxy").await?;
+        for (p, what) in &proxies {
+            exec(p, what, "SELECT triggers.partition_pause($1)", &[&part]).await?;
+        }
+        for (p, what) in &proxies {
+            wait_for_older(p, what).await?;
+        }
         if !imported {
             fence(&s, partitions, part).await?;
             say("copying its rows to --to");
             rows = copy(&s, &t, partitions, part).await?;
         }
         say(&format!("switching p{part} to '{entry}'"));
-        set_entry(&p, part, &entry).await?;
-        let now_serving: String =
-            one(&p, "proxy", "SELECT triggers.partition_node($1)", &[&part]).await?;
-        if now_serving != target_node {
-            set_entry(&p, part, &entries[part as usize]).await?;
-            return Err(StartupError::Command(format!(
-                "the entry '{entry}' reaches {now_serving}, not --to ({target_node}); p{part} is back on --from \
-                 and still paused: run again with --entry naming --to as the proxy reaches it"
-            )));
+        for ((p, what), done) in proxies.iter().zip(&switched) {
+            if *done {
+                continue;
+            }
+            set_entry(p, what, part, &entry).await?;
+            let now: String = one(p, what, "SELECT triggers.partition_node($1)", &[&part]).await?;
+            if now != target_node {
+                set_entry(p, what, part, &entries[part as usize]).await?;
+                return Err(StartupError::Command(format!(
+                    "{what}: the entry '{entry}' reaches {now}, not --to ({target_node}); p{part} is back on \
+                     --from there and still paused: run again with --entry naming --to as the proxies reach it"
+                )));
+            }
         }
-    } else if serving != target_node {
-        return Err(StartupError::Command(format!(
-            "partition {part} is served by {serving}, which is neither --from ({source_node}) nor --to ({target_node})"
-        )));
     }
-    // Switched (now, or by a run cut short after the switch): the source's rows go.
+    // Switched everywhere (now, or by a run cut short after): the source's rows go.
     let dropped = s
         .query(
             "SELECT d.name, d.rows FROM triggers.partition_drop($1, $2) d
@@ -246,7 +274,9 @@ async fn move_partition(args: PartitionsMoveArgs) -> Result<(), StartupError> {
         .await
         .map_err(|e| failed("--from", db_message(&e)))?;
     let deleted: i64 = dropped.iter().map(|r| r.get::<_, i64>(1)).sum();
-    resume(&p, part).await?;
+    for (p, what) in &proxies {
+        exec(p, what, "SELECT triggers.partition_resume($1)", &[&part]).await?;
+    }
     let copied: i64 = rows.values().filter_map(|v| v.as_i64()).sum();
     say(&format!(
         "partition {part} is on --to: {copied} rows copied, {deleted} deleted from --from, paused {:.1} s",
@@ -272,21 +302,11 @@ fn say(what: &str) {
     eprintln!("{what}");
 }
 
-async fn resume(proxy: &Conn, part: i32) -> Result<(), StartupError> {
-    exec(
-        proxy,
-        "proxy",
-        "SELECT triggers.partition_resume($1)",
-        &[&part],
-    )
-    .await
-}
-
 /// Sets partition `part`'s entry in the proxy's cluster `triggers`.
-async fn set_entry(proxy: &Conn, part: i32, entry: &str) -> Result<(), StartupError> {
+async fn set_entry(proxy: &Conn, what: &str, part: i32, entry: &str) -> Result<(), StartupError> {
     let sql: String = one(
         proxy,
-        "proxy",
+        what,
         "SELECT format('ALTER SERVER triggers OPTIONS (SET %I %L)', 'p' || $1::int, $2::text)",
         &[&part, &entry],
     )
@@ -294,7 +314,7 @@ async fn set_entry(proxy: &Conn, part: i32, entry: &str) -> Result<(), StartupEr
     proxy
         .batch_execute(&sql)
         .await
-        .map_err(|e| failed("proxy: switching the entry", db_message(&e)))
+        .map_err(|e| failed(&format!("{what}: switching the entry"), db_message(&e)))
 }
 
 /// Waits until every transaction of this database that began before now has ended.

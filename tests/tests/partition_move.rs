@@ -10,10 +10,11 @@
 //! with every event once; every event was delivered to the webhook once; keys, the
 //! stream's numbering, dead letters and metrics came along.
 //!
-//! Cut short: the move waits for a transaction open on the old node, and is killed
-//! there. Meanwhile the partition's calls are refused (503) and the old node refuses its
-//! events; `--abort` gives it back; a second move killed the same way is finished by
-//! running it again, and running it once more changes nothing.
+//! Cut short: with two proxy databases, the move waits for a transaction open on the
+//! old node, and is killed there. Meanwhile the partition's calls are refused (503) and
+//! the old node refuses its events; `--abort` gives it back; a second move killed the
+//! same way is finished by running it again (both proxies then route to the new node),
+//! and running it once more changes nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
@@ -44,6 +45,8 @@ struct Layout {
     proxy_url: String,
     /// Node 0, node 1, the spare.
     urls: Vec<String>,
+    /// Other proxy databases over the same nodes, moved along (`--other-proxies`).
+    others: Vec<Sharded>,
 }
 
 impl Layout {
@@ -58,7 +61,24 @@ impl Layout {
             spare,
             proxy_url,
             urls,
+            others: Vec::new(),
         }
+    }
+
+    /// A second proxy database over the same two nodes.
+    async fn another_proxy(&mut self, name: &str) {
+        let user = self.sharded.proxy.get_user().unwrap().to_string();
+        let password =
+            String::from_utf8_lossy(self.sharded.proxy.get_password().unwrap()).into_owned();
+        let other = Sharded::over(
+            name,
+            self.sharded.nodes.clone(),
+            PARTITIONS,
+            &user,
+            &password,
+        )
+        .await;
+        self.others.push(other);
     }
 
     /// `n` tenants named `<prefix>-<i>` in `partition`.
@@ -84,6 +104,10 @@ impl Layout {
             .env("DATABASE_URL", &self.proxy_url)
             .args(["--from", &self.urls[0], "--to", &self.urls[2]])
             .args(extra);
+        if !self.others.is_empty() {
+            let others: Vec<String> = self.others.iter().map(|o| database_url(&o.proxy)).collect();
+            command.args(["--other-proxies", &others.join(",")]);
+        }
         command
     }
 
@@ -488,7 +512,9 @@ async fn paused_and_fenced(proxy: &tokio_postgres::Client, node0: &tokio_postgre
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_move_cut_short_is_given_up_or_finished_by_running_it_again() {
-    let layout = Layout::new("move_cut").await;
+    let mut layout = Layout::new("move_cut").await;
+    layout.another_proxy("move_cut_second").await;
+    let second_proxy = connect(&layout.others[0].proxy).await;
     let moving = layout.tenants_in("cut", MOVING, 2).await;
     let other = layout.tenants_in("cut", 6, 1).await.remove(0); // node 0, not moving
     let proxy = Client::from_config(layout.sharded.proxy.clone(), 2).unwrap();
@@ -510,8 +536,8 @@ async fn a_move_cut_short_is_given_up_or_finished_by_running_it_again() {
         .unwrap();
 
     let mut first = spawn_move(&layout);
-    wait_until("paused at the proxy and fenced on node 0", || async {
-        paused_and_fenced(&proxy_db, &node0).await
+    wait_until("paused at both proxies and fenced on node 0", || async {
+        paused_and_fenced(&proxy_db, &node0).await && paused_and_fenced(&second_proxy, &node0).await
     })
     .await;
     // Paused: the partition's calls are refused with a clear error, others served; its
@@ -588,7 +614,7 @@ async fn a_move_cut_short_is_given_up_or_finished_by_running_it_again() {
     assert_eq!(abort.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&abort.stderr).contains("copied to --to already"));
 
-    // Served from the spare now; every message there, none on node 0.
+    // Served from the spare now, through either proxy; every message there, none on node 0.
     let spare = connect(&layout.spare).await;
     assert_eq!(
         scalar(&spare, "SELECT count(*) FROM pgmq.q_triggers_events").await,
@@ -602,9 +628,14 @@ async fn a_move_cut_short_is_given_up_or_finished_by_running_it_again() {
         .enqueue(&NewEvent::new(json!({"n": 21})).tenant(&moving[0]))
         .await
         .unwrap();
+    Client::from_config(layout.others[0].proxy.clone(), 1)
+        .unwrap()
+        .enqueue(&NewEvent::new(json!({"n": 22})).tenant(&moving[1]))
+        .await
+        .unwrap();
     assert_eq!(
         scalar(&spare, "SELECT count(*) FROM pgmq.q_triggers_events").await,
-        42
+        43
     );
     let listed = run(
         {
