@@ -47,6 +47,7 @@ LANGUAGE sql STABLE AS $$
     SELECT count(*)::int FROM pg_catalog.pg_foreign_server s, unnest(s.srvoptions) o
      WHERE s.srvname = 'triggers' AND o ~ '^p[0-9]+='
 $$;
+COMMENT ON FUNCTION triggers._partitions IS 'Internal: how many partitions the cluster `triggers` has.';
 
 /* `hash`, unless its partition is paused: then 57P03, which callers retry. */
 CREATE FUNCTION triggers._unless_paused(hash int) RETURNS int

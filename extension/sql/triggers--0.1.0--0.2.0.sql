@@ -643,6 +643,8 @@ CREATE FUNCTION triggers._unfenced(t timestamptz) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN t > '3000-01-01'::timestamptz THEN t - interval '1000 years' ELSE t END
 $$;
+COMMENT ON FUNCTION triggers._fenced IS 'Internal: a fenced message''s or delivery''s time (1000 years on).';
+COMMENT ON FUNCTION triggers._unfenced IS 'Internal: a time as it was before _fenced (any other time as it is).';
 
 /*
  * Step 1, on the source: refuses the partition's events from now on (_placement_error)

@@ -321,8 +321,7 @@ async fn set_entry(proxy: &Conn, what: &str, part: i32, entry: &str) -> Result<(
 async fn wait_for_older(conn: &Conn, what: &str) -> Result<(), StartupError> {
     let since: chrono::DateTime<chrono::Utc> =
         one(conn, what, "SELECT clock_timestamp()", &[]).await?;
-    let started = Instant::now();
-    let mut said = Instant::now();
+    let mut wait = Wait::new();
     loop {
         let row = conn
             .query_one(
@@ -338,20 +337,49 @@ async fn wait_for_older(conn: &Conn, what: &str) -> Result<(), StartupError> {
         if n == 0 {
             return Ok(());
         }
-        if started.elapsed() > PATIENCE {
+        wait.again(
+            || format!("waiting on {what} for {n} transactions that began before the pause (pids {pids})"),
+            || format!("{what}: transactions that began before the pause are still open (pids {pids})"),
+        )
+        .await?;
+    }
+}
+
+/// A step's wait: it gives up after [`PATIENCE`], and says what it waits for every
+/// [`SAY_EVERY`].
+struct Wait {
+    started: Instant,
+    said: Instant,
+}
+
+impl Wait {
+    fn new() -> Wait {
+        Wait {
+            started: Instant::now(),
+            said: Instant::now(),
+        }
+    }
+
+    /// Before looking again: `waiting` said now and then, the error `gave_up` past
+    /// [`PATIENCE`] (the partition stays paused), else a pause of [`POLL`].
+    async fn again(
+        &mut self,
+        waiting: impl FnOnce() -> String,
+        gave_up: impl FnOnce() -> String,
+    ) -> Result<(), StartupError> {
+        if self.started.elapsed() > PATIENCE {
             return Err(StartupError::Command(format!(
-                "{what}: transactions that began before the pause are still open after {} s (pids {pids}); \
-                 the partition stays paused: end them and run the move again, or --abort",
+                "{} after {} s; the partition stays paused: run the move again, or --abort",
+                gave_up(),
                 PATIENCE.as_secs()
             )));
         }
-        if said.elapsed() >= SAY_EVERY {
-            say(&format!(
-                "waiting on {what} for {n} transactions that began before the pause (pids {pids})"
-            ));
-            said = Instant::now();
+        if self.said.elapsed() >= SAY_EVERY {
+            say(&waiting());
+            self.said = Instant::now();
         }
         tokio::time::sleep(POLL).await;
+        Ok(())
     }
 }
 
@@ -369,8 +397,7 @@ async fn fence(source: &Conn, partitions: i32, part: i32) -> Result<(), StartupE
     ));
     // Producers that passed the check before the fence committed.
     wait_for_older(source, "--from").await?;
-    let started = Instant::now();
-    let mut said = Instant::now();
+    let mut wait = Wait::new();
     loop {
         let row = source
             .query_one(sql, &[&partitions, &part])
@@ -380,20 +407,11 @@ async fn fence(source: &Conn, partitions: i32, part: i32) -> Result<(), StartupE
         if hidden == 0 && busy == 0 {
             return Ok(());
         }
-        if started.elapsed() > PATIENCE {
-            return Err(StartupError::Command(format!(
-                "--from: {busy} messages or deliveries of the partition are still held by workers after {} s; \
-                 the partition stays paused: run the move again, or --abort",
-                PATIENCE.as_secs()
-            )));
-        }
-        if said.elapsed() >= SAY_EVERY {
-            say(&format!(
-                "waiting for --from's workers to let go of {busy} messages or deliveries"
-            ));
-            said = Instant::now();
-        }
-        tokio::time::sleep(POLL).await;
+        wait.again(
+            || format!("waiting for --from's workers to let go of {busy} messages or deliveries"),
+            || format!("--from: {busy} messages or deliveries of the partition are still held by workers"),
+        )
+        .await?;
     }
 }
 

@@ -255,3 +255,17 @@ impl Drop for ExternalCluster {
         self.cluster.stop();
     }
 }
+
+/// Whether a database's `metrics(NULL)` equals `count(*)` of its events by status.
+pub async fn metrics_are_exact(db: &tokio_postgres::Client) -> bool {
+    db.query_one(
+        "SELECT (m->>'pending')::bigint = (SELECT count(*) FROM triggers.events WHERE status = 'pending')
+            AND (m->>'delivered')::bigint = (SELECT count(*) FROM triggers.events WHERE status = 'delivered')
+            AND (m->>'failed')::bigint = (SELECT count(*) FROM triggers.events WHERE status = 'failed')
+           FROM triggers.metrics(NULL) m",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}

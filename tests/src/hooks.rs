@@ -52,3 +52,41 @@ impl Hook {
         )
     }
 }
+
+/// A receiver on a loopback port that answers every POST to `/` with 204 and keeps
+/// what it got.
+pub struct Receiver {
+    /// Where to send: `http://127.0.0.1:<port>/`.
+    pub url: String,
+    /// Every request, in the order they came.
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<Hook>>>,
+}
+
+impl Receiver {
+    /// Starts one on the current runtime.
+    pub async fn start() -> Receiver {
+        type Got = std::sync::Arc<std::sync::Mutex<Vec<Hook>>>;
+        async fn receive(
+            axum::extract::State(got): axum::extract::State<Got>,
+            headers: HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::http::StatusCode {
+            let hook = Hook::new("/", &headers, String::from_utf8_lossy(&body).into_owned());
+            got.lock().unwrap().push(hook);
+            axum::http::StatusCode::NO_CONTENT
+        }
+        let got: Got = Default::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(receive))
+            .with_state(got.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, got }
+    }
+
+    /// What it got so far.
+    pub fn hooks(&self) -> Vec<Hook> {
+        self.got.lock().unwrap().clone()
+    }
+}

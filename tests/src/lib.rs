@@ -17,8 +17,8 @@ pub mod sse;
 mod wait;
 
 pub use database::{
-    column, connect, database_url, empty_database, enqueue_many, scalar, test_database,
-    ExternalCluster, HungWorker,
+    column, connect, database_url, empty_database, enqueue_many, metrics_are_exact, scalar,
+    test_database, ExternalCluster, HungWorker,
 };
 pub use process::{
     bin, free_port, get_json, is_root, postgres_processes_of, run, send_until_accepted,

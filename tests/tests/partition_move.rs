@@ -21,12 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 use triggers_client::{Client, DebugFlag, Error, NewEvent};
-use triggers_tests::hooks::Hook;
+use triggers_tests::hooks::Receiver;
 use triggers_tests::sharded::Sharded;
 use triggers_tests::sse::Sse;
 use triggers_tests::{
@@ -142,14 +139,6 @@ impl Layout {
     }
 }
 
-type Got = Arc<Mutex<Vec<Hook>>>;
-
-async fn receive(State(got): State<Got>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let hook = Hook::new("/", &headers, String::from_utf8_lossy(&body).into_owned());
-    got.lock().unwrap().push(hook);
-    StatusCode::NO_CONTENT
-}
-
 /// Follows a tenant's live stream from its first event, reconnecting with the last id
 /// it got whenever the server ends it; every event id received, in order.
 fn follow(url: String, key: String) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
@@ -240,17 +229,11 @@ async fn moving_a_partition_under_load_loses_and_repeats_nothing() {
     let http = reqwest::Client::new();
 
     // A webhook endpoint and a live-stream subscriber of a moving tenant.
-    let got: Got = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver = format!("http://{}/", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/", axum::routing::post(receive))
-        .with_state(got.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let receiver = Receiver::start().await;
     let created: Value = http
         .post(format!("{base}/webhooks/endpoints"))
         .bearer_auth(&keys[0])
-        .json(&json!({"url": receiver}))
+        .json(&json!({"url": receiver.url}))
         .send()
         .await
         .unwrap()
@@ -376,18 +359,10 @@ async fn moving_a_partition_under_load_loses_and_repeats_nothing() {
     }
     // Metrics equal what each node holds.
     for db in &nodes {
-        let exact: bool = db
-            .query_one(
-                "SELECT (m->>'pending')::bigint = (SELECT count(*) FROM triggers.events WHERE status = 'pending')
-                    AND (m->>'delivered')::bigint = (SELECT count(*) FROM triggers.events WHERE status = 'delivered')
-                    AND (m->>'failed')::bigint = (SELECT count(*) FROM triggers.events WHERE status = 'failed')
-                   FROM triggers.metrics(NULL) m",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert!(exact, "metrics equal count(*) by status");
+        assert!(
+            triggers_tests::metrics_are_exact(db).await,
+            "metrics equal count(*) by status"
+        );
     }
     let m0 = proxy.metrics(Some(&moving[0])).await.unwrap();
     // 60 sent, 3 before on its stream, the stream's fourth.
@@ -465,10 +440,10 @@ async fn moving_a_partition_under_load_loses_and_repeats_nothing() {
 
     // Every event of the tenant delivered to its endpoint once, signed with its secret.
     wait_until("every webhook delivered", || async {
-        got.lock().unwrap().len() >= expected.len()
+        receiver.hooks().len() >= expected.len()
     })
     .await;
-    let hooks = got.lock().unwrap().clone();
+    let hooks = receiver.hooks();
     let mut delivered: Vec<String> = hooks.iter().map(|h| h.id.clone()).collect();
     delivered.sort();
     assert_eq!(delivered, want, "each event delivered once");

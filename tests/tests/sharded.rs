@@ -6,28 +6,16 @@
 //! returned; a key revoked through the proxy is refused at once (the server listens on
 //! every node). `serve` with a proxy but no nodes is a clear error.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 use triggers_client::Client;
-use triggers_tests::hooks::Hook;
+use triggers_tests::hooks::Receiver;
 use triggers_tests::sharded::Sharded;
 use triggers_tests::sse::Sse;
 use triggers_tests::{
     database_url, free_port, run, triggers, wait_until, Server, TempDir, PATIENCE,
 };
-
-type Got = Arc<Mutex<Vec<Hook>>>;
-
-async fn receive(State(got): State<Got>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let hook = Hook::new("/", &headers, String::from_utf8_lossy(&body).into_owned());
-    got.lock().unwrap().push(hook);
-    StatusCode::NO_CONTENT
-}
 
 fn key_for(proxy_url: &str, tenant: &str) -> String {
     let mut command = triggers(&["keys", "create", "--tenant", tenant]);
@@ -82,17 +70,11 @@ async fn serve_over_a_proxy_and_two_nodes() {
     let base = server.url.clone();
 
     // A webhook receiver and an endpoint for the tenant on node 1, made through the proxy.
-    let got: Got = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver = format!("http://{}/", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/", axum::routing::post(receive))
-        .with_state(got.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let receiver = Receiver::start().await;
     let created: Value = http
         .post(format!("{base}/webhooks/endpoints"))
         .bearer_auth(&keys[1])
-        .json(&json!({"url": receiver}))
+        .json(&json!({"url": receiver.url}))
         .send()
         .await
         .unwrap()
@@ -159,10 +141,10 @@ async fn serve_over_a_proxy_and_two_nodes() {
     assert!(frame.data.contains(&ids[1]), "{}", frame.data);
 
     wait_until("the webhook from node 1", || async {
-        !got.lock().unwrap().is_empty()
+        !receiver.hooks().is_empty()
     })
     .await;
-    let hook = got.lock().unwrap()[0].clone();
+    let hook = receiver.hooks()[0].clone();
     assert_eq!(hook.id, ids[1]);
     hook.verify(&secret)
         .expect("signed with the secret the proxy returned");
