@@ -181,35 +181,6 @@ async fn moving_a_partition_under_load_loses_and_repeats_nothing() {
         keys.push(proxy.create_api_key(tenant, "move").await.unwrap());
     }
 
-    // Before: a stream of three events, a dead letter, a tenant weight.
-    for n in 0..3 {
-        proxy
-            .enqueue(
-                &NewEvent::new(json!({"n": n}))
-                    .tenant(&moving[0])
-                    .stream("orders"),
-            )
-            .await
-            .unwrap();
-    }
-    let dead = proxy
-        .enqueue(
-            &NewEvent::new(json!({"dead": true}))
-                .tenant(&moving[1])
-                .debug(DebugFlag::DlqRouting),
-        )
-        .await
-        .unwrap()
-        .event_id;
-    connect(&layout.sharded.nodes[0])
-        .await
-        .batch_execute(&format!(
-            "INSERT INTO triggers.tenants (tenant, weight) VALUES ('{}', 7)",
-            moving[2]
-        ))
-        .await
-        .unwrap();
-
     let mut command = triggers(&["serve"]);
     command
         .env("DATABASE_URL", &layout.proxy_url)
@@ -242,6 +213,36 @@ async fn moving_a_partition_under_load_loses_and_repeats_nothing() {
         .unwrap();
     let secret = created["data"]["secret"].as_str().unwrap().to_string();
     let (streamed, follower) = follow(format!("{base}/inbox/stream"), keys[0].clone());
+
+    // Before the producers (with the endpoint there, so each is delivered): a stream of
+    // three events, a dead letter, a tenant weight.
+    for n in 0..3 {
+        proxy
+            .enqueue(
+                &NewEvent::new(json!({"n": n}))
+                    .tenant(&moving[0])
+                    .stream("orders"),
+            )
+            .await
+            .unwrap();
+    }
+    let dead = proxy
+        .enqueue(
+            &NewEvent::new(json!({"dead": true}))
+                .tenant(&moving[1])
+                .debug(DebugFlag::DlqRouting),
+        )
+        .await
+        .unwrap()
+        .event_id;
+    connect(&layout.sharded.nodes[0])
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO triggers.tenants (tenant, weight) VALUES ('{}', 7)",
+            moving[2]
+        ))
+        .await
+        .unwrap();
 
     // Producers: each tenant's events one after another, each resent until accepted.
     const PER_TENANT: usize = 60;

@@ -11,6 +11,7 @@ mod inbox;
 mod keys;
 mod live;
 mod metrics;
+mod partitions;
 mod process;
 mod retention;
 mod schema;
