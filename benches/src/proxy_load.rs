@@ -84,24 +84,17 @@ async fn post_rate(addr: &str, keys: &[String], conns: usize, secs: f64) -> f64 
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Serves the API on `client` (and `shards`, if sharded) with 2 workers per database;
-/// returns the address.
-async fn serve(
-    client: triggers_client::Client,
-    shards: Option<triggers_server::shards::Shards>,
-) -> String {
+/// Serves the API on `client` over `shards` with 2 workers per node; returns the
+/// address.
+async fn serve(client: triggers_client::Client, shards: triggers_server::shards::Shards) -> String {
     let state =
         triggers_server::http::AppState::over(client.clone(), shards.clone()).with_rate_limit(0);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, triggers_server::http::app(state)).await });
-    let databases = match &shards {
-        Some(shards) => shards.nodes().to_vec(),
-        None => vec![client],
-    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     std::mem::forget(stop);
-    for node in databases {
+    for node in shards.nodes() {
         for id in 0..2 {
             tokio::spawn(triggers_server::worker::run(
                 id,
@@ -214,9 +207,13 @@ async fn main() {
     let shards = triggers_server::shards::Shards::discover(proxy_client.clone(), node_clients)
         .await
         .expect("the partition map");
-    let sharded_addr = serve(proxy_client.clone(), Some(shards)).await;
+    let sharded_addr = serve(proxy_client.clone(), shards).await;
     let single_client = keyed(&single);
-    let single_addr = serve(single_client.clone(), None).await;
+    let single_addr = serve(
+        single_client.clone(),
+        triggers_server::shards::Shards::single(single_client.clone()),
+    )
+    .await;
     let mut sharded_keys = Vec::new();
     let mut single_keys = Vec::new();
     for tenant in all.iter().take(64) {

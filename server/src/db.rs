@@ -13,8 +13,9 @@ use crate::schema;
 pub struct Database {
     /// The client over it (in a sharded layout, the proxy's).
     pub client: triggers_client::Client,
-    /// The nodes of a sharded layout, and which serves which tenant (`--nodes`).
-    pub shards: Option<crate::shards::Shards>,
+    /// The nodes (of a sharded layout, `--nodes`; else the one database), and which
+    /// serves which tenant.
+    pub shards: crate::shards::Shards,
     /// The embedded cluster, when this process started it (stopped on drop).
     pub cluster: Option<Cluster>,
     /// Where it is, for messages.
@@ -62,7 +63,7 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
             return Ok(Database {
                 client: nodes[0].clone(),
                 description: format!("{} nodes", nodes.len()),
-                shards: Some(crate::shards::Shards::nodes_only(nodes)),
+                shards: crate::shards::Shards::nodes_only(nodes),
                 cluster: None,
             });
         };
@@ -72,7 +73,7 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
             .map_err(|e| StartupError::Database(format!("the proxy's partitions: {e}")))?;
         return Ok(Database {
             client: proxy,
-            shards: Some(shards),
+            shards,
             cluster: None,
             description: format!("DATABASE_URL (proxy) over {} nodes", args.nodes.len()),
         });
@@ -87,8 +88,8 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
             ));
         }
         return Ok(Database {
+            shards: crate::shards::Shards::single(client.clone()),
             client,
-            shards: None,
             cluster: None,
             description: "DATABASE_URL".into(),
         });
@@ -99,8 +100,8 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
                 .map_err(|e| StartupError::Database(e.to_string()))?;
             let description = format!("running embedded cluster in {}", args.data_dir.display());
             return Ok(Database {
+                shards: crate::shards::Shards::single(client.clone()),
                 client,
-                shards: None,
                 cluster: None,
                 description,
             });
@@ -115,8 +116,8 @@ pub async fn open(args: &DbArgs, attach: bool, role: Role) -> Result<Database, S
         .map_err(|e| StartupError::Database(e.to_string()))?;
     let description = format!("embedded cluster in {}", cluster.dir().display());
     Ok(Database {
+        shards: crate::shards::Shards::single(client.clone()),
         client,
-        shards: None,
         cluster: Some(cluster),
         description,
     })
@@ -165,7 +166,7 @@ async fn connect_url(
         };
         StartupError::Database(format!("cannot connect to {what} ({}): {why}", where_(url)))
     })?;
-    let found = if schema::is_proxy(&conn).await? {
+    let found = if schema::is_proxy(&conn, what).await? {
         schema::update_proxy(&conn).await?;
         Schema::Proxy
     } else if schema == Schema::Proxy {

@@ -36,14 +36,14 @@ pub async fn update_proxy(client: &tokio_postgres::Client) -> Result<(), Startup
         })
 }
 
-/// Whether the connected database is a proxy (has `triggers_proxy`).
-pub async fn is_proxy(client: &tokio_postgres::Client) -> Result<bool, StartupError> {
+/// Whether the connected database (`what`, in messages) is a proxy (has `triggers_proxy`).
+pub async fn is_proxy(client: &tokio_postgres::Client, what: &str) -> Result<bool, StartupError> {
     Ok(client
         .query_opt(
             "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'triggers_proxy'",
             &[],
         )
         .await
-        .map_err(|e| StartupError::Database(format!("DATABASE_URL: {e}")))?
+        .map_err(|e| StartupError::Database(format!("{what}: {e}")))?
         .is_some())
 }

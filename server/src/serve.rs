@@ -123,12 +123,8 @@ fn node_workers(
     n: u16,
     webhooks: &crate::cli::WebhookArgs,
 ) -> (Tasks, Tasks) {
-    let nodes = match &database.shards {
-        Some(shards) => shards.nodes().to_vec(),
-        None => vec![database.client.clone()],
-    };
     let (mut workers, mut deliveries) = (Vec::new(), Vec::new());
-    for node in &nodes {
+    for node in database.shards.nodes() {
         workers.push(processing_workers(node, n));
         deliveries.push(webhook::delivery_workers(node, webhooks));
     }

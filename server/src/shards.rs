@@ -6,7 +6,8 @@
 //! bound. [`Shards`] knows which node serves a tenant: its partition (PL/Proxy's,
 //! `hashtext(tenant) & (partitions - 1)`, asked of the proxy once per tenant) and the
 //! partition's node (read from the cluster's definition, again every few seconds, so a
-//! partition moved to another node is followed).
+//! partition moved to another node is followed). One database is a layout of one node
+//! ([`Shards::single`]), so what runs per node runs the same way there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,7 +27,8 @@ pub struct Shards {
 }
 
 struct Inner {
-    proxy: Client,
+    /// The proxy routing the API's calls; none for one database, or for nodes alone.
+    proxy: Option<Client>,
     nodes: Vec<Client>,
     /// Partition → index into `nodes`.
     map: RwLock<Vec<usize>>,
@@ -57,7 +59,7 @@ impl Shards {
         let map = read_map(&proxy, &nodes).await?;
         let shards = Shards {
             inner: Arc::new(Inner {
-                proxy,
+                proxy: Some(proxy.clone()),
                 nodes,
                 map: RwLock::new(map),
                 partitions: Mutex::new(HashMap::new()),
@@ -68,7 +70,7 @@ impl Shards {
             loop {
                 tokio::time::sleep(REFRESH).await;
                 let Some(inner) = weak.upgrade() else { return };
-                match read_map(&inner.proxy, &inner.nodes).await {
+                match read_map(&proxy, &inner.nodes).await {
                     Ok(map) => {
                         let mut current = inner.map.write().unwrap_or_else(|e| e.into_inner());
                         if current.len() != map.len() {
@@ -91,16 +93,27 @@ impl Shards {
     }
 
     /// Just the nodes, for a worker that runs on each of them and routes nothing (which
-    /// node serves a tenant is then unknown: [`Shards::node_of`] errs).
+    /// node serves a tenant is then unknown: [`Shards::node_of`] errs past one node).
     pub fn nodes_only(nodes: Vec<Client>) -> Shards {
         Shards {
             inner: Arc::new(Inner {
-                proxy: nodes[0].clone(),
+                proxy: None,
                 nodes,
                 map: RwLock::new(Vec::new()),
                 partitions: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// One database: a layout of one node serving every tenant.
+    pub fn single(client: Client) -> Shards {
+        Shards::nodes_only(vec![client])
+    }
+
+    /// Whether calls go through a PL/Proxy proxy to several nodes (then a tenant's node
+    /// can change: a partition moved).
+    pub fn is_sharded(&self) -> bool {
+        self.inner.proxy.is_some()
     }
 
     /// The node clients, in `--nodes` order.
@@ -110,6 +123,14 @@ impl Shards {
 
     /// The index of the node serving `tenant` now.
     pub async fn node_of(&self, tenant: &str) -> Result<usize, Error> {
+        let Some(proxy) = &self.inner.proxy else {
+            return match self.inner.nodes.len() {
+                1 => Ok(0),
+                _ => Err(Error::Unavailable(
+                    "which node serves a tenant is unknown without the proxy".into(),
+                )),
+            };
+        };
         let count = self
             .inner
             .map
@@ -126,7 +147,7 @@ impl Shards {
         let partition = match known {
             Some(p) => p,
             None => {
-                let p = self.inner.proxy.partition_of(tenant, count).await?;
+                let p = proxy.partition_of(tenant, count).await?;
                 let mut partitions = self
                     .inner
                     .partitions

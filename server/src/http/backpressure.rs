@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use triggers_client::Client;
-
 use super::error::{AppError, ErrorCode};
 use crate::shards::Shards;
 
@@ -18,30 +16,22 @@ const EVERY: Duration = Duration::from_secs(1);
 
 /// The queue's depth as last counted (each node's, in a sharded layout), and the bound
 /// (0: none).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct QueueBound {
     bound: i64,
     depths: Vec<Arc<AtomicI64>>,
-    shards: Option<Shards>,
+    shards: Shards,
 }
 
 impl QueueBound {
-    /// Counts the queue of `client` every second while the process runs; `bound` 0
-    /// counts nothing and never refuses.
-    pub fn start(client: Client, bound: i64) -> QueueBound {
-        QueueBound::counting(vec![client], bound, None)
-    }
-
-    /// Counts each node's queue: a tenant is refused while its node's is at `bound`.
-    pub fn sharded(shards: &Shards, bound: i64) -> QueueBound {
-        QueueBound::counting(shards.nodes().to_vec(), bound, Some(shards.clone()))
-    }
-
-    fn counting(clients: Vec<Client>, bound: i64, shards: Option<Shards>) -> QueueBound {
+    /// Counts each node's queue every second while the process runs: a tenant is
+    /// refused while its node's is at `bound`; `bound` 0 counts nothing and never
+    /// refuses.
+    pub fn start(shards: &Shards, bound: i64) -> QueueBound {
         let bound = bound.max(0);
-        let depths: Vec<Arc<AtomicI64>> = clients.iter().map(|_| Arc::default()).collect();
+        let depths: Vec<Arc<AtomicI64>> = shards.nodes().iter().map(|_| Arc::default()).collect();
         if bound > 0 {
-            for (client, depth) in clients.into_iter().zip(depths.iter().cloned()) {
+            for (client, depth) in shards.nodes().iter().cloned().zip(depths.iter().cloned()) {
                 tokio::spawn(async move {
                     loop {
                         match client.queue_depth_up_to(bound).await {
@@ -57,7 +47,7 @@ impl QueueBound {
         QueueBound {
             bound,
             depths,
-            shards,
+            shards: shards.clone(),
         }
     }
 
@@ -66,10 +56,7 @@ impl QueueBound {
         if self.bound == 0 {
             return Ok(());
         }
-        let node = match &self.shards {
-            Some(shards) => shards.node_of(tenant).await?,
-            None => 0,
-        };
+        let node = self.shards.node_of(tenant).await?;
         let depth = self
             .depths
             .get(node)

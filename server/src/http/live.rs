@@ -73,27 +73,19 @@ impl Published {
 #[derive(Clone)]
 pub struct Live {
     hubs: Vec<(Hub, Client)>,
-    shards: Option<Shards>,
+    shards: Shards,
 }
 
 impl Live {
-    /// One hub on `client`'s database.
-    pub fn start(client: Client) -> Live {
-        Live {
-            hubs: vec![(Hub::start(client.clone()), client)],
-            shards: None,
-        }
-    }
-
-    /// A hub on each node of a sharded layout.
-    pub fn sharded(shards: &Shards) -> Live {
+    /// A hub on each node.
+    pub fn start(shards: &Shards) -> Live {
         Live {
             hubs: shards
                 .nodes()
                 .iter()
                 .map(|node| (Hub::start(node.clone()), node.clone()))
                 .collect(),
-            shards: Some(shards.clone()),
+            shards: shards.clone(),
         }
     }
 
@@ -112,20 +104,17 @@ impl Live {
         }
     }
 
-    /// The hub serving `tenant`, the client of its database, and where it is (a
-    /// sharded layout's node, whose change ends the tenant's streams: [`moved_off`]).
+    /// The hub serving `tenant`, the client of its database, and where it is (its
+    /// node, whose change ends the tenant's streams: [`moved_off`]).
     async fn for_tenant(&self, tenant: &str) -> Result<(Hub, Client, Place), AppError> {
-        let node = match &self.shards {
-            Some(shards) => shards.node_of(tenant).await?,
-            None => 0,
-        };
+        let node = self.shards.node_of(tenant).await?;
         let (hub, client) = self.hubs[node].clone();
-        Ok((hub, client, self.shards.clone().map(|s| (s, node))))
+        Ok((hub, client, (self.shards.clone(), node)))
     }
 }
 
-/// A tenant's node in a sharded layout: the shards and the node's index.
-type Place = Option<(Shards, usize)>;
+/// A tenant's node: the shards and the node's index.
+type Place = (Shards, usize);
 
 /// How often a stream of a sharded layout asks whether its tenant moved.
 const MOVE_CHECK: Duration = Duration::from_secs(2);
@@ -133,10 +122,10 @@ const MOVE_CHECK: Duration = Duration::from_secs(2);
 /// Resolves once `tenant` is served by another node than `place`'s (its partition was
 /// moved): its stream then ends, and the client's reconnection, with the last position
 /// it got, is served by the new node's hub (a moved event keeps its position there).
-async fn moved_off(place: Place, tenant: String) {
-    let Some((shards, node)) = place else {
+async fn moved_off((shards, node): Place, tenant: String) {
+    if !shards.is_sharded() {
         return std::future::pending().await;
-    };
+    }
     loop {
         tokio::time::sleep(MOVE_CHECK).await;
         if matches!(shards.node_of(&tenant).await, Ok(now) if now != node) {

@@ -26,42 +26,34 @@ pub struct AppState {
     pub live: Live,
     /// Back-pressure: the queue's bound and depth.
     pub queue: QueueBound,
-    /// The nodes of a sharded layout (the client is then the proxy's).
-    pub shards: Option<Shards>,
+    /// The nodes (of a sharded layout, the client then the proxy's; else the one
+    /// database).
+    pub shards: Shards,
 }
 
 impl AppState {
     /// State over `client` with the default rate limit and two group committers.
     /// Needs a Tokio runtime (the committers are tasks).
     pub fn new(client: Client) -> AppState {
-        AppState::over(client, None)
+        AppState::over(client.clone(), Shards::single(client))
     }
 
-    /// State over `client`, or, with `shards`, over a sharded layout: `client` (the
-    /// proxy's) for the API's calls; the live stream, key revocations and the queue's
-    /// bound on each node.
-    pub fn over(client: Client, shards: Option<Shards>) -> AppState {
-        let group = GroupCommit::start(client.clone(), 2, shards.is_some());
+    /// State over `client` for the API's calls (in a sharded layout, the proxy's) and
+    /// `shards` for the live stream, key revocations and the queue's bound, on each node.
+    pub fn over(client: Client, shards: Shards) -> AppState {
+        let group = GroupCommit::start(client.clone(), 2, shards.is_sharded());
         let keys = KeyCache::default();
-        let live = match &shards {
-            Some(shards) => {
-                for node in shards.nodes() {
-                    keys.follow(node.clone());
-                }
-                Live::sharded(shards)
-            }
-            None => {
-                keys.follow(client.clone());
-                Live::start(client.clone())
-            }
-        };
+        for node in shards.nodes() {
+            keys.follow(node.clone());
+        }
+        let live = Live::start(&shards);
         AppState {
             live,
             client,
             limiter: Some(Limiter::per_minute(DEFAULT_RATE_LIMIT)),
             group,
             keys,
-            queue: QueueBound::default(),
+            queue: QueueBound::start(&shards, 0),
             shards,
         }
     }
@@ -69,10 +61,7 @@ impl AppState {
     /// The same refusing new events (503) while the queue holds `bound` messages or more
     /// (0: no bound); in a sharded layout, while the tenant's node's queue does.
     pub fn with_max_queue_depth(mut self, bound: i64) -> AppState {
-        self.queue = match &self.shards {
-            Some(shards) => QueueBound::sharded(shards, bound),
-            None => QueueBound::start(self.client.clone(), bound),
-        };
+        self.queue = QueueBound::start(&self.shards, bound);
         self
     }
 
