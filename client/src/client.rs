@@ -156,13 +156,7 @@ impl Client {
     pub async fn partition_entries(&self) -> Result<Vec<String>, Error> {
         let conn = self.pool.get().await?;
         let rows = conn
-            .query(
-                "SELECT substr(o, strpos(o, '=') + 1)
-                   FROM pg_catalog.pg_foreign_server s, unnest(s.srvoptions) o
-                  WHERE s.srvname = 'triggers' AND o ~ '^p[0-9]+='
-                  ORDER BY substr(o, 2, strpos(o, '=') - 2)::int",
-                &[],
-            )
+            .query("SELECT e FROM triggers.partition_entries() e", &[])
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }

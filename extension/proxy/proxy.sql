@@ -41,12 +41,19 @@ CREATE TABLE triggers.paused_partitions (
     paused_at timestamptz NOT NULL DEFAULT now()
 );
 
-/* How many partitions the cluster has: its server's p<n> entries. */
-CREATE FUNCTION triggers._partitions() RETURNS int
+/* The cluster's partitions: each one's entry (`p0 '…'`, `p1 '…'`, …), in order. */
+CREATE FUNCTION triggers.partition_entries() RETURNS SETOF text
 LANGUAGE sql STABLE AS $$
-    SELECT count(*)::int FROM pg_catalog.pg_foreign_server s, unnest(s.srvoptions) o
+    SELECT substr(o, strpos(o, '=') + 1)
+      FROM pg_catalog.pg_foreign_server s, unnest(s.srvoptions) o
      WHERE s.srvname = 'triggers' AND o ~ '^p[0-9]+='
+     ORDER BY substr(o, 2, strpos(o, '=') - 2)::int
 $$;
+COMMENT ON FUNCTION triggers.partition_entries IS 'Each partition''s connection string in the cluster `triggers`, in order.';
+
+/* How many partitions the cluster has. */
+CREATE FUNCTION triggers._partitions() RETURNS int
+LANGUAGE sql STABLE AS $$ SELECT count(*)::int FROM triggers.partition_entries() $$;
 COMMENT ON FUNCTION triggers._partitions IS 'Internal: how many partitions the cluster `triggers` has.';
 
 /* `hash`, unless its partition is paused: then 57P03, which callers retry. */

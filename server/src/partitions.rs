@@ -47,8 +47,8 @@ pub async fn partitions(command: PartitionsCommand) -> Result<(), StartupError> 
             let rows = conn
                 .query(
                     "SELECT p - 1, e, EXISTS (SELECT 1 FROM triggers.paused_partitions x WHERE x.part = p - 1)
-                       FROM unnest($1::text[]) WITH ORDINALITY u(e, p) ORDER BY p",
-                    &[&proxy.partition_entries().await.map_err(|e| failed("proxy", e))?],
+                       FROM triggers.partition_entries() WITH ORDINALITY u(e, p) ORDER BY p",
+                    &[],
                 )
                 .await
                 .map_err(|e| failed("proxy", e))?;
