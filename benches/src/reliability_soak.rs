@@ -447,45 +447,19 @@ async fn main() {
     let got = receiver.got.lock().unwrap();
     let complaints = server.complaints.lock().unwrap().clone();
 
-    let (rss0, rss_peak, rss_end) = start_peak_end(&samples, |s| s.rss_mib);
-    let (queue0, queue_peak, queue_end) = start_peak_end(&samples, |s| s.queue_mib);
-    let (events0, events_peak, events_end) = start_peak_end(&samples, |s| s.events_mib);
-    let (del0, del_peak, del_end) = start_peak_end(&samples, |s| s.deliveries_mib);
     println!("\n| measure | start | peak | end | max in 2nd third → last third |");
     println!("|---|---|---|---|---|");
-    let row = |name: &str, (a, b, c): (f64, f64, f64), (m2, m3): (f64, f64)| {
+    let row = |name: &str, value: fn(&Sample) -> f64| {
+        let (a, b, c) = start_peak_end(&samples, value);
+        let (m2, m3) = thirds(&samples, value);
         println!("| {name} | {a:.1} | {b:.1} | {c:.1} | {m2:.1} → {m3:.1} |");
     };
-    row(
-        "server RSS (MiB)",
-        (rss0, rss_peak, rss_end),
-        thirds(&samples, |s| s.rss_mib),
-    );
-    row(
-        "queue table (MiB)",
-        (queue0, queue_peak, queue_end),
-        thirds(&samples, |s| s.queue_mib),
-    );
-    row(
-        "events table (MiB)",
-        (events0, events_peak, events_end),
-        thirds(&samples, |s| s.events_mib),
-    );
-    row(
-        "webhook deliveries + attempts (MiB)",
-        (del0, del_peak, del_end),
-        thirds(&samples, |s| s.deliveries_mib),
-    );
-    row(
-        "events rows",
-        start_peak_end(&samples, |s| s.events_rows as f64),
-        thirds(&samples, |s| s.events_rows as f64),
-    );
-    row(
-        "queue depth",
-        start_peak_end(&samples, |s| s.queue_depth as f64),
-        thirds(&samples, |s| s.queue_depth as f64),
-    );
+    row("server RSS (MiB)", |s| s.rss_mib);
+    row("queue table (MiB)", |s| s.queue_mib);
+    row("events table (MiB)", |s| s.events_mib);
+    row("webhook deliveries + attempts (MiB)", |s| s.deliveries_mib);
+    row("events rows", |s| s.events_rows as f64);
+    row("queue depth", |s| s.queue_depth as f64);
     println!(
         "\noffered {offered} events in {load_secs:.0} s ({:.0}/s); accepted {sent}, refused {}; \
          stored {} (counter), streamed {}, stream cut {} times; webhooks: {} distinct of {sent}, \
