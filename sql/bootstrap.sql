@@ -39,6 +39,8 @@ CREATE TABLE triggers.config (
     -- up to 64 requests in flight, 256 with the 4 default workers): a slow or hanging
     -- receiver holds this many of their slots, never all of them.
     webhook_endpoint_concurrency integer NOT NULL DEFAULT 64 CHECK (webhook_endpoint_concurrency BETWEEN 1 AND 1000),
+    -- Webhook endpoints a tenant may have, unless triggers.tenants says otherwise (0: no limit).
+    max_endpoints          integer NOT NULL DEFAULT 100     CHECK (max_endpoints >= 0),
     CHECK (backoff_base_ms <= backoff_cap_ms)
 );
 INSERT INTO triggers.config DEFAULT VALUES;
@@ -127,11 +129,23 @@ CREATE TABLE triggers.lanes (
 );
 CREATE INDEX lanes_tenant_idx ON triggers.lanes (tenant);
 
--- Per-tenant settings, written by an operator; a tenant without a row has the defaults.
+-- Per-tenant settings, written by an operator; a tenant without a row has the defaults,
+-- and so has a NULL limit (a server's flag, or config.max_endpoints; limits.sql). 0 is
+-- no limit.
 CREATE TABLE triggers.tenants (
     tenant  text    PRIMARY KEY CHECK (tenant <> ''),
     -- Relative share of each batch while other tenants also have events ready.
-    weight  integer NOT NULL DEFAULT 1 CHECK (weight BETWEEN 1 AND 1000)
+    weight  integer NOT NULL DEFAULT 1 CHECK (weight BETWEEN 1 AND 1000),
+    -- What one tenant may take of a server (server/src/guard/tenants.rs): requests per
+    -- minute per API key, events per minute (a batch counts each), events waiting in
+    -- the queue, requests using the database at once, live streams open on a server.
+    requests_per_minute integer NULL CHECK (requests_per_minute >= 0),
+    events_per_minute   integer NULL CHECK (events_per_minute >= 0),
+    max_queued          bigint  NULL CHECK (max_queued >= 0),
+    max_concurrency     integer NULL CHECK (max_concurrency >= 0),
+    max_live_streams    integer NULL CHECK (max_live_streams >= 0),
+    -- Webhook endpoints at most (create_endpoint refuses more: TG010).
+    max_endpoints       integer NULL CHECK (max_endpoints >= 0)
 );
 COMMENT ON TABLE triggers.tenants IS
     'Per-tenant settings: weight, the relative share of each batch while other tenants have events ready (default 1).';

@@ -6,7 +6,7 @@ CREATE FUNCTION triggers.dead_letters(tenant text DEFAULT 'default', lim int DEF
 RETURNS TABLE(msg_id bigint, event_id uuid, error text, attempts int, failed_at timestamptz, message jsonb)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     IF lim IS NULL OR lim < 1 OR lim > 1000 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 1000, got %s', coalesce(lim::text, 'NULL'));
     END IF;
@@ -28,7 +28,7 @@ RETURNS int LANGUAGE plpgsql AS $$
 DECLARE
     v_n int;
 BEGIN
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     IF lim IS NULL OR lim < 1 OR lim > 10000 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 10000, got %s', coalesce(lim::text, 'NULL'));
     END IF;

@@ -125,6 +125,7 @@ BEGIN
     SELECT * INTO cfg FROM triggers.config;
     v_error := coalesce(CASE WHEN enqueue_ex.tenant IS NULL THEN 'TG004 tenant must not be NULL' END,
                         triggers._text_error('tenant', enqueue_ex.tenant, 200),
+                        triggers._access_error(enqueue_ex.tenant),
                         triggers._event_error('', enqueue_ex.payload, enqueue_ex.metadata,
                                               enqueue_ex.idempotency_key, enqueue_ex.stream,
                                               enqueue_ex.debug, cfg.max_payload_bytes),
@@ -200,7 +201,7 @@ DECLARE
     v_ids uuid[];
     v_seqs bigint[];
 BEGIN
-    PERFORM triggers._check_text('tenant', enqueue_batch_ex.tenant);
+    PERFORM triggers._check_tenant(enqueue_batch_ex.tenant);
     PERFORM triggers._raise(triggers._placement_error(enqueue_batch_ex.tenant));
     IF events IS NULL OR jsonb_typeof(events) <> 'array' THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'events must be a JSON array';

@@ -1,18 +1,21 @@
 -- triggers: consumers' side (SPEC §4): the inbox, one event, ack and retry. Events are
 -- here once process_batch (process.sql) has stored them.
 
--- A row of the inbox: the event and the cursor that pages past it.
+-- A row of the inbox: the event, the cursor that pages past it, and whether the page
+-- stopped after it at its byte budget (more may follow: pass its cursor).
 CREATE TYPE triggers.inbox_row AS (
     event_id uuid, status text, payload jsonb, metadata jsonb, stream text, seq bigint,
     created_at timestamptz, updated_at timestamptz, processed_at timestamptz,
     delivered_at timestamptz, retry_count int, error_message text, idempotency_key text,
-    cursor text);
+    cursor text, more boolean);
 
 /*
  * A tenant's events in keyset order (created_at, event_id), ascending unless
  * order = 'desc'. Pass the `cursor` of the last row of a page as after_cursor for the
  * next page. Filters: status set, created_at range [from_time, to_time), stream,
- * metadata/payload containment (@>), retry_count range.
+ * metadata/payload containment (@>), retry_count range. A page holds at most `lim`
+ * events and about `max_bytes` of payload and metadata (counted uncompressed): it ends
+ * with the event that reaches the budget (at least one event), whose `more` is true.
  */
 CREATE FUNCTION triggers.inbox(
     tenant text,
@@ -26,15 +29,18 @@ CREATE FUNCTION triggers.inbox(
     payload_contains jsonb DEFAULT NULL,
     min_retry_count int DEFAULT NULL,
     max_retry_count int DEFAULT NULL,
-    "order" text DEFAULT 'asc')
+    "order" text DEFAULT 'asc',
+    max_bytes int DEFAULT 4194304)
 RETURNS SETOF triggers.inbox_row
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_ts timestamptz;
     v_id uuid;
     v_bad text;
+    v_row triggers.inbox_row;
+    v_bytes bigint := 0;
 BEGIN
-    PERFORM triggers._check_text('tenant', inbox.tenant);
+    PERFORM triggers._check_tenant(inbox.tenant);
     IF inbox.stream IS NOT NULL THEN
         -- The rule streams are stored under: a filter that breaks it is a mistake, not
         -- a query for nothing.
@@ -52,6 +58,9 @@ BEGIN
     IF lim IS NULL OR lim < 1 OR lim > 1000 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 1000, got %s', coalesce(lim::text, 'NULL'));
     END IF;
+    IF max_bytes IS NULL OR max_bytes < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('max_bytes must be 1 or more, got %s', coalesce(max_bytes::text, 'NULL'));
+    END IF;
     IF "order" IS NULL OR "order" NOT IN ('asc', 'desc') THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'order must be asc or desc';
     END IF;
@@ -63,10 +72,10 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'TG005', MESSAGE = 'after_cursor is not a cursor returned by inbox';
         END IF;
     END IF;
-    RETURN QUERY
+    FOR v_row IN
     SELECT e.event_id, e.status, e.payload, e.metadata, e.stream, e.seq, e.created_at, e.updated_at,
            e.processed_at, e.delivered_at, e.retry_count, e.error_message, e.idempotency_key,
-           triggers._cursor(e.created_at, e.event_id)
+           triggers._cursor(e.created_at, e.event_id), false
       FROM triggers.events e
      WHERE e.tenant = inbox.tenant
        AND e.status = ANY(inbox.status)
@@ -83,10 +92,19 @@ BEGIN
               CASE WHEN "order" = 'asc' THEN e.event_id END ASC,
               CASE WHEN "order" = 'desc' THEN e.created_at END DESC,
               CASE WHEN "order" = 'desc' THEN e.event_id END DESC
-     LIMIT lim;
+     LIMIT lim
+    LOOP
+        v_bytes := v_bytes + triggers._size(v_row.payload) + triggers._size(v_row.metadata);
+        IF v_bytes >= max_bytes THEN
+            v_row.more := true;
+            RETURN NEXT v_row;
+            RETURN;
+        END IF;
+        RETURN NEXT v_row;
+    END LOOP;
 END $$;
 COMMENT ON FUNCTION triggers.inbox IS
-    'A tenant''s events in keyset order (created_at, event_id), filtered; pass the last row''s cursor for the next page.';
+    'A tenant''s events in keyset order (created_at, event_id), filtered, a page at most lim events and about max_bytes; pass the last row''s cursor for the next page.';
 
 -- The event row of `event_id` for `tenant` (locked when for_update), or TG006.
 CREATE FUNCTION triggers._event(event_id uuid, tenant text, for_update boolean) RETURNS triggers.events
@@ -97,7 +115,7 @@ BEGIN
     IF event_id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'event_id must not be NULL';
     END IF;
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     IF for_update THEN
         SELECT * INTO v FROM triggers.events e
          WHERE e.event_id = _event.event_id AND e.tenant = _event.tenant

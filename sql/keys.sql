@@ -4,7 +4,7 @@
 /*
  * Creates an API key for the tenant and returns it, in plaintext, this once:
  * trg_<key_id>_<secret>. Only its SHA-256 is stored. With `expires_at` the key is
- * refused from then on. The key id starts with the tenant's hashtext in 8 hex digits
+ * refused from then on. NOTIFYs triggers_keys with '+' and the key id at commit. The key id starts with the tenant's hashtext in 8 hex digits
  * (combine.sql's _key_route): the PL/Proxy proxy routes a key to its tenant's node by it.
  */
 CREATE FUNCTION triggers.create_api_key(tenant text, name text DEFAULT 'default',
@@ -14,7 +14,7 @@ DECLARE
     v_key_id text;
     v_token text;
 BEGIN
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     PERFORM triggers._check_text('name', name);
     v_key_id := lpad(to_hex(hashtext(tenant)), 8, '0') || triggers._random_token(9);
     IF expires_at <= triggers._now() OR expires_at = 'infinity' THEN
@@ -25,6 +25,9 @@ BEGIN
     INSERT INTO triggers.api_keys (key_id, tenant, name, key_hash, expires_at)
     VALUES (v_key_id, create_api_key.tenant, create_api_key.name, sha256(convert_to(v_token, 'UTF8')),
             create_api_key.expires_at);
+    -- Servers learn the new id at commit (+id), so they never have to ask a database
+    -- whether an id they do not know exists (server/src/guard/keys.rs).
+    PERFORM pg_notify('triggers_keys', '+' || v_key_id);
     RETURN v_token;
 END $$;
 COMMENT ON FUNCTION triggers.create_api_key IS
@@ -40,7 +43,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_key_id text;
 BEGIN
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     IF api_key IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'api_key must not be NULL';
     END IF;
@@ -99,3 +102,24 @@ LANGUAGE sql STABLE AS $$
     SELECT k.key_id FROM triggers.api_keys k WHERE k.revoked_at >= since
 $$;
 COMMENT ON FUNCTION triggers.revoked_keys IS 'The ids of API keys revoked at or after a time (live streams end on them).';
+
+-- A server's key check (server/src/guard/keys.rs): the row of the key whose id `token`
+-- carries (its secret is not looked at: the server compares the hash itself, so that
+-- every secret tried with a known id is checked without another lookup). Empty for an
+-- unknown id. The PL/Proxy proxy routes it by the id, as authenticate_key.
+CREATE FUNCTION triggers._key_record(token text)
+RETURNS TABLE(tenant text, key_hash bytea, expires_at timestamptz, revoked boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT k.tenant, k.key_hash, k.expires_at, k.revoked_at IS NOT NULL
+      FROM triggers.api_keys k
+     WHERE k.key_id = substring(token FROM '^' || triggers._key_prefix() || '([A-Za-z0-9]+)_')
+$$;
+COMMENT ON FUNCTION triggers._key_record IS
+    'Internal: the tenant, hash, expiry and revocation of the API key whose id a token carries (for a server''s key check).';
+
+-- The ids of the keys not revoked: what a server knows exists.
+CREATE FUNCTION triggers._key_ids() RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    SELECT k.key_id FROM triggers.api_keys k WHERE k.revoked_at IS NULL
+$$;
+COMMENT ON FUNCTION triggers._key_ids IS 'Internal: the ids of every API key not revoked (a server''s book of known keys).';

@@ -21,7 +21,9 @@ CREATE TYPE triggers.stored_row AS (
  * lim: a tenant's, or with tenant NULL every tenant's (a server's one reader). Filters
  * as in inbox: stream, metadata and payload containment (@>). Only settled positions
  * (see above), unless `upto` names a position a reader has already seen settled: then
- * exactly those in (after, upto].
+ * exactly those in (after, upto]. A page also ends with the event that brings its
+ * payloads and metadata to max_bytes (counted uncompressed; at least one event), so a
+ * short page is not the end: read on from its last position until a page is empty.
  */
 CREATE FUNCTION triggers.stored(
     tenant text,
@@ -30,15 +32,16 @@ CREATE FUNCTION triggers.stored(
     stream text DEFAULT NULL,
     metadata_contains jsonb DEFAULT NULL,
     payload_contains jsonb DEFAULT NULL,
-    upto bigint DEFAULT NULL)
+    upto bigint DEFAULT NULL,
+    max_bytes int DEFAULT 4194304)
 RETURNS SETOF triggers.stored_row
 LANGUAGE plpgsql AS $$
 DECLARE
     v_below bigint;
+    v_row triggers.stored_row;
+    v_bytes bigint := 0;
 BEGIN
-    IF stored.tenant IS NOT NULL THEN
-        PERFORM triggers._check_text('tenant', stored.tenant);
-    END IF;
+    PERFORM triggers._check_tenant(stored.tenant, or_all => true);
     IF stored.stream IS NOT NULL THEN
         PERFORM triggers._check_text('stream', stored.stream);
     END IF;
@@ -51,9 +54,12 @@ BEGIN
     IF lim IS NULL OR lim < 1 OR lim > 10000 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 10000, got %s', coalesce(lim::text, 'NULL'));
     END IF;
+    IF max_bytes IS NULL OR max_bytes < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('max_bytes must be 1 or more, got %s', coalesce(max_bytes::text, 'NULL'));
+    END IF;
     PERFORM triggers._check_containment(metadata_contains, payload_contains);
     v_below := coalesce(upto + 1, triggers._settled('triggers.event_positions', 'triggers.events', 'live'));
-    RETURN QUERY
+    FOR v_row IN
     SELECT e.position, e.tenant, e.event_id, e.status, e.payload, e.metadata, e.stream, e.seq, e.created_at,
            e.updated_at, e.processed_at, e.delivered_at, e.retry_count, e.error_message, e.idempotency_key
       FROM triggers.events e
@@ -63,10 +69,15 @@ BEGIN
        AND (metadata_contains IS NULL OR e.metadata @> metadata_contains)
        AND (payload_contains IS NULL OR e.payload @> payload_contains)
      ORDER BY e.position
-     LIMIT lim;
+     LIMIT lim
+    LOOP
+        RETURN NEXT v_row;
+        v_bytes := v_bytes + triggers._size(v_row.payload) + triggers._size(v_row.metadata);
+        EXIT WHEN v_bytes >= max_bytes;
+    END LOOP;
 END $$;
 COMMENT ON FUNCTION triggers.stored IS
-    'Events stored after a delivery position, in position order, each once though transactions commit out of order: the live stream.';
+    'Events stored after a delivery position, in position order, each once though transactions commit out of order (a page at most lim events and about max_bytes): the live stream.';
 
 -- The last delivery position settled, at least every position taken before the call
 -- (it waits, up to 5 s, for the transactions that hold earlier ones to end): a reader
@@ -81,6 +92,7 @@ DECLARE
     v_until timestamptz := clock_timestamp() + interval '5 seconds';
     v_settled bigint;
 BEGIN
+    PERFORM triggers._check_tenant(tenant, or_all => true);
     LOOP
         v_settled := triggers._settled('triggers.event_positions', 'triggers.events', 'live') - 1;
         EXIT WHEN v_settled >= v_taken OR clock_timestamp() > v_until;

@@ -160,9 +160,7 @@ CREATE FUNCTION triggers.metrics_history(tenant text DEFAULT NULL, minutes int D
 RETURNS TABLE(minute timestamptz, processed bigint, p50_ms numeric, p95_ms numeric, p99_ms numeric)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF metrics_history.tenant IS NOT NULL THEN
-        PERFORM triggers._check_text('tenant', metrics_history.tenant);
-    END IF;
+    PERFORM triggers._check_tenant(metrics_history.tenant, or_all => true);
     RETURN QUERY SELECT * FROM triggers._history(metrics_history.tenant, minutes,
                                                  date_trunc('minute', triggers._now()));
 END $$;
@@ -225,9 +223,7 @@ COMMENT ON FUNCTION triggers._metrics_parts IS 'Internal: the additive parts of 
 CREATE FUNCTION triggers.metrics(tenant text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF tenant IS NOT NULL THEN
-        PERFORM triggers._check_text('tenant', tenant);
-    END IF;
+    PERFORM triggers._check_tenant(tenant, or_all => true);
     RETURN triggers._metrics_combine(tenant, ARRAY[triggers._metrics_parts(tenant)]);
 END $$;
 COMMENT ON FUNCTION triggers.metrics IS
@@ -250,9 +246,7 @@ DECLARE
     v_buckets jsonb;
     v_count bigint;
 BEGIN
-    IF tenant IS NOT NULL THEN
-        PERFORM triggers._check_text('tenant', tenant);
-    END IF;
+    PERFORM triggers._check_tenant(tenant, or_all => true);
     -- Enqueued costs producers nothing: an event is counted when processing first
     -- records it (the insert trigger), and until then found in the queue as a message
     -- whose event has no row yet. One snapshot sees each event in exactly one of the two.

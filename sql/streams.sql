@@ -179,7 +179,7 @@ RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blockin
     blocking_error text, next_attempt_at timestamptz, cursor text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    PERFORM triggers._check_text('tenant', streams.tenant);
+    PERFORM triggers._check_tenant(streams.tenant);
     IF lim IS NULL OR lim < 1 OR lim > 1000 THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = format('lim must be 1 to 1000, got %s', coalesce(lim::text, 'NULL'));
     END IF;
@@ -195,7 +195,7 @@ RETURNS TABLE(stream text, last_seq bigint, done_seq bigint, state text, blockin
     blocking_error text, next_attempt_at timestamptz, cursor text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    PERFORM triggers._check_text('tenant', stream.tenant);
+    PERFORM triggers._check_tenant(stream.tenant);
     PERFORM triggers._check_text('stream', stream.name);
     RETURN QUERY SELECT * FROM triggers._stream_rows(stream.tenant, stream.name, 1, NULL);
 END $$;
@@ -213,7 +213,7 @@ DECLARE
     v triggers.stream_progress;
     v_seq bigint;
 BEGIN
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     PERFORM triggers._check_text('stream', stream);
     SELECT * INTO v FROM triggers.stream_progress p
      WHERE p.tenant = resume_stream.tenant AND p.stream = resume_stream.stream

@@ -67,7 +67,7 @@ RETURNS triggers.webhook_endpoints LANGUAGE plpgsql AS $$
 DECLARE
     v triggers.webhook_endpoints;
 BEGIN
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     IF endpoint_id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'endpoint_id must not be NULL';
     END IF;
@@ -89,6 +89,7 @@ COMMENT ON FUNCTION triggers._endpoint IS 'Internal: a tenant''s endpoint by id,
  * Creates an endpoint for the tenant: where to POST (http or https), which events
  * (`filter`: NULL for all, or {"stream", "metadata"} by containment) and a note.
  * Returns its id and its secret (whsec_…), shown this once. Needs triggers.secrets_key.
+ * TG010 once the tenant has max_endpoints (triggers.tenants, else triggers.config).
  */
 CREATE FUNCTION triggers.create_endpoint(tenant text, url text, filter jsonb DEFAULT NULL,
     description text DEFAULT NULL, OUT endpoint_id uuid, OUT secret text)
@@ -96,9 +97,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := triggers._now();
 BEGIN
-    PERFORM triggers._check_text('tenant', create_endpoint.tenant);
+    PERFORM triggers._check_tenant(create_endpoint.tenant);
     PERFORM triggers._raise(coalesce(triggers._url_error(url), triggers._filter_error(filter),
                                      triggers._text_error('description', description, 1000)));
+    -- One creation at a time per tenant, so the count below stays true until commit.
+    PERFORM pg_advisory_xact_lock(hashtext('triggers.endpoints'), hashtext(create_endpoint.tenant));
+    PERFORM triggers._raise(triggers._endpoint_limit_error(create_endpoint.tenant));
     endpoint_id := triggers._uuid_v7();
     secret := triggers._new_webhook_secret();
     INSERT INTO triggers.webhook_endpoints (endpoint_id, tenant, url, filter, description, secret,
@@ -128,7 +132,7 @@ CREATE FUNCTION triggers.endpoints(tenant text)
 RETURNS SETOF triggers.endpoint_row
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    PERFORM triggers._check_text('tenant', endpoints.tenant);
+    PERFORM triggers._check_tenant(endpoints.tenant);
     RETURN QUERY
     SELECT e.endpoint_id, e.url, e.filter, e.description, e.enabled, e.disabled_reason,
            CASE WHEN e.previous_until > triggers._now() THEN e.previous_until END, e.created_at, e.updated_at
@@ -229,7 +233,7 @@ COMMENT ON FUNCTION triggers._rotate_endpoint_secret_keyed IS 'Internal: rotate_
 CREATE FUNCTION triggers.delete_endpoint(tenant text, endpoint_id uuid) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     IF endpoint_id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'endpoint_id must not be NULL';
     END IF;
@@ -496,7 +500,7 @@ CREATE FUNCTION triggers.deliveries(tenant text, event_id uuid DEFAULT NULL, end
     lim int DEFAULT 50) RETURNS SETOF triggers.delivery_row
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     IF event_id IS NULL AND endpoint_id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'give an event_id or an endpoint_id';
     END IF;
@@ -579,7 +583,7 @@ CREATE TYPE triggers.attempt_row AS (
 CREATE FUNCTION triggers.delivery_attempts(tenant text, event_id uuid) RETURNS SETOF triggers.attempt_row
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    PERFORM triggers._check_text('tenant', tenant);
+    PERFORM triggers._check_tenant(tenant);
     IF event_id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'TG004', MESSAGE = 'event_id must not be NULL';
     END IF;
@@ -631,9 +635,7 @@ COMMENT ON FUNCTION triggers._webhook_metrics_parts IS 'Internal: the additive p
 CREATE FUNCTION triggers.webhook_metrics(tenant text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF tenant IS NOT NULL THEN
-        PERFORM triggers._check_text('tenant', tenant);
-    END IF;
+    PERFORM triggers._check_tenant(tenant, or_all => true);
     RETURN triggers._webhook_metrics_combine(ARRAY[triggers._webhook_metrics_parts(tenant)]);
 END $$;
 COMMENT ON FUNCTION triggers.webhook_metrics IS

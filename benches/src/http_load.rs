@@ -137,7 +137,10 @@ async fn main() {
     let key = client.create_api_key("bench", "load").await.expect("key");
 
     // The server, in this process: router + workers, no rate limit.
-    let state = triggers_server::http::AppState::new(client.clone()).with_rate_limit(0);
+    let state = triggers_server::http::AppState::with(
+        client.clone(),
+        triggers_server::http::Settings::unlimited(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, triggers_server::http::app(state)).await });

@@ -87,8 +87,11 @@ async fn post_rate(addr: &str, keys: &[String], conns: usize, secs: f64) -> f64 
 /// Serves the API on `client` over `shards` with 2 workers per node; returns the
 /// address.
 async fn serve(client: triggers_client::Client, shards: triggers_server::shards::Shards) -> String {
-    let state =
-        triggers_server::http::AppState::over(client.clone(), shards.clone()).with_rate_limit(0);
+    let state = triggers_server::http::AppState::over(
+        client.clone(),
+        shards.clone(),
+        triggers_server::http::Settings::unlimited(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, triggers_server::http::app(state)).await });

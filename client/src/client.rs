@@ -109,9 +109,11 @@ impl Client {
     }
 
     /// The SQL API on a pooled connection (statements prepared once per connection).
-    pub(crate) async fn pooled(&self) -> Result<On<deadpool_postgres::Object>, Error> {
+    pub(crate) async fn pooled(&self) -> Result<On<crate::exec::Pooled>, Error> {
+        let conn = self.pool.get().await?;
+        let tls = self.config.as_deref().map(|c| c.tls.clone());
         Ok(On {
-            conn: self.pool.get().await?,
+            conn: crate::exec::Pooled::new(conn, tls),
         })
     }
 
@@ -484,9 +486,33 @@ impl Client {
         Client::from_config(config, 1).ok()
     }
 
-    /// Messages in the work queue, counted up to `limit` (see [`On::queue_depth_up_to`]).
-    pub async fn queue_depth_up_to(&self, limit: i64) -> Result<i64, Error> {
-        self.pooled().await?.queue_depth_up_to(limit).await
+    /// A client with a pool of its own (`max_size` connections) to the same database,
+    /// every connection with these session settings (`SET name = value` at connect,
+    /// added to those the settings already have): a pool whose statements run under a
+    /// `statement_timeout`, say. None without settings (a client made
+    /// [`Client::from_pool`] without them). Values are written as `-c name=value`
+    /// options: no spaces or backslashes in them.
+    pub fn sibling(&self, settings: &[(&str, &str)], max_size: usize) -> Option<Client> {
+        let mut config = self.config.as_deref()?.clone();
+        let mut options = config
+            .postgres
+            .get_options()
+            .unwrap_or_default()
+            .to_string();
+        for (name, value) in settings {
+            if !options.is_empty() {
+                options.push(' ');
+            }
+            options.push_str(&format!("-c {name}={value}"));
+        }
+        config.postgres.options(&options);
+        Client::from_config(config, max_size).ok()
+    }
+
+    /// Events waiting in the work queue (queued or scheduled, on a stream or not), of
+    /// one tenant or of all, counted up to `up_to` (see [`On::queue_depth`]).
+    pub async fn queue_depth(&self, tenant: Option<&str>, up_to: i64) -> Result<i64, Error> {
+        self.pooled().await?.queue_depth(tenant, up_to).await
     }
 
     /// Creates an API key for the tenant; the plaintext is returned this once.

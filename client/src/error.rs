@@ -44,6 +44,16 @@ pub enum Error {
     /// TG009: the API key is malformed, unknown or revoked.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// TG010: a per-tenant limit is reached (its webhook endpoints, say).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+    /// TG011: the calling role is bound to another tenant (`triggers.grant_tenant`).
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
+    /// 57014: the statement was cancelled: it ran past its `statement_timeout`, or its
+    /// caller went away (a cancel request).
+    #[error("cancelled: {0}")]
+    Cancelled(String),
     /// Postgres refused a value of the call as data (SQLSTATE class 22, data exception,
     /// or 54, program limit exceeded): the input is at fault, not the database, so the
     /// same call can never succeed. The message is Postgres's, with its SQLSTATE.
@@ -77,6 +87,8 @@ impl From<tokio_postgres::Error> for Error {
             Some(ErrorCode::InvalidState) => Error::InvalidState(message),
             Some(ErrorCode::RetriesExhausted) => Error::RetriesExhausted(message),
             Some(ErrorCode::InvalidApiKey) => Error::Unauthorized(message),
+            Some(ErrorCode::LimitReached) => Error::LimitReached(message),
+            Some(ErrorCode::NotPermitted) => Error::NotPermitted(message),
             // 3F000 invalid_schema_name, 42883 undefined_function: no extension here.
             None if matches!(db.code().code(), "3F000" | "42883")
                 && message.contains("triggers") =>
@@ -87,6 +99,7 @@ impl From<tokio_postgres::Error> for Error {
             None if db.code().code().starts_with("22") || db.code().code().starts_with("54") => {
                 Error::InvalidInput(format!("{message} (SQLSTATE {})", db.code().code()))
             }
+            None if db.code().code() == "57014" => Error::Cancelled(message),
             // Class 08 (connection exception) and 57P (operator intervention: shutdown).
             None if db.code().code().starts_with("08") || db.code().code().starts_with("57P") => {
                 Error::Unavailable(message)
@@ -140,6 +153,8 @@ impl Error {
             Error::InvalidState(m) => (ErrorCode::InvalidState, m),
             Error::RetriesExhausted(m) => (ErrorCode::RetriesExhausted, m),
             Error::Unauthorized(m) => (ErrorCode::InvalidApiKey, m),
+            Error::LimitReached(m) => (ErrorCode::LimitReached, m),
+            Error::NotPermitted(m) => (ErrorCode::NotPermitted, m),
             _ => return None,
         })
     }

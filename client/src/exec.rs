@@ -3,6 +3,7 @@
 //! handle the SQL API's methods (ops.rs) hang on.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
@@ -41,14 +42,82 @@ impl<C: GenericClient + Sync> Exec for Plain<'_, C> {
     }
 }
 
-impl Exec for deadpool_postgres::Object {
+/// A pooled connection as an [`Exec`]. A call whose future is dropped before it is done
+/// (the HTTP client that asked went away, say) cancels its statement on the server, as
+/// psql's Ctrl-C does, instead of letting it run to the end on a connection nobody
+/// waits for; and that connection leaves the pool rather than going back to it (the
+/// cancel request arrives when it arrives: it must not hit the next caller's statement).
+pub(crate) struct Pooled {
+    conn: Option<deadpool_postgres::Object>,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    busy: AtomicBool,
+}
+
+impl Pooled {
+    pub(crate) fn new(
+        conn: deadpool_postgres::Object,
+        tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    ) -> Pooled {
+        Pooled {
+            conn: Some(conn),
+            tls,
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    fn conn(&self) -> &deadpool_postgres::Object {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection until dropped")
+    }
+
+    /// Runs `call` marked busy: if it is dropped unfinished, [`Drop`] cancels it.
+    async fn busy<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        self.busy.store(true, Ordering::SeqCst);
+        let result = call.await;
+        self.busy.store(false, Ordering::SeqCst);
+        result
+    }
+}
+
+impl Exec for Pooled {
     async fn one<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<Row, Error> {
-        let statement = self.prepare_cached(sql).await?;
-        Ok(self.query_one(&statement, params).await?)
+        self.busy(async {
+            let statement = self.conn().prepare_cached(sql).await?;
+            Ok(self.conn().query_one(&statement, params).await?)
+        })
+        .await
     }
     async fn all<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<Vec<Row>, Error> {
-        let statement = self.prepare_cached(sql).await?;
-        Ok(self.query(&statement, params).await?)
+        self.busy(async {
+            let statement = self.conn().prepare_cached(sql).await?;
+            Ok(self.conn().query(&statement, params).await?)
+        })
+        .await
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if !*self.busy.get_mut() {
+            return;
+        }
+        let (Some(conn), Ok(runtime)) = (self.conn.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let client = deadpool_postgres::Object::take(conn);
+        let token = client.cancel_token();
+        let tls = self.tls.take();
+        runtime.spawn(async move {
+            // A cancel that fails leaves the statement to run to its end (or to its
+            // statement_timeout); nothing more to do about it here.
+            let _ = match tls {
+                Some(tls) => token.cancel_query(tls).await,
+                None => token.cancel_query(tokio_postgres::NoTls).await,
+            };
+            drop(client);
+        });
     }
 }
 

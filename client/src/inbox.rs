@@ -58,6 +58,7 @@ pub struct InboxQuery {
     min_retry_count: Option<i32>,
     max_retry_count: Option<i32>,
     order: Order,
+    max_bytes: Option<i32>,
 }
 
 impl InboxQuery {
@@ -76,7 +77,16 @@ impl InboxQuery {
             min_retry_count: None,
             max_retry_count: None,
             order: Order::Asc,
+            max_bytes: None,
         }
+    }
+
+    /// A page ends early, with its cursor, once its payloads and metadata reach
+    /// `max_bytes` (counted uncompressed; a page holds at least one event)
+    /// [default: the database's, 4 MiB].
+    pub fn max_bytes(mut self, max_bytes: i32) -> Self {
+        self.max_bytes = Some(max_bytes);
+        self
     }
 
     /// Only these statuses.
@@ -167,15 +177,17 @@ impl InboxQuery {
             Order::Desc => "desc",
         };
         let sql = format!(
-            "SELECT {EVENT_COLUMNS}, cursor FROM triggers.inbox(tenant => $1, status => $2, after_cursor => $3, \
+            "SELECT {EVENT_COLUMNS}, cursor, more FROM triggers.inbox(tenant => $1, status => $2, after_cursor => $3, \
              lim => $4, from_time => $5, to_time => $6, stream => $7, metadata_contains => $8, \
-             payload_contains => $9, min_retry_count => $10, max_retry_count => $11, \"order\" => $12)"
+             payload_contains => $9, min_retry_count => $10, max_retry_count => $11, \"order\" => $12{})",
+            // Without a budget of its own, the page has the function's default.
+            if self.max_bytes.is_some() { ", max_bytes => $13" } else { "" }
         );
         let rows = conn
             .all(
                 &sql,
                 &[
-                    &self.tenant,
+                    &self.tenant as &(dyn tokio_postgres::types::ToSql + Sync),
                     &statuses,
                     &self.after,
                     &self.limit,
@@ -187,15 +199,21 @@ impl InboxQuery {
                     &self.min_retry_count,
                     &self.max_retry_count,
                     &order,
-                ],
+                    &self.max_bytes,
+                ][..if self.max_bytes.is_some() { 13 } else { 12 }],
             )
             .await?;
         let events = rows
             .iter()
             .map(event_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        // A full page may have more after it; a short one is the last.
-        let next_cursor = if rows.len() == self.limit as usize {
+        // A full page may have more after it, and so may one that stopped at its byte
+        // budget (its last row says so); another short one is the last.
+        let more = rows.len() == self.limit as usize
+            || rows
+                .last()
+                .is_some_and(|r| r.try_get::<_, Option<bool>>("more").ok().flatten() == Some(true));
+        let next_cursor = if more {
             rows.last().map(|r| r.get::<_, String>("cursor"))
         } else {
             None

@@ -138,13 +138,28 @@ const STORED_COLUMNS: &str =
 impl<E: Exec> On<E> {
     /// Stored events after `after`, in position order, at most `limit` (1 to 10,000):
     /// only positions every transaction below has settled, unless `upto` names one
-    /// already known settled (then exactly those up to it).
+    /// already known settled (then exactly those up to it). A page also ends once its
+    /// payloads and metadata reach the database's byte budget (4 MiB), so a short page
+    /// is not the end: read on from its last position until one is empty.
     pub async fn stored(
         &self,
         filter: &LiveFilter,
         after: Position,
         limit: i32,
         upto: Option<Position>,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        self.stored_within(filter, after, limit, upto, None).await
+    }
+
+    /// [`On::stored`] with a byte budget of its own: the page ends with the event that
+    /// brings its payloads and metadata to `max_bytes` (at least one event).
+    pub async fn stored_within(
+        &self,
+        filter: &LiveFilter,
+        after: Position,
+        limit: i32,
+        upto: Option<Position>,
+        max_bytes: Option<i32>,
     ) -> Result<Vec<StoredEvent>, Error> {
         let texts: Vec<(&str, &str)> = [
             ("tenant", filter.tenant.as_deref()),
@@ -154,23 +169,23 @@ impl<E: Exec> On<E> {
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
         check_texts(&texts)?;
-        let sql =
-            format!("SELECT {STORED_COLUMNS} FROM triggers.stored($1, $2, $3, $4, $5, $6, $7)");
-        let rows = self
-            .conn
-            .all(
-                &sql,
-                &[
-                    &filter.tenant,
-                    &after.0,
-                    &limit,
-                    &filter.stream,
-                    &filter.metadata_contains,
-                    &filter.payload_contains,
-                    &upto.map(|p| p.0),
-                ],
-            )
-            .await?;
+        // Without a budget of its own, the page has the function's default.
+        let sql = format!(
+            "SELECT {STORED_COLUMNS} FROM triggers.stored($1, $2, $3, $4, $5, $6, $7{})",
+            if max_bytes.is_some() { ", $8" } else { "" }
+        );
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &filter.tenant,
+            &after.0,
+            &limit,
+            &filter.stream,
+            &filter.metadata_contains,
+            &filter.payload_contains,
+            &upto.map(|p| p.0),
+            &max_bytes,
+        ];
+        let used = if max_bytes.is_some() { 8 } else { 7 };
+        let rows = self.conn.all(&sql, &params[..used]).await?;
         rows.iter()
             .map(|row| {
                 Ok(StoredEvent {
@@ -283,6 +298,21 @@ impl Following {
 }
 
 impl Client {
+    /// See [`On::stored_within`].
+    pub async fn stored_within(
+        &self,
+        filter: &LiveFilter,
+        after: Position,
+        limit: i32,
+        upto: Option<Position>,
+        max_bytes: Option<i32>,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        self.pooled()
+            .await?
+            .stored_within(filter, after, limit, upto, max_bytes)
+            .await
+    }
+
     /// See [`On::stored`].
     pub async fn stored(
         &self,

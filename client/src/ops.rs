@@ -291,15 +291,16 @@ impl<E: Exec> On<E> {
             .get(0))
     }
 
-    /// Messages in the work queue, counted up to `limit` (so the count never costs more
-    /// than `limit` rows): for back-pressure.
-    pub async fn queue_depth_up_to(&self, limit: i64) -> Result<i64, Error> {
+    /// Messages waiting in the work queue of `tenant` (`None`: of every tenant),
+    /// counted up to `up_to`, so a count never walks more than that many: what the
+    /// server's back-pressure compares with its bounds (`triggers.queue_depth`).
+    pub async fn queue_depth(&self, tenant: Option<&str>, up_to: i64) -> Result<i64, Error> {
+        if let Some(tenant) = tenant {
+            check_texts(&[("tenant", tenant)])?;
+        }
         Ok(self
             .conn
-            .one(
-                "SELECT count(*) FROM (SELECT 1 FROM pgmq.q_triggers_events LIMIT $1) q",
-                &[&limit],
-            )
+            .one("SELECT triggers.queue_depth($1, $2)", &[&tenant, &up_to])
             .await?
             .get(0))
     }

@@ -24,11 +24,16 @@ pub enum ErrorCode {
     RetriesExhausted,
     /// An API key that is malformed, unknown or revoked.
     InvalidApiKey,
+    /// A per-tenant limit is reached (its webhook endpoints, `max_endpoints`).
+    LimitReached,
+    /// The calling role is bound to another tenant (`triggers.grant_tenant`), or may
+    /// not act for every tenant at once.
+    NotPermitted,
 }
 
 impl ErrorCode {
     /// Every code, in SQLSTATE order.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidMetadata,
         ErrorCode::PayloadTooLarge,
@@ -38,6 +43,8 @@ impl ErrorCode {
         ErrorCode::InvalidState,
         ErrorCode::RetriesExhausted,
         ErrorCode::InvalidApiKey,
+        ErrorCode::LimitReached,
+        ErrorCode::NotPermitted,
     ];
 
     /// The SQLSTATE the extension raises.
@@ -52,6 +59,8 @@ impl ErrorCode {
             ErrorCode::InvalidState => "TG007",
             ErrorCode::RetriesExhausted => "TG008",
             ErrorCode::InvalidApiKey => "TG009",
+            ErrorCode::LimitReached => "TG010",
+            ErrorCode::NotPermitted => "TG011",
         }
     }
 

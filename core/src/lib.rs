@@ -23,4 +23,4 @@ pub mod webhooks;
 pub use backoff::backoff_ms;
 pub use codes::ErrorCode;
 pub use cursor::{Cursor, CursorError};
-pub use keys::{constant_time_eq, KEY_PREFIX};
+pub use keys::{constant_time_eq, key_hash, key_id, KEY_PREFIX, MAX_KEY_LEN};

@@ -127,13 +127,16 @@ fn sealing_key(key: &str) -> aes_gcm::Key<aes_gcm::Aes256Gcm> {
 
 /// Whether a webhook may be sent to `ip` without `--webhook-allow-private`: not
 /// loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), shared (100.64/10),
-/// link-local (169.254/16, fe80::/10), multicast, broadcast, unspecified or reserved
-/// (0/8, 240/4), also when an IPv6 address carries an IPv4 one.
+/// link-local (169.254/16, fe80::/10), site-local (fec0::/10), multicast, broadcast,
+/// unspecified, reserved (0/8, 240/4), IETF protocol assignments (192.0.0/24),
+/// benchmarking (198.18/15), or an IPv6 address that carries an IPv4 one or reaches
+/// one through a translator (IPv4-mapped and -compatible, NAT64 64:ff9b::/96 and
+/// 64:ff9b:1::/48, 6to4 2002::/16).
 pub fn is_public_address(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -142,23 +145,67 @@ pub fn is_public_address(ip: std::net::IpAddr) -> bool {
                 || v4.is_unspecified()
                 || a == 0
                 || a >= 240
-                || (a == 100 && (64..128).contains(&b)))
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19)))
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public_address(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 (64:ff9b::/96) carry IPv4.
-                || v6.segments()[..6] == [0; 6]
-                || v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0])
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 (64:ff9b::/96 and the
+                // local-use 64:ff9b:1::/48) carry IPv4; 6to4 (2002::/16) relays to it.
+                || s[..6] == [0; 6]
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                || s[..3] == [0x64, 0xff9b, 1]
+                || s[0] == 0x2002)
         }
     }
+}
+
+/// `text` with every IP address in it, other than `keep` (the address the user wrote
+/// in the endpoint's URL, if they wrote one), replaced by `<address>`: what a stored
+/// delivery error tells a tenant must not name the internal addresses a host resolves
+/// to or a connection reached.
+pub fn redact_addresses(text: &str, keep: Option<std::net::IpAddr>) -> String {
+    use std::net::{IpAddr, SocketAddr};
+    let is_part = |c: char| c.is_ascii_hexdigit() || matches!(c, ':' | '.' | '[' | ']');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(is_part) {
+        out.push_str(&rest[..start]);
+        let word = &rest[start..];
+        let end = word.find(|c: char| !is_part(c)).unwrap_or(word.len());
+        let token = &word[..end];
+        // "10.0.0.5." at the end of a sentence, "[fe80::1]:443", "10.0.0.5:80".
+        let bare = token.trim_end_matches('.');
+        let ip = bare
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| bare.parse::<SocketAddr>().ok().map(|a| a.ip()))
+            .or_else(|| {
+                bare.trim_matches(|c| c == '[' || c == ']')
+                    .parse::<IpAddr>()
+                    .ok()
+            });
+        match ip {
+            Some(ip) if Some(ip) != keep => {
+                out.push_str("<address>");
+                out.push_str(&token[bare.len()..]);
+            }
+            _ => out.push_str(token),
+        }
+        rest = &word[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The `webhook-signature` header for a message: one entry per secret, space-separated.
@@ -306,6 +353,29 @@ mod tests {
     }
 
     #[test]
+    fn stored_errors_name_no_address_but_the_one_written() {
+        let keep: std::net::IpAddr = "93.184.216.34".parse().unwrap();
+        assert_eq!(
+            redact_addresses(
+                "connect to 10.0.0.5:8080 (fe80::1, [::1]:443) failed.",
+                None
+            ),
+            "connect to <address> (<address>, <address>) failed."
+        );
+        assert_eq!(
+            redact_addresses(
+                "refused: 93.184.216.34 is down; tried 10.0.0.5.",
+                Some(keep)
+            ),
+            "refused: 93.184.216.34 is down; tried <address>."
+        );
+        assert_eq!(
+            redact_addresses("HTTP 503 (os error 111) at deadbeef", None),
+            "HTTP 503 (os error 111) at deadbeef"
+        );
+    }
+
+    #[test]
     fn only_public_addresses_are_public() {
         let public = |s: &str| is_public_address(s.parse().unwrap());
         for ip in [
@@ -315,6 +385,9 @@ mod tests {
             "1.1.1.1",
             "100.63.255.255",
             "100.128.0.1",
+            "198.20.0.1",
+            "192.0.1.1",
+            "2001:4860:4860::8888",
         ] {
             assert!(public(ip), "{ip}");
         }
@@ -342,6 +415,12 @@ mod tests {
             "::ffff:10.0.0.1",
             "::127.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::a00:1",
+            "2002:a00:1::1",
+            "fec0::1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.0.0.8",
         ] {
             assert!(!public(ip), "{ip}");
         }

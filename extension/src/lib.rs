@@ -9,9 +9,10 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `sql/bootstrap.sql` | tables, the `triggers.config` row, the pgmq queues |
-//! | `sql/clock.sql` | `_now()`: the one clock, settable per session (`triggers.now`) |
+//! | `sql/clock.sql` | `_now()`: the one clock, settable per session (`triggers.now`) where a superuser allows it |
 //! | `sql/combine.sql` | figures from parts (metrics of one node or, in the proxy, of many) |
 //! | `sql/validate.sql` | what a valid event is: every rule once |
+//! | `sql/roles.sql` | the four roles, tenant-bound logins (`grant_tenant`), the check every call makes |
 //! | `sql/enqueue.sql` | `enqueue`, `enqueue_batch`, the wake-up NOTIFY |
 //! | `sql/metrics.sql` | exact counters (statement triggers), `metrics()` |
 //! | `sql/streams.sql` | ordered streams: the run claim, `streams()`, `resume_stream` |
@@ -20,11 +21,12 @@
 //! | `sql/process.sql` | `process_batch`: claim, store, retry backoff, the DLQ move |
 //! | `sql/inbox.sql` | `inbox`, `get_event`, `ack`, `retry` |
 //! | `sql/dlq.sql` | `dead_letters`, `redrive` |
+//! | `sql/limits.sql` | per-tenant limits: `tenant_limits()`, `queue_depth()`, the endpoint cap |
 //! | `sql/retention.sql` | `purge` |
 //! | `sql/keys.sql` | API keys |
 //! | `sql/webhooks.sql` | webhook endpoints and their sealed secrets |
 //! | `sql/partitions.sql` | moving a PL/Proxy partition's tenants to another node |
-//! | `sql/finalize.sql` | grants, once everything exists |
+//! | `sql/finalize.sql` | grants to the roles and who each function runs as, once everything exists |
 //!
 //! ```sql
 //! CREATE EXTENSION triggers CASCADE;   -- also creates pgmq and the queues
@@ -35,11 +37,21 @@ pub mod api;
 
 ::pgrx::pg_module_magic!(name, version);
 
+/// Runs when a backend loads the library: defines the extension's own settings.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    api::clock::define_settings();
+}
+
 // The tables, the settings row and the pgmq queues exist before any function.
 pgrx::extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 // Each file after everything its functions call, SQL or Rust, so that a function is
 // defined before any function that calls it.
-pgrx::extension_sql_file!("../../sql/clock.sql", name = "clock");
+pgrx::extension_sql_file!(
+    "../../sql/clock.sql",
+    name = "clock",
+    requires = [api::clock::_test_clock]
+);
 // Figures from parts, touching no table: installed by triggers_proxy too.
 pgrx::extension_sql_file!("../../sql/combine.sql", name = "combine");
 pgrx::extension_sql_file!(
@@ -47,11 +59,17 @@ pgrx::extension_sql_file!(
     name = "validate",
     requires = ["clock"]
 );
+// Roles, tenant-bound logins, and the check every call makes.
+pgrx::extension_sql_file!(
+    "../../sql/roles.sql",
+    name = "roles",
+    requires = ["validate", api::roles::_session_bound]
+);
 // Moving a partition off or onto this node; enqueue asks it where a tenant is.
 pgrx::extension_sql_file!(
     "../../sql/partitions.sql",
     name = "partitions",
-    requires = ["clock", "validate"]
+    requires = ["clock", "validate", "roles"]
 );
 pgrx::extension_sql_file!(
     "../../sql/enqueue.sql",
@@ -76,7 +94,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../../sql/live.sql",
     name = "live",
-    requires = ["validate", "claim"]
+    requires = ["validate", "claim", api::size::_size]
 );
 pgrx::extension_sql_file!(
     "../../sql/process.sql",
@@ -94,12 +112,19 @@ pgrx::extension_sql_file!(
     name = "inbox",
     requires = [
         "process",
+        api::size::_size,
         api::cursor::_cursor,
         api::cursor::_cursor_created_at,
         api::cursor::_cursor_event_id
     ]
 );
 pgrx::extension_sql_file!("../../sql/dlq.sql", name = "dlq", requires = ["process"]);
+// Per-tenant limits the database keeps, and what servers read to apply theirs.
+pgrx::extension_sql_file!(
+    "../../sql/limits.sql",
+    name = "limits",
+    requires = ["roles", "claim"]
+);
 pgrx::extension_sql_file!(
     "../../sql/retention.sql",
     name = "retention",
@@ -110,6 +135,7 @@ pgrx::extension_sql_file!(
     name = "keys",
     requires = [
         "validate",
+        "roles",
         api::ids::_random_token,
         api::keys::_bytes_equal,
         api::keys::_key_prefix
@@ -120,6 +146,7 @@ pgrx::extension_sql_file!(
     name = "webhooks",
     requires = [
         "validate",
+        "limits",
         api::ids::_uuid_v7,
         api::webhooks::_new_webhook_secret,
         api::webhooks::_seal_secret,
@@ -143,6 +170,7 @@ pub mod pg_test {
     /// Settings for the test cluster's postgresql.conf.
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        // The tests move time through triggers.now (test_support::freeze_clock).
+        vec!["triggers.test_clock = on"]
     }
 }

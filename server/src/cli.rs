@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::http::defaults;
+
 /// Postgres-native event ingestion and delivery.
 #[derive(Debug, Parser)]
 #[command(name = "triggers", version, about, long_about = None)]
@@ -84,28 +86,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIGGERS_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
     pub workers: u16,
 
-    /// Requests per minute per API key (0: no limit); over it, 429 with Retry-After.
-    #[arg(long, env = "TRIGGERS_RATE_LIMIT", default_value_t = crate::http::DEFAULT_RATE_LIMIT)]
-    pub rate_limit: u32,
-
     /// Seconds between keep-alive comments on an idle live stream (GET /inbox/stream).
     #[arg(long, env = "TRIGGERS_KEEP_ALIVE", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub keep_alive: u64,
 
-    /// Seconds a key that authenticated is trusted without asking the database again
-    /// (a revocation on any server empties the cache at once; 0: no cache).
-    #[arg(long, env = "TRIGGERS_KEY_CACHE_TTL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86400))]
-    pub key_cache_ttl: u64,
-
-    /// Failed authentications a client address may have per minute; past it, 429 with
-    /// Retry-After until its minute ends (0: no limit).
-    #[arg(long, env = "TRIGGERS_AUTH_FAILURES_PER_MINUTE", default_value_t = crate::http::FailedAuth::PER_MINUTE)]
-    pub auth_failures_per_minute: u32,
-
-    /// POST /events answers 503 with Retry-After while the queue holds this many
-    /// messages or more (0: no bound).
-    #[arg(long, env = "TRIGGERS_MAX_QUEUE_DEPTH", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
-    pub max_queue_depth: i64,
+    /// The limits that keep one client or tenant from taking the server from the others.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Webhook delivery tasks.
     #[command(flatten)]
@@ -114,6 +101,91 @@ pub struct ServeArgs {
     /// The database.
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+/// The limits of `triggers serve` (README → Limits). The per-tenant ones are defaults: a
+/// tenant's row in `triggers.tenants` may set its own.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Requests per minute per API key (0: no limit); over it, 429 with Retry-After.
+    /// Counted once the key is checked: a wrong key spends no one's budget.
+    #[arg(long, env = "TRIGGERS_RATE_LIMIT", default_value_t = defaults::RATE_LIMIT)]
+    pub rate_limit: u32,
+
+    /// Events per minute per tenant, a batch counting each of its events (0: no limit);
+    /// over it, 429 RATE_LIMIT_EXCEEDED with Retry-After.
+    #[arg(long, env = "TRIGGERS_TENANT_EVENTS_PER_MINUTE", default_value_t = defaults::EVENTS_PER_MINUTE)]
+    pub tenant_events_per_minute: u32,
+
+    /// Events a tenant may have waiting in the queue, its share of --max-queue-depth
+    /// (0: no limit); at it, 429 LIMIT_EXCEEDED, while other tenants' events go in.
+    #[arg(long, env = "TRIGGERS_TENANT_MAX_QUEUED", default_value_t = defaults::MAX_QUEUED, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
+    pub tenant_max_queued: i64,
+
+    /// Requests of one tenant using the database at once (0: no limit); more wait for a
+    /// turn up to 5 s, then 429 LIMIT_EXCEEDED. Sending events is not counted (it goes
+    /// through group commit, bounded by --tenant-events-per-minute).
+    #[arg(long, env = "TRIGGERS_TENANT_CONCURRENCY", default_value_t = defaults::CONCURRENCY)]
+    pub tenant_concurrency: u32,
+
+    /// Live streams (GET /inbox/stream) a tenant may have open on this server (0: no
+    /// limit); past it, 429 LIMIT_EXCEEDED.
+    #[arg(long, env = "TRIGGERS_TENANT_MAX_LIVE_STREAMS", default_value_t = defaults::MAX_LIVE_STREAMS)]
+    pub tenant_max_live_streams: u32,
+
+    /// POST /events answers 503 with Retry-After while the queue holds this many
+    /// messages or more, over all tenants (0: no bound).
+    #[arg(long, env = "TRIGGERS_MAX_QUEUE_DEPTH", default_value_t = defaults::MAX_QUEUE_DEPTH, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
+    pub max_queue_depth: i64,
+
+    /// Bytes of payload and metadata an inbox page or a live-stream replay page holds
+    /// at most (a page holds at least one event and ends early, with its cursor).
+    #[arg(long, env = "TRIGGERS_MAX_PAGE_BYTES", default_value_t = defaults::PAGE_BYTES, value_parser = clap::value_parser!(i32).range(1024..=268_435_456))]
+    pub max_page_bytes: i32,
+
+    /// Seconds a request's SQL statement may run before Postgres cancels it (0: no
+    /// limit). A client that disconnects cancels its statement at once.
+    #[arg(long, env = "TRIGGERS_STATEMENT_TIMEOUT", default_value_t = defaults::STATEMENT_TIMEOUT_S, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub statement_timeout: u64,
+
+    /// Seconds a key that authenticated is trusted without asking the database again
+    /// (a revocation on any server drops it at once; 0: no cache).
+    #[arg(long, env = "TRIGGERS_KEY_CACHE_TTL", default_value_t = defaults::KEY_CACHE_TTL_S, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub key_cache_ttl: u64,
+
+    /// Authentications with a key id this server does not know (each costs a database
+    /// lookup) that one client address may make per minute; past it, 429 with
+    /// Retry-After (0: no limit). Keys the server knows are never refused by it.
+    #[arg(long, env = "TRIGGERS_AUTH_FAILURES_PER_MINUTE", default_value_t = defaults::AUTH_FAILURES_PER_MINUTE)]
+    pub auth_failures_per_minute: u32,
+
+    /// Proxies (load balancers) whose Forwarded / X-Forwarded-For headers say who the
+    /// client is, comma-separated addresses or CIDRs (e.g. 10.0.0.0/8); from any other
+    /// peer those headers are ignored. IPv6 clients are counted per /64.
+    #[arg(long, env = "TRIGGERS_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: crate::guard::TrustedProxies,
+}
+
+impl LimitArgs {
+    /// The server's settings from these flags.
+    pub fn settings(&self, keep_alive: std::time::Duration) -> crate::http::Settings {
+        crate::http::Settings {
+            tenant: crate::guard::Limits {
+                requests_per_minute: self.rate_limit,
+                events_per_minute: self.tenant_events_per_minute,
+                max_queued: self.tenant_max_queued,
+                concurrency: self.tenant_concurrency,
+                max_live_streams: self.tenant_max_live_streams,
+            },
+            key_cache_ttl: std::time::Duration::from_secs(self.key_cache_ttl),
+            auth_failures_per_minute: self.auth_failures_per_minute,
+            max_queue_depth: self.max_queue_depth,
+            keep_alive,
+            trusted_proxies: self.trusted_proxies.clone(),
+            page_bytes: self.max_page_bytes,
+            statement_timeout: std::time::Duration::from_secs(self.statement_timeout),
+        }
+    }
 }
 
 /// Settings of the webhook delivery workers.
@@ -132,6 +204,12 @@ pub struct WebhookArgs {
     /// has failed and is retried on the schedule.
     #[arg(long, env = "TRIGGERS_WEBHOOK_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub webhook_timeout: u64,
+
+    /// Send webhooks through this HTTP(S) proxy (http://host:port). Without it no proxy
+    /// is used, whatever HTTP_PROXY/HTTPS_PROXY/ALL_PROXY say. The proxy resolves and
+    /// connects in the server's place, so it must refuse private addresses itself.
+    #[arg(long, env = "TRIGGERS_WEBHOOK_PROXY", value_parser = parse_proxy)]
+    pub webhook_proxy: Option<reqwest::Proxy>,
 }
 
 /// Settings of `triggers worker`.
@@ -324,6 +402,17 @@ pub struct TailArgs {
     /// The database.
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+fn parse_proxy(text: &str) -> Result<reqwest::Proxy, String> {
+    let url =
+        url::Url::parse(text).map_err(|e| format!("not a URL ({e}), e.g. http://proxy:3128"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(
+            "must be an http:// or https:// URL with a host, e.g. http://proxy:3128".into(),
+        );
+    }
+    reqwest::Proxy::all(url).map_err(|e| e.to_string())
 }
 
 fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

@@ -232,47 +232,34 @@ fn secrets_key(args: &DbArgs) -> Result<(String, Option<PathBuf>), StartupError>
     }
 }
 
-/// The key in `path`, or `None` when there is no such file.
+/// The key in `path`, or `None` when there is no such file. The file must be a regular
+/// file (a symlink is refused) that only its owner can read.
 fn read_key(path: &Path) -> Result<Option<String>, StartupError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let key = text.trim().to_string();
-            if key.len() < 32 || key.chars().any(|c| c.is_whitespace() || c == '\\') {
-                return Err(StartupError::Database(format!(
-                    "secrets key: {} must hold one key of 32 or more characters, without spaces",
-                    path.display()
-                )));
-            }
-            Ok(Some(key))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StartupError::Database(format!(
-            "secrets key: cannot read {}: {e}",
+    let Some(text) = crate::files::read(path)
+        .map_err(|e| StartupError::Database(format!("secrets key: {e}")))?
+    else {
+        return Ok(None);
+    };
+    let key = text.trim().to_string();
+    if key.len() < 32 || key.chars().any(|c| c.is_whitespace() || c == '\\') {
+        return Err(StartupError::Database(format!(
+            "secrets key: {} must hold one key of 32 or more characters, without spaces",
             path.display()
-        ))),
+        )));
     }
+    Ok(Some(key))
 }
 
 /// Writes a new key to `path` (mode 0600) unless another process got there first, in
 /// which case that key is the one: returns the key to use. The file appears whole or
-/// not at all (written aside, then linked into place).
+/// not at all (written aside, then linked into place); neither it nor the file aside is
+/// ever written through something placed there before ([`crate::files::create_new`]).
 fn keep(key: String, path: &Path) -> Result<String, StartupError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |what: &str, e: std::io::Error| {
-        StartupError::Database(format!("secrets key: {what} {}: {e}", path.display()))
-    };
     let mut aside = path.as_os_str().to_owned();
     aside.push(format!(".{}", std::process::id()));
     let aside = PathBuf::from(aside);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&aside)
-        .map_err(|e| fail("cannot create", e))?;
-    writeln!(file, "{key}").map_err(|e| fail("cannot write", e))?;
+    crate::files::create_new(&aside, format!("{key}\n").as_bytes())
+        .map_err(|e| StartupError::Database(format!("secrets key: cannot create it: {e}")))?;
     let linked = std::fs::hard_link(&aside, path);
     let _ = std::fs::remove_file(&aside);
     match linked {
@@ -281,9 +268,14 @@ fn keep(key: String, path: &Path) -> Result<String, StartupError> {
             Ok(key)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_key(path)?.ok_or_else(|| fail("cannot read", e))
+            read_key(path)?.ok_or_else(|| {
+                StartupError::Database(format!("secrets key: cannot read {}: {e}", path.display()))
+            })
         }
-        Err(e) => Err(fail("cannot create", e)),
+        Err(e) => Err(StartupError::Database(format!(
+            "secrets key: cannot create {}: {e}",
+            path.display()
+        ))),
     }
 }
 

@@ -14,6 +14,8 @@ pub mod commands;
 pub mod db;
 pub mod embedded;
 pub mod error;
+pub mod files;
+pub mod guard;
 pub mod http;
 pub mod partitions;
 pub mod schema;

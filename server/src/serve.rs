@@ -48,12 +48,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     }
     tracing::info!(%addr, database = %database.description, workers = args.workers, "listening");
     let (workers, deliveries) = node_workers(&database, args.workers, &args.webhooks);
-    let state = AppState::over(database.client.clone(), database.shards.clone())
-        .with_rate_limit(args.rate_limit)
-        .with_keep_alive(std::time::Duration::from_secs(args.keep_alive))
-        .with_key_ttl(std::time::Duration::from_secs(args.key_cache_ttl))
-        .with_max_queue_depth(args.max_queue_depth)
-        .with_auth_failures(args.auth_failures_per_minute);
+    let settings = args
+        .limits
+        .settings(std::time::Duration::from_secs(args.keep_alive));
+    let state = AppState::over(database.client.clone(), database.shards.clone(), settings);
     let hub = state.live.clone();
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, service)

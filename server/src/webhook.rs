@@ -8,7 +8,11 @@
 //! Only public addresses are sent to unless `--webhook-allow-private`: a host name is
 //! resolved by [`PublicOnly`], which hands the HTTP client only the public addresses, so
 //! the address checked is the address connected to (no DNS rebinding); an address
-//! written in the URL is checked before sending.
+//! written in the URL is checked before sending. Proxy settings of the environment
+//! (`HTTP_PROXY`, `ALL_PROXY`, …) are ignored: a proxy would resolve and connect in our
+//! place, past that check. Only `--webhook-proxy` sends through one, and then that proxy
+//! must refuse private addresses itself. What an attempt's error stores names no
+//! address but one written in the URL ([`redact_addresses`]).
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +26,7 @@ use tokio::sync::watch;
 use triggers_client::{
     AttemptOutcome, ClaimedDelivery, Client, Event, EventId, Listener, STORED_CHANNEL,
 };
-use triggers_core::webhooks::{is_public_address, signature_header, Secret};
+use triggers_core::webhooks::{is_public_address, redact_addresses, signature_header, Secret};
 
 use crate::cli::WebhookArgs;
 use crate::http::render::{event_json, ts};
@@ -51,7 +55,7 @@ const RESPONSE_BYTES: usize = 1000;
 /// `--webhook-timeout`).
 pub fn delivery_workers(client: &Client, args: &WebhookArgs) -> Tasks {
     let timeout = Duration::from_secs(args.webhook_timeout);
-    let http = http_client(args.webhook_allow_private, timeout);
+    let http = http_client(args, timeout);
     let allow_private = args.webhook_allow_private;
     let lease_s = (args.webhook_timeout + LEASE_MARGIN_S).min(i32::MAX as u64) as i32;
     Tasks::spawn(args.webhook_workers.into(), |_, stopped| {
@@ -67,14 +71,19 @@ pub fn delivery_workers(client: &Client, args: &WebhookArgs) -> Tasks {
 }
 
 /// One shared HTTP client (connections reused across deliveries): no redirects
-/// followed, `timeout` for the whole exchange, public addresses only unless allowed.
-fn http_client(allow_private: bool, timeout: Duration) -> reqwest::Client {
+/// followed, `timeout` for the whole exchange, public addresses only unless allowed,
+/// no proxy but `--webhook-proxy` (never one from the environment).
+fn http_client(args: &WebhookArgs, timeout: Duration) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("triggers/", env!("CARGO_PKG_VERSION")));
-    if !allow_private {
+    builder = match &args.webhook_proxy {
+        Some(proxy) => builder.proxy(proxy.clone()),
+        None => builder.no_proxy(),
+    };
+    if !args.webhook_allow_private {
         builder = builder.dns_resolver(Arc::new(PublicOnly));
     }
     builder.build().expect("an HTTP client with these settings")
@@ -94,10 +103,10 @@ impl reqwest::dns::Resolve for PublicOnly {
                 .filter(|a| is_public_address(a.ip()))
                 .collect();
             if public.is_empty() {
-                let seen: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
+                // Which addresses they were stays here: a tenant could map the
+                // internal network by pointing hosts at it.
                 return Err(format!(
-                    "refused: {host} resolves to {} — not a public address (the server's --webhook-allow-private allows it)",
-                    seen.join(", ")
+                    "refused: {host} resolves to no public address (the server's --webhook-allow-private allows it)"
                 )
                 .into());
             }
@@ -260,13 +269,14 @@ async fn attempt(
         Ok(url) => url,
         Err(e) => return failed(format!("the endpoint's url cannot be parsed: {e}")),
     };
+    // An address written in the URL: the one address an error may name.
+    let written: Option<IpAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+        Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+        _ => None,
+    };
     if !allow_private {
-        let literal: Option<IpAddr> = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(ip.into()),
-            Some(url::Host::Ipv6(ip)) => Some(ip.into()),
-            _ => None,
-        };
-        if let Some(ip) = literal.filter(|ip| !is_public_address(*ip)) {
+        if let Some(ip) = written.filter(|ip| !is_public_address(*ip)) {
             return failed(format!(
                 "refused: {ip} is not a public address (the server's --webhook-allow-private allows it)"
             ));
@@ -296,7 +306,7 @@ async fn attempt(
         .await;
     let mut response = match sent {
         Ok(response) => response,
-        Err(e) => return failed(describe(&e, timeout)),
+        Err(e) => return failed(redact_addresses(&describe(&e, timeout), written)),
     };
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;

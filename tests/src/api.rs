@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 use triggers_client::Client;
-use triggers_server::http::{app, AppState};
+use triggers_server::http::{app, AppState, Settings};
 
 use crate::test_database;
 
@@ -47,7 +47,11 @@ impl Api {
     /// The same API with a limit of `per_minute` requests per key.
     pub fn limited(&self, per_minute: u32) -> Api {
         Api {
-            router: app(AppState::new(self.client.clone()).with_rate_limit(per_minute)),
+            router: app(AppState::with(self.client.clone(), {
+                let mut settings = Settings::default();
+                settings.tenant.requests_per_minute = per_minute;
+                settings
+            })),
             client: self.client.clone(),
             config: self.config.clone(),
         }

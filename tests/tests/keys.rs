@@ -1,7 +1,8 @@
 //! API keys on a real `triggers serve`: a revocation takes effect at once on a server
 //! that trusts keys from its cache (an hour here, so only the revocation's notification
 //! can explain it); an expiring key is refused from its expiry on, whatever the cache;
-//! `triggers keys create --expires-at`.
+//! `triggers keys create --expires-at`; an address guessing keys is refused more guesses,
+//! never its own key.
 
 use std::time::Duration;
 
@@ -88,7 +89,7 @@ async fn a_revoked_key_is_refused_at_once_and_an_expired_one_from_its_expiry() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_address_guessing_keys_is_refused_for_the_rest_of_its_minute() {
+async fn an_address_guessing_keys_is_refused_more_guesses_but_never_its_own_key() {
     let (server, key, _db, _) =
         serve_test_database("keys_guessing", "t", &["--auth-failures-per-minute", "3"]).await;
     let base = server.url.trim_end_matches('/').to_string();
@@ -111,6 +112,6 @@ async fn an_address_guessing_keys_is_refused_for_the_rest_of_its_minute() {
     assert!((1..=60).contains(&wait), "{wait}");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED");
-    // The address is refused whatever key it sends, until its minute ends.
-    assert_eq!(metrics_with(&base, &key).await.0, 429);
+    // Its own key is no guess: it is served (tests/tests/abuse.rs floods it harder).
+    assert_eq!(metrics_with(&base, &key).await.0, 200);
 }

@@ -192,7 +192,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_subscribers_get_the_same_events_over_the_servers_own_connections() {
-    let (server, key, db, _) = server("live_fanout", "2", &[]).await;
+    // One tenant, a thousand streams: past the default cap of 20, set no cap here.
+    let (server, key, db, _) =
+        server("live_fanout", "2", &["--tenant-max-live-streams", "0"]).await;
     let url = format!("{}/inbox/stream", server.url);
     let mut subscribers = Vec::new();
     for _ in 0..1000 {

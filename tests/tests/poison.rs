@@ -72,7 +72,7 @@ async fn drain_in_fresh_sessions(
         let worker = connect(config).await;
         worker
             .batch_execute(&format!(
-                "SELECT set_config('triggers.now', ('2100-01-01 00:00:00+00'::timestamptz + {call} * interval '1 hour')::text, false); {session_setup}"
+                "SET triggers.test_clock = on; SELECT set_config('triggers.now', ('2100-01-01 00:00:00+00'::timestamptz + {call} * interval '1 hour')::text, false); {session_setup}"
             ))
             .await
             .expect("session setup");

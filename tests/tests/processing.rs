@@ -124,7 +124,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     // moves a minute between drains, so that passes at once. Then each is stored once.
     admin
         .batch_execute(
-            "SELECT set_config('triggers.now', (clock_timestamp() + interval '1 hour')::text, false)",
+            "SET triggers.test_clock = on; SELECT set_config('triggers.now', (clock_timestamp() + interval '1 hour')::text, false)",
         )
         .await
         .unwrap();
@@ -138,7 +138,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         admin
             .batch_execute(
-                "SELECT set_config('triggers.now', (triggers._now() + interval '1 minute')::text, false)",
+                "SET triggers.test_clock = on; SELECT set_config('triggers.now', (triggers._now() + interval '1 minute')::text, false)",
             )
             .await
             .unwrap();
@@ -380,7 +380,7 @@ async fn a_session_notifies_at_most_once_per_notify_throttle_ms() {
     ] {
         producer
             .batch_execute(&format!(
-                "SET triggers.now = '2030-01-01 {at}+00'; SELECT triggers.enqueue(payload => '{{}}')"
+                "SET triggers.test_clock = on; SET triggers.now = '2030-01-01 {at}+00'; SELECT triggers.enqueue(payload => '{{}}')"
             ))
             .await
             .unwrap();

@@ -245,7 +245,7 @@ async fn a_worker_killed_while_holding_a_stream_loses_and_reorders_nothing() {
     let mut stored = 0i64;
     for _ in 0..1000 {
         admin
-            .batch_execute("SELECT set_config('triggers.now', (triggers._now() + interval '1 minute')::text, false)")
+            .batch_execute("SET triggers.test_clock = on; SELECT set_config('triggers.now', (triggers._now() + interval '1 minute')::text, false)")
             .await
             .unwrap();
         let row = admin

@@ -18,6 +18,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -144,9 +145,12 @@ impl Cluster {
                 Some(port) => port,
                 None => free_port()?,
             };
+            // The directory is the cluster user's: a link it placed there is not
+            // followed (this process may be root).
             let log = fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&log_path)
                 .map_err(|e| StartupError::DataDir(format!("{}: {e}", log_path.display())))?;
             let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
@@ -182,7 +186,7 @@ impl Cluster {
             };
             match cluster.wait_ready().await {
                 Ok(()) => {
-                    let _ = fs::write(&port_file, format!("{port}\n"));
+                    let _ = crate::files::replace(&port_file, format!("{port}\n").as_bytes());
                     return Ok(cluster);
                 }
                 Err(exited) => {

@@ -82,17 +82,7 @@ pub(super) fn write_private(
     contents: &str,
     run_as: RunAs,
 ) -> Result<(), StartupError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()).map(|()| f))
-        .map_err(|e| StartupError::DataDir(format!("cannot write {}: {e}", path.display())))?;
-    file.flush()
-        .map_err(|e| StartupError::DataDir(format!("cannot write {}: {e}", path.display())))?;
+    crate::files::create_new(path, contents.as_bytes())
+        .map_err(|e| StartupError::DataDir(format!("cannot write a password file: {e}")))?;
     chown(path, run_as)
 }

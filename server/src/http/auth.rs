@@ -1,245 +1,229 @@
-//! Where the API key is checked: `Authorization: Bearer <key>` → the key's tenant, for
-//! every API route, with a short-lived cache of keys that passed, emptied whenever a
-//! key is revoked anywhere (the `triggers_keys` notification).
+//! Where the API key is checked (`Authorization: Bearer <key>` → the key's tenant, for
+//! every API route) and the per-key and per-tenant limits that follow it are applied:
+//! the key by [`KeyStore`] (guard/keys.rs), then the key's requests per minute, then, for
+//! routes that read or write through the API's pool, a turn among the tenant's requests
+//! in flight. A request is only counted against a key's budget once it has proved it
+//! holds the key: wrong secrets spend nobody's budget.
+//!
+//! [`limits_layer`] keeps what a request was granted for as long as its response is being
+//! made: the rate-limit headers (`X-RateLimit-Limit/Remaining/Reset`) it adds to the
+//! response, and the tenant's turn, given back when the handler is done.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
-use chrono::{DateTime, Utc};
-use triggers_client::{Client, KEYS_CHANNEL};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::{AppError, ErrorCode};
+use super::state::AppState;
+use crate::guard::{Authenticated, ClientKey, Denied, Over};
 
-/// The tenant the request's API key belongs to. Every handler that touches data takes
-/// one, so no route can reach another tenant's events.
+/// The tenant the request's API key belongs to, its requests per minute counted, with a
+/// turn among the tenant's requests using the database. Every handler that touches data
+/// takes one (or a [`Sender`]), so no route can reach another tenant's events.
 #[derive(Debug, Clone)]
 pub struct Tenant(pub String);
 
-impl<S> FromRequestParts<S> for Tenant
-where
-    S: Send + Sync,
-    Client: FromRef<S>,
-    KeyCache: FromRef<S>,
-{
+/// As [`Tenant`], without a turn: for `POST /events`, which goes through group commit's
+/// own connections (bounded by the tenant's events per minute instead).
+#[derive(Debug, Clone)]
+pub struct Sender(pub String);
+
+impl FromRequestParts<AppState> for Tenant {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                AppError::new(
-                    ErrorCode::MissingAuthorization,
-                    "send Authorization: Bearer <api key>",
-                )
-            })?;
-        let value = header.to_str().map_err(|_| {
-            AppError::new(
-                ErrorCode::InvalidAuthScheme,
-                "the Authorization header is not text",
-            )
-        })?;
-        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AppError::new(
-                ErrorCode::InvalidAuthScheme,
-                "use the Bearer scheme: Authorization: Bearer <api key>",
-            ));
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let key = authenticate(parts, state).await?;
+        let turn = state
+            .tenants
+            .turn(&key.tenant)
+            .await
+            .map_err(|over| over_limit(&over))?;
+        if let Some(granted) = parts.extensions.get::<Granted>() {
+            granted.lock().turn = turn;
         }
-        let token = token.trim();
-        let keys = KeyCache::from_ref(state);
-        if let Some(tenant) = keys.get(token) {
-            return Ok(Tenant(tenant));
-        }
-        // Guessing keys: an address with too many failed authentications in the last
-        // minute is refused before its key is even looked at.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        if let Some(wait) = peer.and_then(|ip| keys.failures.blocked(ip)) {
-            return Err(AppError::new(
-                ErrorCode::RateLimitExceeded,
-                format!("too many failed authentications from this address; retry in {wait} s"),
-            )
-            .with_retry_after(wait));
-        }
-        let key = match Client::from_ref(state).authenticate_key(token).await {
-            Ok(key) => key,
-            Err(e) => {
-                let e = AppError::from(e);
-                if let (Some(ip), ErrorCode::InvalidToken) = (peer, e.code()) {
-                    keys.failures.failed(ip);
-                }
-                return Err(e);
-            }
-        };
-        keys.put(token, &key.tenant, key.expires_at);
         Ok(Tenant(key.tenant))
     }
 }
 
-/// Keys that authenticated recently, so a busy client does not cost a database round
-/// trip per request. An entry lives its TTL (10 s), never past the key's expiry, and
-/// every entry goes as soon as a key is revoked on any server: [`KeyCache::follow`]
-/// listens for `triggers.revoke_api_key`'s notification (and, while it cannot listen,
-/// the cache holds nothing). Failures are never cached.
-#[derive(Clone)]
-pub struct KeyCache {
-    entries: Arc<Mutex<HashMap<String, (String, Instant)>>>,
-    ttl: Duration,
-    /// Databases whose revocations are followed ([`KeyCache::follow`]), and how many of
-    /// them are being listened to now: unless all are, nothing is cached.
-    followed: Arc<AtomicUsize>,
-    listening: Arc<AtomicUsize>,
-    /// Failed authentications by client address.
-    pub failures: FailedAuth,
-}
+impl FromRequestParts<AppState> for Sender {
+    type Rejection = AppError;
 
-impl Default for KeyCache {
-    fn default() -> Self {
-        KeyCache {
-            entries: Arc::default(),
-            ttl: Self::TTL,
-            followed: Arc::default(),
-            listening: Arc::default(),
-            failures: FailedAuth::default(),
-        }
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        Ok(Sender(authenticate(parts, state).await?.tenant))
     }
 }
 
-impl KeyCache {
-    /// How long a successful authentication is trusted, at most.
-    pub const TTL: Duration = Duration::from_secs(10);
-    /// At most this many keys are remembered; past it the cache starts over.
-    const MAX: usize = 10_000;
-
-    /// The same cache trusting an authentication for `ttl`.
-    pub fn with_ttl(mut self, ttl: Duration) -> KeyCache {
-        self.ttl = ttl;
-        self
+/// The request's key, checked, and one request counted against its per-minute limit.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authenticated, AppError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorCode::MissingAuthorization,
+                "send Authorization: Bearer <api key>",
+            )
+        })?;
+    let value = header.to_str().map_err(|_| {
+        AppError::new(
+            ErrorCode::InvalidAuthScheme,
+            "the Authorization header is not text",
+        )
+    })?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AppError::new(
+            ErrorCode::InvalidAuthScheme,
+            "use the Bearer scheme: Authorization: Bearer <api key>",
+        ));
     }
-
-    fn get(&self, token: &str) -> Option<String> {
-        let entries = self.entries.lock().ok()?;
-        entries
-            .get(token)
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(tenant, _)| tenant.clone())
-    }
-
-    fn put(&self, token: &str, tenant: &str, expires_at: Option<DateTime<Utc>>) {
-        let followed = self.followed.load(Ordering::SeqCst);
-        if followed == 0 || self.listening.load(Ordering::SeqCst) != followed {
-            return;
-        }
-        let left = expires_at.map_or(self.ttl, |at| {
-            (at - Utc::now()).to_std().unwrap_or_default().min(self.ttl)
-        });
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= Self::MAX {
-                entries.clear();
+    let client = ClientKey::from(client_address(parts, state));
+    let key = state
+        .keys
+        .authenticate(token.trim(), client)
+        .await
+        .map_err(denied)?;
+    let granted = parts.extensions.get::<Granted>();
+    match state.tenants.request(&key.tenant, &key.key_id) {
+        Ok(left) => {
+            if let Some(granted) = granted {
+                granted.lock().rate = (left.limit > 0).then_some(RateHeaders {
+                    limit: left.limit,
+                    remaining: left.remaining,
+                    reset: left.reset_s,
+                });
             }
-            entries.insert(
-                token.to_string(),
-                (tenant.to_string(), Instant::now() + left),
-            );
+            Ok(key)
         }
-    }
-
-    fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
-    }
-
-    /// Empties the cache on every revocation in `client`'s database, for as long as the
-    /// process runs: one LISTEN connection, reopened when it drops (the cache is off
-    /// meanwhile). A sharded layout follows every node.
-    pub fn follow(&self, client: Client) {
-        let cache = self.clone();
-        cache.followed.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            loop {
-                match client.listener_on(KEYS_CHANNEL).await {
-                    Ok(listener) => {
-                        cache.listening.fetch_add(1, Ordering::SeqCst);
-                        while listener.notified().await.is_ok() {
-                            cache.clear();
-                        }
-                        cache.listening.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot listen for key revocations; not caching keys")
-                    }
-                }
-                cache.clear();
-                tokio::time::sleep(Duration::from_secs(1)).await;
+        Err((over, limit)) => {
+            let e = over_limit(&over);
+            if let Some(granted) = granted {
+                granted.lock().rate = Some(RateHeaders {
+                    limit,
+                    remaining: 0,
+                    reset: e.retry_after().unwrap_or(1),
+                });
             }
-        });
-    }
-}
-
-/// Failed authentications per client address (the TCP peer: behind a proxy that is the
-/// proxy, so put the limit there), in windows of a minute: at `per_minute` failures the
-/// address is refused (429 with Retry-After) until its window ends.
-#[derive(Clone)]
-pub struct FailedAuth {
-    per_minute: u32,
-    windows: Arc<Mutex<HashMap<IpAddr, (Instant, u32)>>>,
-}
-
-impl Default for FailedAuth {
-    fn default() -> Self {
-        FailedAuth {
-            per_minute: FailedAuth::PER_MINUTE,
-            windows: Arc::default(),
+            Err(e)
         }
     }
 }
 
-impl FailedAuth {
-    /// Failed authentications an address may have per minute by default.
-    pub const PER_MINUTE: u32 = 30;
-    const WINDOW: Duration = Duration::from_secs(60);
-    /// At most this many addresses are remembered; past it the oldest windows go.
-    const MAX: usize = 100_000;
+/// The client's address: the TCP peer, or who a trusted proxy forwarded for. A request
+/// with no peer (a test driving the router in process) is 0.0.0.0.
+fn client_address(parts: &Parts, state: &AppState) -> IpAddr {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    state.trusted_proxies.client(peer, &parts.headers)
+}
 
-    /// The same allowing `per_minute` failures a minute per address (0: no limit).
-    pub fn per_minute(per_minute: u32) -> FailedAuth {
-        FailedAuth {
-            per_minute,
-            ..FailedAuth::default()
+fn denied(denied: Denied) -> AppError {
+    match denied {
+        Denied::Malformed => AppError::new(ErrorCode::InvalidToken, "API key is malformed"),
+        Denied::Invalid => AppError::new(ErrorCode::InvalidToken, "API key is not valid"),
+        Denied::Revoked => AppError::new(ErrorCode::InvalidToken, "API key is revoked"),
+        Denied::Expired => AppError::new(ErrorCode::InvalidToken, "API key has expired"),
+        Denied::TooManyUnknown { this_client, wait } => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let who = if this_client {
+                "from this address"
+            } else {
+                "from all addresses together"
+            };
+            AppError::new(
+                ErrorCode::RateLimitExceeded,
+                format!("too many failed authentications {who}; retry in {secs} s"),
+            )
+            .with_retry_after(secs.max(1))
+        }
+        Denied::Database(e) => AppError::from(e),
+    }
+}
+
+/// The error a tenant over one of its limits gets: 429, with Retry-After when waiting
+/// helps.
+pub fn over_limit(over: &Over) -> AppError {
+    match over {
+        Over::Rate { what, limit, wait } => {
+            let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            AppError::new(
+                ErrorCode::RateLimitExceeded,
+                format!("over {limit} {what}; retry in {secs} s"),
+            )
+            .with_retry_after(secs)
+        }
+        Over::BatchOverQuota { events, limit } => AppError::new(
+            ErrorCode::RateLimitExceeded,
+            format!(
+                "a batch of {events} events is more than this tenant's {limit} events per minute; send smaller batches"
+            ),
+        ),
+        Over::Queued { limit } => AppError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "this tenant has {limit} events waiting in the queue, its share (max_queued); retry once they are processed"
+            ),
+        )
+        .with_retry_after(1),
+        Over::Busy { limit } => AppError::new(
+            ErrorCode::LimitExceeded,
+            format!("this tenant has {limit} requests in flight, its limit (max_concurrency); retry in a moment"),
+        )
+        .with_retry_after(1),
+        Over::Streams { limit } => AppError::new(
+            ErrorCode::LimitExceeded,
+            format!("this tenant has {limit} live streams open, its limit (max_live_streams); close one first"),
+        ),
+    }
+}
+
+/// What a request was granted, kept by [`limits_layer`] until its response is made.
+#[derive(Clone, Default)]
+struct Granted(Arc<Mutex<Grant>>);
+
+#[derive(Default)]
+struct Grant {
+    rate: Option<RateHeaders>,
+    turn: Option<OwnedSemaphorePermit>,
+}
+
+struct RateHeaders {
+    limit: u64,
+    remaining: u64,
+    reset: u64,
+}
+
+impl Granted {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Grant> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Middleware: holds what the request is granted (its tenant's turn) until the handler
+/// has answered, and adds the key's `X-RateLimit-*` headers to the answer.
+pub async fn limits_layer(mut request: Request, next: Next) -> Response {
+    let granted = Granted::default();
+    request.extensions_mut().insert(granted.clone());
+    let mut response = next.run(request).await;
+    let grant = std::mem::take(&mut *granted.lock());
+    if let Some(rate) = grant.rate {
+        for (name, value) in [
+            ("x-ratelimit-limit", rate.limit),
+            ("x-ratelimit-remaining", rate.remaining),
+            ("x-ratelimit-reset", rate.reset),
+        ] {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), HeaderValue::from(value));
         }
     }
-
-    /// Seconds until `ip` may try again, if it is refused now.
-    fn blocked(&self, ip: IpAddr) -> Option<u64> {
-        let windows = self.windows.lock().ok()?;
-        let (start, failures) = windows.get(&ip)?;
-        let left = Self::WINDOW.checked_sub(start.elapsed())?;
-        (self.per_minute > 0 && *failures >= self.per_minute).then(|| left.as_secs().max(1))
-    }
-
-    /// Counts a failed authentication of `ip`.
-    fn failed(&self, ip: IpAddr) {
-        if self.per_minute == 0 {
-            return;
-        }
-        if let Ok(mut windows) = self.windows.lock() {
-            if windows.len() >= Self::MAX {
-                windows.retain(|_, (start, _)| start.elapsed() < Self::WINDOW);
-            }
-            let window = windows.entry(ip).or_insert((Instant::now(), 0));
-            if window.0.elapsed() >= Self::WINDOW {
-                *window = (Instant::now(), 0);
-            }
-            window.1 += 1;
-        }
-    }
+    response
 }

@@ -34,7 +34,7 @@ impl QueueBound {
             for (client, depth) in shards.nodes().iter().cloned().zip(depths.iter().cloned()) {
                 tokio::spawn(async move {
                     loop {
-                        match client.queue_depth_up_to(bound).await {
+                        match client.queue_depth(None, bound).await {
                             Ok(n) => depth.store(n, Ordering::Relaxed),
                             // The requests themselves will say the database is down.
                             Err(e) => tracing::debug!(error = %e, "cannot count the queue"),

@@ -39,8 +39,14 @@ pub enum ErrorCode {
     MaxRetriesExceeded,
     /// The body is over 1 MiB, or the payload over its limit.
     PayloadTooLarge,
-    /// The key sent more requests than its limit allows.
+    /// The key sent more requests, or its tenant more events, than their limit per
+    /// minute allows.
     RateLimitExceeded,
+    /// A tenant is at one of its caps: events queued, requests in flight, live streams
+    /// open, webhook endpoints.
+    LimitExceeded,
+    /// The database role the server runs as is bound to another tenant.
+    Forbidden,
     /// The database is down or unreachable.
     ServiceUnavailable,
     /// A bug or an unexpected failure; details are logged, not sent.
@@ -65,6 +71,8 @@ impl ErrorCode {
             ErrorCode::MaxRetriesExceeded => "MAX_RETRIES_EXCEEDED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
+            ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
@@ -85,14 +93,17 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::InvalidState | ErrorCode::MaxRetriesExceeded => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimitExceeded | ErrorCode::LimitExceeded => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Every code.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidPayload,
         ErrorCode::InvalidMetadataType,
@@ -107,6 +118,8 @@ impl ErrorCode {
         ErrorCode::MaxRetriesExceeded,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RateLimitExceeded,
+        ErrorCode::LimitExceeded,
+        ErrorCode::Forbidden,
         ErrorCode::ServiceUnavailable,
         ErrorCode::InternalError,
     ];
@@ -124,6 +137,8 @@ impl ErrorCode {
             Sql::InvalidState => ErrorCode::InvalidState,
             Sql::RetriesExhausted => ErrorCode::MaxRetriesExceeded,
             Sql::InvalidApiKey => ErrorCode::InvalidToken,
+            Sql::LimitReached => ErrorCode::LimitExceeded,
+            Sql::NotPermitted => ErrorCode::Forbidden,
         }
     }
 }
@@ -166,6 +181,11 @@ impl AppError {
     pub fn code(&self) -> ErrorCode {
         self.code
     }
+
+    /// The seconds of its Retry-After header, if it has one.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
 }
 
 impl From<triggers_client::Error> for AppError {
@@ -177,6 +197,16 @@ impl From<triggers_client::Error> for AppError {
         if let triggers_client::Error::InvalidInput(message) = &e {
             // Postgres refused what the client sent as data: the input is at fault.
             return AppError::new(ErrorCode::InvalidParameter, message.clone());
+        }
+        if let triggers_client::Error::Cancelled(_) = &e {
+            // The server's statement timeout: the request asked for more work than one
+            // request may do (a filter no index serves over many events, say).
+            return AppError::new(
+                ErrorCode::ServiceUnavailable,
+                "the request's query ran past the server's statement timeout (--statement-timeout); narrow it, or retry later",
+            )
+            .with_retry_after(1)
+            .with_detail(e.to_string());
         }
         let code = if e.is_unavailable() {
             ErrorCode::ServiceUnavailable

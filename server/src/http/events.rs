@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use triggers_client::NewEvent;
 
-use super::auth::Tenant;
+use super::auth::{over_limit, Sender, Tenant};
 use super::error::{AppError, ErrorCode};
 use super::parse::{self, debug_flag, only_fields, opt_string, IdPath, JsonObject, Params};
 use super::render::{event_json, timestamp_now};
@@ -77,7 +77,7 @@ fn new_event(
 #[utoipa::path(post, path = "/events", request_body = EventIn, params(("debug" = Option<String>, Query), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\u0021-\u007E]([\u0020-\u007E]*[\u0021-\u007E])?$", description = "idempotency key; must equal the body's idempotency_key if both are sent")), responses((status = 200, description = "Accepted and committed (or a duplicate of an earlier idempotency key)", body = Accepted), (status = 413, description = "Body over 1 MiB, or payload over max_payload_bytes", body = ErrorEnvelope), (status = 503, description = "The queue is full (--max-queue-depth) or the database cannot be reached: retry after Retry-After", body = ErrorEnvelope)))]
 pub(super) async fn post_event(
     State(state): State<AppState>,
-    Tenant(tenant): Tenant,
+    Sender(tenant): Sender,
     headers: HeaderMap,
     query: Params,
     JsonObject(body): JsonObject,
@@ -110,6 +110,10 @@ pub(super) async fn post_event(
     // What the client can tell without the database is refused here, with its field
     // named, so it never joins (and fails) a group.
     event.check()?;
+    state
+        .tenants
+        .admit_events(&tenant, 1)
+        .map_err(|o| over_limit(&o))?;
     let sent = state.group.enqueue(event).await?;
     let now = timestamp_now();
     let mut data = json!({"event_id": sent.event_id, "status": "accepted", "timestamp": now});
@@ -156,6 +160,10 @@ pub(super) async fn post_batch(
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    state
+        .tenants
+        .admit_events(&tenant, events.len() as u64)
+        .map_err(|o| over_limit(&o))?;
     let ids = state.client.enqueue_batch(&events).await?;
     let now = timestamp_now();
     Ok(Json(json!({

@@ -37,12 +37,10 @@ impl GroupCommit {
     /// a PL/Proxy proxy's (no transaction spans tenants).
     pub fn start(client: Client, committers: usize, proxy: bool) -> GroupCommit {
         let client = client
-            .connect_config()
-            .cloned()
-            .and_then(|mut config| {
-                config.postgres.options("-c triggers.notify_throttle_ms=0");
-                Client::from_config(config, CONNECTIONS.max(committers)).ok()
-            })
+            .sibling(
+                &[("triggers.notify_throttle_ms", "0")],
+                CONNECTIONS.max(committers),
+            )
             .unwrap_or(client);
         let (tx, rx) = mpsc::channel::<(NewEvent, Reply)>(MAX_GROUP * 8);
         let rx = Arc::new(Mutex::new(rx));

@@ -24,7 +24,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// GET /inbox
-#[utoipa::path(get, path = "/inbox", params(("status" = Option<String>, Query, pattern = "^(pending|delivered|failed)(,(pending|delivered|failed))*$", description = "comma list of pending, delivered, failed (default all)"), ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; created at or after"), ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; created before"), ("stream" = Option<String>, Query, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F]*$"), ("limit" = Option<i32>, Query, minimum = 1, maximum = 1000, description = "default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "asc (default) or desc")), responses((status = 200, description = "A page. Also filters metadata.<k>=v and payload.<k>=v by containment (a value that reads as a JSON number, boolean or null matches as one)", body = InboxPage)))]
+#[utoipa::path(get, path = "/inbox", params(("status" = Option<String>, Query, pattern = "^(pending|delivered|failed)(,(pending|delivered|failed))*$", description = "comma list of pending, delivered, failed (default all)"), ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339; created at or after"), ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339; created before"), ("stream" = Option<String>, Query, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F]*$"), ("limit" = Option<i32>, Query, minimum = 1, maximum = 1000, description = "default 50; a page also ends early, with next_cursor, once its payloads and metadata reach the server's --max-page-bytes (4 MiB by default)"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "asc (default) or desc")), responses((status = 200, description = "A page. Also filters metadata.<k>=v and payload.<k>=v by containment (a value that reads as a JSON number, boolean or null matches as one)", body = InboxPage)))]
 pub(super) async fn get_inbox(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -70,7 +70,11 @@ pub(super) async fn get_inbox(
     if let Some(payload) = payload {
         inbox = inbox.payload_contains(payload);
     }
-    let page = state.client.inbox(&inbox).await?;
+    // Bounded in bytes too: a page ends early, with its cursor, at --max-page-bytes.
+    let page = state
+        .client
+        .inbox(&inbox.max_bytes(state.page_bytes))
+        .await?;
     Ok(Json(json!({
         "data": page.events.iter().map(event_json).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,

@@ -2,18 +2,23 @@
 //! the server's one reader of stored events that fans them out in memory.
 //!
 //! The hub follows `triggers.stored` for every tenant (`Client::subscribe`, on a
-//! connection of its own, woken by the `triggers_stored` notification); it publishes each event, on its tenant's channel
-//! only (a subscriber is never woken for another tenant's events), after raising
-//! `upto` (the last position it has published), and each channel keeps at most
-//! [`BUFFER`] events for slow subscribers. A subscriber first subscribes, then replays from the database up to
-//! `upto`, then takes published events past what it sent: an event is either at most
-//! `upto` when read (replayed) or published after the subscription (received), so none
-//! is missed, and none is sent twice. One that falls more than [`BUFFER`] behind
-//! replays from where it was.
+//! connection of its own, woken by the `triggers_stored` notification); it publishes
+//! each event to its tenant's subscribers only (a subscriber is never woken for another
+//! tenant's events), after raising `upto` (the last position it has published). Each
+//! subscriber has a mailbox of at most [`MAILBOX_BYTES`] of events it has not taken
+//! yet. A subscriber first subscribes, then replays from the database up to `upto`, then
+//! takes published events past what it sent: an event is either at most `upto` when
+//! read (replayed) or published after the subscription (received), so none is missed,
+//! and none is sent twice. One whose mailbox overflows (it reads slower than events
+//! come) loses the mailbox, not the events: it replays from where it was.
+//!
+//! What a stream can hold in memory is bounded in bytes: its mailbox, one replay page
+//! ([`REPLAY_BYTES`], at least one event), and two events on their way to the socket;
+//! a tenant has at most `max_live_streams` streams open (429 past them).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,19 +29,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use triggers_client::{Client, LiveFilter, Position, StoredEvent, KEY_PREFIX};
 
 use crate::shards::Shards;
 
-use super::auth::Tenant;
+use super::auth::{over_limit, Tenant};
 use super::error::{AppError, ErrorCode};
 use super::parse::{self, containment_filters, param, Params};
 use super::render::event_json;
 use super::state::AppState;
 
-/// Published events a tenant's channel keeps for subscribers that have not taken them yet.
-pub const BUFFER: usize = 4096;
+/// Bytes of published events a subscriber's mailbox holds at most (at least one event).
+pub const MAILBOX_BYTES: usize = 1 << 20;
+/// Bytes a replay page holds at most (at least one event).
+pub const REPLAY_BYTES: i32 = 1 << 20;
 /// Events read per query, by the hub and by a replay.
 const PAGE: i32 = 500;
 /// The keep-alive comment's interval, unless the server is told otherwise.
@@ -60,6 +67,11 @@ impl Published {
         }
     }
 
+    /// What it takes in memory, about: its data twice (as JSON, and parsed).
+    fn bytes(&self) -> usize {
+        2 * self.data.len()
+    }
+
     fn sse(&self) -> SseEvent {
         SseEvent::default()
             .id(self.position.to_string())
@@ -77,13 +89,13 @@ pub struct Live {
 }
 
 impl Live {
-    /// A hub on each node.
-    pub fn start(shards: &Shards) -> Live {
+    /// A hub on each node; replays read pages of at most `page_bytes`.
+    pub fn start(shards: &Shards, page_bytes: i32) -> Live {
         Live {
             hubs: shards
                 .nodes()
                 .iter()
-                .map(|node| (Hub::start(node.clone()), node.clone()))
+                .map(|node| (Hub::start(node.clone(), page_bytes), node.clone()))
                 .collect(),
             shards: shards.clone(),
         }
@@ -140,13 +152,13 @@ async fn moved_off((shards, node): Place, tenant: String) {
 pub struct Hub {
     inner: Arc<Inner>,
     keep_alive: Duration,
+    page_bytes: i32,
 }
 
-type Channel = broadcast::Sender<Arc<Published>>;
-
 struct Inner {
-    /// One channel per tenant with subscribers.
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Each tenant's subscribers, by subscription number.
+    mailboxes: Mutex<HashMap<String, HashMap<u64, Arc<Mailbox>>>>,
+    next_subscription: AtomicU64,
     /// The last position published; -1 until the hub has found where "now" is.
     upto: AtomicI64,
     ready: watch::Sender<bool>,
@@ -159,16 +171,18 @@ struct Inner {
 
 impl Hub {
     /// Starts the reader and the revocation watch on `client`'s database.
-    pub fn start(client: Client) -> Hub {
+    pub fn start(client: Client, page_bytes: i32) -> Hub {
         let hub = Hub {
             inner: Arc::new(Inner {
-                channels: Mutex::new(HashMap::new()),
+                mailboxes: Mutex::new(HashMap::new()),
+                next_subscription: AtomicU64::new(0),
                 upto: AtomicI64::new(-1),
                 ready: watch::Sender::new(false),
                 revoked: watch::Sender::new(Arc::new(HashSet::new())),
                 closing: watch::Sender::new(false),
             }),
             keep_alive: KEEP_ALIVE,
+            page_bytes: page_bytes.clamp(1, REPLAY_BYTES),
         };
         tokio::spawn(read(client.clone(), hub.inner.clone()));
         tokio::spawn(watch_revocations(client, hub.inner.clone()));
@@ -188,17 +202,23 @@ impl Hub {
         }
     }
 
-    /// A receiver of the tenant's published events.
-    fn subscribe(&self, tenant: &str) -> broadcast::Receiver<Arc<Published>> {
-        let mut channels = self
-            .inner
-            .channels
+    /// A mailbox for the tenant's published events, until the subscription drops.
+    fn subscribe(&self, tenant: &str) -> Subscription {
+        let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
+        let mailbox = Arc::new(Mailbox::default());
+        self.inner
+            .mailboxes
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        channels
+            .unwrap_or_else(|e| e.into_inner())
             .entry(tenant.to_string())
-            .or_insert_with(|| broadcast::channel(BUFFER).0)
-            .subscribe()
+            .or_default()
+            .insert(id, mailbox.clone());
+        Subscription {
+            inner: self.inner.clone(),
+            tenant: tenant.to_string(),
+            id,
+            mailbox,
+        }
     }
 
     async fn until_ready(&self) {
@@ -213,23 +233,110 @@ impl Hub {
 
 impl Inner {
     fn subscribers(&self) -> usize {
-        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        channels
-            .values()
-            .map(broadcast::Sender::receiver_count)
-            .sum()
+        let mailboxes = self.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
+        mailboxes.values().map(HashMap::len).sum()
     }
 
-    /// Sends each event on its tenant's channel, if anyone listens; drops channels
-    /// nobody listens to any more.
+    /// Puts each event in its tenant's subscribers' mailboxes, if it has any.
     fn publish(&self, events: Vec<StoredEvent>) {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let mailboxes = self.mailboxes.lock().unwrap_or_else(|e| e.into_inner());
         for stored in events {
-            if let Some(channel) = channels.get(&stored.tenant) {
-                let _ = channel.send(Arc::new(Published::new(stored)));
+            if let Some(subscribers) = mailboxes.get(&stored.tenant) {
+                let event = Arc::new(Published::new(stored));
+                for mailbox in subscribers.values() {
+                    mailbox.put(&event);
+                }
             }
         }
-        channels.retain(|_, channel| channel.receiver_count() > 0);
+    }
+}
+
+/// Published events a subscriber has not taken yet, at most [`MAILBOX_BYTES`] of them
+/// (at least one event); past it, it is emptied and marked overflowed.
+#[derive(Default)]
+struct Mailbox {
+    state: Mutex<MailboxState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct MailboxState {
+    events: VecDeque<Arc<Published>>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+impl Mailbox {
+    fn put(&self, event: &Arc<Published>) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.overflowed {
+                return;
+            }
+            if !state.events.is_empty() && state.bytes + event.bytes() > MAILBOX_BYTES {
+                // What it holds goes now, not when the subscriber reads again: it will
+                // read those events from the database.
+                *state = MailboxState {
+                    overflowed: true,
+                    ..MailboxState::default()
+                };
+            } else {
+                state.bytes += event.bytes();
+                state.events.push_back(event.clone());
+            }
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// What a subscriber takes from its mailbox.
+enum Taken {
+    Event(Arc<Published>),
+    /// The mailbox overflowed: what was in it is to be read from the database.
+    Overflowed,
+}
+
+/// A subscriber's mailbox, taken out of the hub when dropped.
+struct Subscription {
+    inner: Arc<Inner>,
+    tenant: String,
+    id: u64,
+    mailbox: Arc<Mailbox>,
+}
+
+impl Subscription {
+    /// The next published event, waiting for one.
+    async fn take(&self) -> Taken {
+        loop {
+            {
+                let mut state = self.mailbox.state.lock().unwrap_or_else(|e| e.into_inner());
+                if std::mem::take(&mut state.overflowed) {
+                    return Taken::Overflowed;
+                }
+                if let Some(event) = state.events.pop_front() {
+                    state.bytes -= event.bytes();
+                    return Taken::Event(event);
+                }
+            }
+            // A put between the look above and this wait left a permit: no wake is lost.
+            self.mailbox.wake.notified().await;
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut mailboxes = self
+            .inner
+            .mailboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(subscribers) = mailboxes.get_mut(&self.tenant) {
+            subscribers.remove(&self.id);
+            if subscribers.is_empty() {
+                mailboxes.remove(&self.tenant);
+            }
+        }
     }
 }
 
@@ -313,6 +420,10 @@ pub(super) async fn stream(
     query: Params,
 ) -> Result<Response, AppError> {
     let pairs = parse::query(query, &["stream", "after"], true)?;
+    let slot = state
+        .tenants
+        .open_stream(&tenant)
+        .map_err(|o| over_limit(&o))?;
     let (hub, client, place) = state.live.for_tenant(&tenant).await?;
     let mut filter = LiveFilter::tenant(tenant);
     if let Some(stream) = param(&pairs, "stream") {
@@ -334,8 +445,12 @@ pub(super) async fn stream(
     let key_id = key_id(&headers);
     let keep_alive = hub.keep_alive;
     let closed = hub.closed();
-    let (tx, rx) = mpsc::channel::<SseEvent>(64);
-    tokio::spawn(follow(hub, client, place, filter, from, key_id, tx));
+    // Two events on their way at most: the rest waits in the mailbox or the database.
+    let (tx, rx) = mpsc::channel::<SseEvent>(2);
+    tokio::spawn(async move {
+        follow(hub, client, place, filter, from, key_id, tx).await;
+        drop(slot);
+    });
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -389,36 +504,39 @@ async fn follow(
     }
     let mut revoked = hub.inner.revoked.subscribe();
     let tenant = filter.tenant.clone().unwrap_or_default();
-    let mut published = hub.subscribe(&tenant);
+    let published = hub.subscribe(&tenant);
     let mut last = from.unwrap_or_else(|| hub.upto());
     let moved = moved_off(place, tenant.clone());
     tokio::pin!(moved);
     loop {
-        // Replay: what was published before this subscription, from the database.
+        // Replay: what was published before this subscription, from the database, a
+        // page (of at most `page_bytes`) at a time, until a page comes back empty.
         let upto = hub.upto();
         while last < upto {
-            let events = match client.stored(&filter, last, PAGE, Some(upto)).await {
+            let events = match client
+                .stored_within(&filter, last, PAGE, Some(upto), Some(hub.page_bytes))
+                .await
+            {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(error = %e, "live stream replay failed; ending the stream");
                     return;
                 }
             };
-            let full = events.len() == PAGE as usize;
+            if events.is_empty() {
+                last = upto;
+            }
             for stored in events {
                 last = stored.position;
                 if tx.send(Published::new(stored).sse()).await.is_err() {
                     return;
                 }
             }
-            if !full {
-                last = upto;
-            }
         }
         // Live: what is published from now on, past what was sent.
         loop {
-            let event = tokio::select! {
-                event = published.recv() => event,
+            let taken = tokio::select! {
+                taken = published.take() => taken,
                 _ = revoked.changed() => {
                     if key_id.as_ref().is_some_and(|id| revoked.borrow().contains(id)) {
                         return;
@@ -428,8 +546,8 @@ async fn follow(
                 () = tx.closed() => return,
                 () = &mut moved => return,
             };
-            match event {
-                Ok(event) if event.position > last => {
+            match taken {
+                Taken::Event(event) if event.position > last => {
                     last = event.position;
                     if filter.matches(&event.stored.tenant, &event.stored.event)
                         && tx.send(event.sse()).await.is_err()
@@ -437,13 +555,9 @@ async fn follow(
                         return;
                     }
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Too far behind: take the rest from the database.
-                    published = hub.subscribe(&tenant);
-                    break;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Taken::Event(_) => {}
+                // Too far behind: take the rest from the database.
+                Taken::Overflowed => break,
             }
         }
     }

@@ -5,8 +5,9 @@
 //! dlq.rs, streams.rs (`GET /streams`, `GET /streams/{name}`, resume), metrics.rs (JSON
 //! and Prometheus), health.rs (`/health`, `/ready`), dashboard.rs (`GET /`), openapi.rs
 //! (`/openapi.json`), live.rs (`GET /inbox/stream`, the live stream, and its hub), webhooks.rs
-//! (endpoints, deliveries, resend). Beside them: auth.rs (the API key check), limit.rs (rate limit),
-//! backpressure.rs (503 while the queue is full),
+//! (endpoints, deliveries, resend). Beside them: auth.rs (the API key check and the
+//! per-key and per-tenant limits that follow it, from crate::guard), backpressure.rs
+//! (503 while the queue is full),
 //! correlation.rs (correlation id, request log), group.rs (group commit), parse.rs
 //! (reading paths, queries and bodies), render.rs (times, events and streams in
 //! answers), error.rs (`AppError` and the error codes), shapes.rs (the document's schema
@@ -22,7 +23,6 @@ mod events;
 pub mod group;
 mod health;
 mod inbox;
-pub mod limit;
 pub mod live;
 mod metrics;
 pub mod openapi;
@@ -33,10 +33,9 @@ mod state;
 mod streams;
 mod webhooks;
 
-pub use auth::{FailedAuth, KeyCache, Tenant};
-pub use limit::DEFAULT_RATE_LIMIT;
+pub use auth::{Sender, Tenant};
 pub use parse::MAX_BODY_BYTES;
-pub use state::AppState;
+pub use state::{defaults, AppState, Settings, DEFAULT_RATE_LIMIT};
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
@@ -59,10 +58,7 @@ pub fn app(state: AppState) -> Router {
         .merge(metrics::routes())
         .merge(webhooks::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .route_layer(middleware::from_fn_with_state(
-            state.limiter.clone(),
-            limit::rate_limit,
-        ))
+        .route_layer(middleware::from_fn(auth::limits_layer))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -32,11 +32,12 @@ pub const HEADER_PATTERN: &str = r"^[\u0021-\u007E]([\u0020-\u007E]*[\u0021-\u00
 struct Common;
 
 /// The statuses every route behind the key can answer, beside its own.
-const COMMON_ERRORS: [(&str, &str); 5] = [
+const COMMON_ERRORS: [(&str, &str); 6] = [
     ("400", "Bad input: the message names the parameter or field"),
     ("401", "Missing or bad API key"),
+    ("403", "The server's database role is bound to another tenant (FORBIDDEN)"),
     ("405", "Method not allowed on this path"),
-    ("429", "Rate limit: see Retry-After and X-RateLimit-*"),
+    ("429", "Over a limit: the key's requests or the tenant's events per minute (RATE_LIMIT_EXCEEDED), or one of the tenant's caps: events queued, requests in flight, live streams, webhook endpoints (LIMIT_EXCEEDED); see Retry-After and X-RateLimit-*"),
     ("503", "The database cannot be reached; retry later"),
 ];
 
