@@ -1,11 +1,12 @@
 //! The HTTP load harness. Starts a private cluster (synchronous_commit = on) and the
-//! triggers server in this process (the router, 2 workers, no rate limit), then drives
+//! triggers server in this process (the router, 2 workers, `triggers serve`'s limits
+//! with its rates raised past this load: every check runs, none refuses), then drives
 //! it over loopback with a lean keep-alive load generator sharing the same 2 cores, and
 //! prints each figure beside raw `pgmq.send` over direct connections, same run.
 //!
 //! ```text
 //! cargo run --release -p triggers-benches --bin triggers-http-load \
-//!     [-- --seconds 5] [--only raw,post,batch,visible] [--workers 2]
+//!     [-- --seconds 5] [--only raw,post,batch,visible] [--workers 2] [--limits on|off]
 //! ```
 //! `--only raw,live` (not in the default run) measures the live stream (live.rs);
 //! `--only raw,webhooks` (not in the default run either) the webhook delivery path
@@ -118,6 +119,29 @@ async fn probe_visibility(
     visible
 }
 
+/// The server's limits: by default `triggers serve`'s, with the per-key and per-tenant
+/// rates and the tenant's queue share raised past what this load reaches, so that every
+/// check runs on every request and none refuses one; `--limits off`: no per-key or
+/// per-tenant limits at all.
+fn settings() -> triggers_server::http::Settings {
+    use triggers_server::http::Settings;
+    match common::arg("--limits").as_deref() {
+        Some("off") => Settings::unlimited(),
+        None | Some("on") => {
+            let mut settings = Settings::default();
+            settings.tenant.requests_per_minute = u32::MAX;
+            settings.tenant.events_per_minute = u32::MAX;
+            settings.tenant.max_queued = 100_000_000;
+            settings.max_queue_depth = 100_000_000;
+            settings
+        }
+        Some(other) => {
+            eprintln!("--limits {other}: expected on or off");
+            std::process::exit(2)
+        }
+    }
+}
+
 /// Returns once the workers have emptied the queue.
 async fn drained(client: &triggers_client::Client) {
     while client.metrics(None).await.expect("metrics").queue_depth > 0 {
@@ -136,11 +160,9 @@ async fn main() {
     let client = triggers_client::Client::from_config(config.clone(), 32).expect("client");
     let key = client.create_api_key("bench", "load").await.expect("key");
 
-    // The server, in this process: router + workers, no rate limit.
-    let state = triggers_server::http::AppState::with(
-        client.clone(),
-        triggers_server::http::Settings::unlimited(),
-    );
+    // The server, in this process: router + workers, with `triggers serve`'s limits
+    // (`--limits off`: none).
+    let state = triggers_server::http::AppState::with(client.clone(), settings());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, triggers_server::http::app(state)).await });

@@ -13,6 +13,9 @@ use crate::tasks::Tasks;
 use crate::webhook;
 use crate::worker::{self, WorkerOptions};
 
+/// How long `serve` waits at start for the key announcements to be followed.
+const KEYS_FOLLOWED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the server until a shutdown signal, then stops the workers (after their
 /// batch in flight) and the embedded cluster if any.
 pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
@@ -33,6 +36,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
         _ => None,
     };
 
+    let settings = args
+        .limits
+        .settings(std::time::Duration::from_secs(args.keep_alive));
+    let state = AppState::over(database.client.clone(), database.shards.clone(), settings);
+    // Serve once keys can be checked from memory (until then each request's key is
+    // looked up, and /ready says 503).
+    if !state.keys.wait_current(KEYS_FOLLOWED_WITHIN).await {
+        tracing::warn!(
+            "not following the database's key announcements yet; every key is looked up until then"
+        );
+    }
     println!(
         "triggers listening on http://{addr} (database: {})",
         database.description
@@ -48,10 +62,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), StartupError> {
     }
     tracing::info!(%addr, database = %database.description, workers = args.workers, "listening");
     let (workers, deliveries) = node_workers(&database, args.workers, &args.webhooks);
-    let settings = args
-        .limits
-        .settings(std::time::Duration::from_secs(args.keep_alive));
-    let state = AppState::over(database.client.clone(), database.shards.clone(), settings);
     let hub = state.live.clone();
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, service)

@@ -258,16 +258,7 @@ async fn a_flood_of_bad_keys_from_the_victims_address_never_fails_its_key() {
     // tokens come. (A server's statistics reach Postgres when its sessions end.)
     let seconds = started.elapsed().as_secs() as i64 + 1;
     server.stop_with(libc::SIGTERM, Duration::from_secs(30));
-    let lookups = || async {
-        let db = connect(&config).await;
-        scalar::<i64>(
-            &db,
-            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_user_functions WHERE funcname = '_key_record'",
-        )
-        .await
-    };
-    wait_until("the lookups are counted", || async { lookups().await > 0 }).await;
-    let n = lookups().await;
+    let n = key_lookups(&config).await;
     assert!(
         n <= 3 + seconds + 2,
         "{n} key lookups in {seconds} s for 2,000 bad tokens"
@@ -276,8 +267,13 @@ async fn a_flood_of_bad_keys_from_the_victims_address_never_fails_its_key() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn wrong_secrets_for_a_real_key_spend_none_of_its_budget() {
-    let (server, key, _db, _) = serve("abuse_budget", &["--rate-limit", "5"]).await;
+async fn wrong_secrets_for_a_real_key_spend_none_of_its_budget_nor_a_lookup_each() {
+    // Trusted from memory for the whole test: one lookup of the key, then none.
+    let (mut server, key, _db, config) = serve(
+        "abuse_budget",
+        &["--rate-limit", "5", "--key-cache-ttl", "3600"],
+    )
+    .await;
     let base = server.url.trim_end_matches('/').to_string();
     let http = reqwest::Client::new();
     let id = key.split('_').nth(1).unwrap().to_string();
@@ -300,6 +296,22 @@ async fn wrong_secrets_for_a_real_key_spend_none_of_its_budget() {
     }
     let (status, code, _) = get(&http, &base, "/metrics", &key).await;
     assert_eq!((status, code.as_str()), (429, "RATE_LIMIT_EXCEEDED"));
+    // 56 requests with the key's id, one database lookup: a cached key, right or wrong
+    // secret, is checked in memory.
+    server.stop_with(libc::SIGTERM, Duration::from_secs(30));
+    assert_eq!(key_lookups(&config).await, 1);
+}
+
+/// How many times the stopped server looked a key up (`triggers._key_record`), as
+/// Postgres counts them (a server's statistics reach it when its sessions end).
+async fn key_lookups(config: &tokio_postgres::Config) -> i64 {
+    let db = connect(config).await;
+    let calls = "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_user_functions WHERE funcname = '_key_record'";
+    wait_until("the lookups are counted", || async {
+        scalar::<i64>(&db, calls).await > 0
+    })
+    .await;
+    scalar::<i64>(&db, calls).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

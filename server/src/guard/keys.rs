@@ -126,8 +126,9 @@ impl KeyStore {
         }
     }
 
-    /// Whether every followed database's notifications are being followed now.
-    fn current(&self) -> bool {
+    /// Whether every followed database's notifications are being followed now (until
+    /// then every request's key is looked up).
+    pub fn current(&self) -> bool {
         let followed = self.inner.followed.load(Ordering::SeqCst);
         followed > 0 && self.inner.current.load(Ordering::SeqCst) == followed
     }
@@ -306,6 +307,18 @@ impl KeyStore {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         Ok((result, started))
+    }
+
+    /// Waits up to `deadline` for [`KeyStore::current`]; whether it is.
+    pub async fn wait_current(&self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        while !self.current() {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Follows `node`'s key notifications for as long as the process runs: reads its
