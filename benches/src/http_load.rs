@@ -10,10 +10,13 @@
 //! ```
 //! `--only raw,live` (not in the default run) measures the live stream (live.rs);
 //! `--only raw,webhooks` (not in the default run either) the webhook delivery path
-//! (webhooks.rs).
+//! (webhooks.rs); `--only isolation` what one tenant's stuck requests cost another
+//! (isolation.rs; `--limits on` against `--limits off`).
 
 #[path = "common.rs"]
 mod common;
+#[path = "isolation.rs"]
+mod isolation;
 #[path = "live.rs"]
 mod live;
 #[path = "webhooks.rs"]
@@ -266,6 +269,10 @@ async fn main() {
         drained(&client).await;
         let other = client.create_api_key("idle", "load").await.expect("key");
         live::rows(&client, &addr, &key, &other, secs, raw).await;
+    }
+    if common::named("isolation") {
+        drained(&client).await;
+        isolation::rows(&client, &config, &addr, "bench", &key).await;
     }
     if common::named("webhooks") {
         drained(&client).await;
