@@ -4,12 +4,14 @@
 # built `triggers` extension in the system Postgres; with --with-fuzzer (the test command)
 # also the OpenAPI fuzzer, schemathesis, in target/schemathesis; with --with-browser (the
 # test command) Debian's chromium and chromium-driver and, from npm, axe-core (the
-# dashboard's accessibility check) in target/axe. Every step checks first and skips
+# dashboard's accessibility check) in target/axe; with --with-promtool (the test command)
+# Debian's prometheus, for `promtool check metrics`. Every step checks first and skips
 # itself when there is nothing to do, so a second run only pays for `cargo pgrx install`.
 #
 # Versions come from [workspace.metadata.triggers] in Cargo.toml, nowhere else.
 #
 # Usage: scripts/setup.sh [--no-install-extension] [--release] [--with-fuzzer] [--with-browser]
+#                         [--with-promtool]
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +20,7 @@ cd "$root"
 install_extension=1
 fuzzer=0
 browser=0
+promtool=0
 profile_flag=()
 for arg in "$@"; do
     case "$arg" in
@@ -25,6 +28,7 @@ for arg in "$@"; do
         --release) profile_flag=(--release) ;;
         --with-fuzzer) fuzzer=1 ;;
         --with-browser) browser=1 ;;
+        --with-promtool) promtool=1 ;;
         *) echo "setup: unknown argument '$arg'" >&2; exit 2 ;;
     esac
 done
@@ -82,22 +86,34 @@ if [ "$browser" -eq 1 ]; then
     apt_packages+=(chromium chromium-driver)
     command -v npm >/dev/null || apt_packages+=(nodejs npm)
 fi
+# promtool, to lint the Prometheus exposition; without the server's recommends (exporters).
+lean_packages=()
+if [ "$promtool" -eq 1 ]; then
+    lean_packages+=(prometheus)
+fi
 missing=()
+lean_missing=()
+for p in "${lean_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || lean_missing+=("$p")
+done
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
+all_missing=("${missing[@]}" "${lean_missing[@]}")
+if [ ${#all_missing[@]} -eq 0 ]; then
     done_ "all present"
 else
     if [ "$(id -u)" -ne 0 ]; then
         echo
-        echo "setup: missing packages ${missing[*]}; run this script as root or install them" >&2
+        echo "setup: missing packages ${all_missing[*]}; run this script as root or install them" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-    done_ "installed ${missing[*]}"
+    [ ${#missing[@]} -eq 0 ] || apt-get install -y -qq "${missing[@]}" >/dev/null
+    [ ${#lean_missing[@]} -eq 0 ] ||
+        apt-get install -y -qq --no-install-recommends "${lean_missing[@]}" >/dev/null
+    done_ "installed ${all_missing[*]}"
 fi
 
 step "cargo-pgrx $PGRX_VERSION"

@@ -16,7 +16,7 @@ trap 'rm -f "$results"' EXIT
 counted() { "$@" 2>&1 | tee -a "$results"; }
 
 section "setup"
-bash scripts/setup.sh --no-install-extension --with-fuzzer --with-browser
+bash scripts/setup.sh --no-install-extension --with-fuzzer --with-browser --with-promtool
 export RUSTUP_TOOLCHAIN
 RUSTUP_TOOLCHAIN=$(sed -n '/^\[workspace\.metadata\.triggers\]/,/^\[/ s/^rust *= *"\([^"]*\)".*/\1/p' Cargo.toml)
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -1,8 +1,8 @@
 //! `GET /metrics/prometheus` as Prometheus reads it: parsed by a text-format parser and
 //! held to the format's rules (every family typed, counters named `_total`, histogram
 //! buckets cumulative up to `+Inf` = `_count`); each counter follows one tenant's events
-//! exactly and another tenant's key sees none of them; the Grafana dashboard in `docs/`
-//! asks only for series the exposition has.
+//! exactly and another tenant's key sees none of them; `promtool check metrics` has no
+//! complaint; the Grafana dashboard in `docs/` asks only for series the exposition has.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +28,32 @@ async fn process_until_dead_letters(api: &Api, tenant: &str, n: i64) {
     .await;
 }
 
+/// Prometheus's own linter, `promtool check metrics` (Debian's `prometheus`, installed by
+/// the test command), finds nothing to say about `text`.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus; scripts/setup.sh --with-promtool)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The format's rules, checked line by line (the parser is lenient): what each family
 /// is, in the order declared; every sample belongs to a declared family.
 fn check_format(text: &str) -> BTreeMap<String, String> {
@@ -48,7 +74,7 @@ fn check_format(text: &str) -> BTreeMap<String, String> {
             assert!(valid_name(name), "{name}");
             assert!(helped.contains(name), "TYPE {name} without HELP before it");
             assert!(
-                ["counter", "gauge", "histogram"].contains(&kind),
+                ["counter", "gauge", "histogram", "summary"].contains(&kind),
                 "{name}: {kind}"
             );
             if kind == "counter" {
@@ -136,6 +162,7 @@ async fn the_exposition_parses_and_its_counters_follow_each_event() {
         .await;
     assert_eq!(prom.status, 200);
     let families = check_format(&prom.text);
+    promtool_accepts(&prom.text);
     let scrape = Scrape::parse(prom.text.lines().map(|l| Ok(l.to_string()))).unwrap();
     let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
         let sample = scrape
@@ -173,7 +200,7 @@ async fn the_exposition_parses_and_its_counters_follow_each_event() {
         m.delivered as f64
     );
     assert_eq!(value("triggers_queue_depth", None), m.queue_depth as f64);
-    assert_eq!(value("triggers_dlq_count", None), m.dlq_count as f64);
+    assert_eq!(value("triggers_dlq_messages", None), m.dlq_count as f64);
 
     let histogram = "triggers_processing_latency_seconds";
     assert_eq!(families[histogram], "histogram");

@@ -100,7 +100,7 @@ pub(super) async fn prometheus(
         &[(&t, m.queue_depth as f64)],
     );
     metric(
-        "triggers_dlq_count",
+        "triggers_dlq_messages",
         "gauge",
         "Messages in the dead-letter queue.",
         &[(&t, m.dlq_count as f64)],
@@ -126,7 +126,9 @@ pub(super) async fn prometheus(
         "Events stored per minute, last 5 minutes.",
         &[(&t, m.processing_rate_per_min)],
     );
-    // Quantile gauges (ms in, seconds out); a quantile with no data has no sample.
+    // Quantiles over the last 5 minutes (ms in, seconds out): a summary's samples without
+    // its _sum and _count (the histogram below has those); a quantile with no data has
+    // no sample.
     let quantiles = |[p50, p95, p99]: [Option<f64>; 3]| -> Vec<(String, f64)> {
         [("0.5", p50), ("0.95", p95), ("0.99", p99)]
             .into_iter()
@@ -137,7 +139,7 @@ pub(super) async fn prometheus(
     let latency: Vec<(&str, f64)> = latency.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     metric(
         "triggers_latency_seconds",
-        "gauge",
+        "summary",
         "Enqueue-to-stored latency quantiles, last 5 minutes.",
         &latency,
     );
@@ -161,7 +163,7 @@ pub(super) async fn prometheus(
     let delivery: Vec<(&str, f64)> = delivery.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     metric(
         "triggers_webhook_latency_seconds",
-        "gauge",
+        "summary",
         "Stored-to-received latency quantiles of each endpoint's last 1,000 successful deliveries.",
         &delivery,
     );
