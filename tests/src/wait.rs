@@ -7,17 +7,45 @@ use std::time::{Duration, Instant};
 /// condition wait proves that something happens, never how fast (benches/ measure that).
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// Polls `check` until it gives `Ok`, and returns what it gave; after [`PATIENCE`],
+/// panics naming `what` and the last `Err` (what was seen instead). The one deadline
+/// loop of the tests: [`wait_until`] is this for a plain condition.
+pub async fn wait_for<T, E, F, Fut>(what: &str, mut check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(done) => return done,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "{what}: not after {PATIENCE:?}: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Polls `check` until it holds; panics naming `what` after [`PATIENCE`].
 pub async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}: not after {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(what, || {
+        let holds = check();
+        async move {
+            if holds.await {
+                Ok(())
+            } else {
+                Err("it does not hold")
+            }
+        }
+    })
+    .await
 }
 
 /// The channel [`Notifications::until_marker`] marks with.

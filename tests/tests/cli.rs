@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use triggers_tests::{free_port, run, triggers, Server, TempDir, PATIENCE};
+use triggers_tests::{free_port, run, triggers, wait_for, wait_until, Server, TempDir};
 
 const EXIT: Duration = Duration::from_secs(60);
 
@@ -88,16 +88,8 @@ async fn first_start_prints_a_working_key_and_a_thousand_events_flow_end_to_end(
     }
     // All 1,000 reach the inbox as pending: the workers process them unprompted. (How
     // soon after the POST is a benchmark: triggers-http-load's "POST → visible".)
-    let deadline = Instant::now() + PATIENCE;
-    let mut pending = Vec::new();
-    while pending.len() < 1000 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(
-            Instant::now() < deadline,
-            "only {} pending after {PATIENCE:?}",
-            pending.len()
-        );
-        pending.clear();
+    let pending: Vec<String> = wait_for("1,000 events pending in the inbox", || async {
+        let mut pending = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let mut url = format!("{}/inbox?status=pending&limit=1000", server.url);
@@ -125,7 +117,13 @@ async fn first_start_prints_a_working_key_and_a_thousand_events_flow_end_to_end(
                 None => break,
             }
         }
-    }
+        if pending.len() >= 1000 {
+            Ok(pending)
+        } else {
+            Err(format!("{} pending", pending.len()))
+        }
+    })
+    .await;
     for id in &pending {
         let reply = http
             .post(format!("{}/inbox/{id}/ack", server.url))
@@ -178,23 +176,16 @@ async fn first_start_prints_a_working_key_and_a_thousand_events_flow_end_to_end(
     );
     let sent: Value = serde_json::from_slice(&sent.stdout).unwrap();
     let id = sent["event_id"].as_str().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let reply = http
-            .get(format!("{}/events/{id}", server.url))
+    wait_until("the sent event processed", || async {
+        http.get(format!("{}/events/{id}", server.url))
             .header("authorization", format!("Bearer {cli_key}"))
             .send()
             .await
-            .unwrap();
-        if reply.status() == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sent event was not processed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
     let metrics = output_of(&["metrics", "--tenant", "cli"], &data_dir);
     let metrics: Value = serde_json::from_slice(&metrics.stdout).unwrap();
     assert_eq!(metrics["total"], 1);
@@ -290,15 +281,15 @@ async fn debug_logs_carry_the_correlation_id_and_never_an_api_key() {
         });
         done && processed
     };
-    let deadline = Instant::now() + PATIENCE;
-    while !logged(&server.logs()) {
-        assert!(
-            Instant::now() < deadline,
-            "no 'request done' and 'batch' lines after {PATIENCE:?}: {:#?}",
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for("the 'request done' and 'batch' lines", || async {
+        let logs = server.logs();
+        if logged(&logs) {
+            Ok(())
+        } else {
+            Err(format!("{logs:#?}"))
+        }
+    })
+    .await;
     server.stop_with(libc::SIGTERM, Duration::from_secs(60));
 
     let logs = server.logs();

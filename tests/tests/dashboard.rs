@@ -102,15 +102,11 @@ fn cards_match(cards: &Value, m: &Value) -> Result<(), String> {
 
 /// Waits until the cards equal `/metrics` (read again each time: processing may move).
 async fn wait_cards_match(browser: &Browser, url: &str, key: &str) {
-    let deadline = std::time::Instant::now() + triggers_tests::PATIENCE;
-    loop {
+    triggers_tests::wait_for("the cards equal /metrics", || async {
         let m = metrics(url, key).await;
-        match cards_match(&cards(browser).await, &m) {
-            Ok(()) => return,
-            Err(e) => assert!(std::time::Instant::now() < deadline, "cards: {e}"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        cards_match(&cards(browser).await, &m)
+    })
+    .await
 }
 
 /// The status the inbox row of `id` shows, once it shows `status`.
@@ -165,18 +161,13 @@ async fn send_from_panel(browser: &Browser, db: &tokio_postgres::Client, flag: &
     browser.click("#tab-debug").await;
     let before = accepted(db).await;
     browser.click(&format!("[data-debug={flag}]")).await;
-    let deadline = std::time::Instant::now() + triggers_tests::PATIENCE;
-    loop {
-        if let Some(id) = accepted(db).await.difference(&before).next() {
-            browser.click("#tab-inbox").await;
-            return id.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing was sent for {flag}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let id = triggers_tests::wait_for(&format!("an event sent for {flag}"), || async {
+        let sent = accepted(db).await.difference(&before).next().cloned();
+        sent.ok_or("none accepted")
+    })
+    .await;
+    browser.click("#tab-inbox").await;
+    id
 }
 
 /// Console errors (SEVERE) the page logged since the last look.
@@ -912,21 +903,15 @@ async fn the_webhooks_view_adds_an_endpoint_follows_its_deliveries_and_resends_r
         )
         .await;
     browser.click("#secret-done").await;
-    let deadline = std::time::Instant::now() + triggers_tests::PATIENCE;
-    loop {
+    triggers_tests::wait_until("a delivery signed with the new secret", || async {
         let probe = send_event(&server.url, &key, json!({"payload": {"probe": true}})).await;
         triggers_tests::wait_until("the probe delivered", || async {
             !receiver.of(&probe).is_empty()
         })
         .await;
-        if verifies(&receiver.of(&probe), &rotated) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no delivery signed with the new secret"
-        );
-    }
+        verifies(&receiver.of(&probe), &rotated)
+    })
+    .await;
 
     // A receiver failing every attempt: the delivery ends failed (and is counted);
     // once it answers again, Recover queues the delivery again and it succeeds.

@@ -5,13 +5,11 @@
 //! benchmark, `triggers-soak`.)
 //! (Long: the multi-connection scenarios share their drain and metrics-check helpers.)
 
-use std::time::Duration;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
 use triggers_tests::{
-    connect, scalar, test_database, wait_until, HungWorker, Notifications, PATIENCE,
+    connect, scalar, test_database, wait_for, wait_until, HungWorker, Notifications,
 };
 
 async fn enqueue_many(client: &Client, n: usize, tenant: &str) {
@@ -128,23 +126,24 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         )
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let mut stored = drain(&admin, 100).await;
-    while stored < 300 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{stored} of 300 stored after {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        admin
-            .batch_execute(
-                "SET triggers.test_clock = on; SELECT set_config('triggers.now', (triggers._now() + interval '1 minute')::text, false)",
-            )
-            .await
-            .unwrap();
-        stored += drain(&admin, 100).await;
-    }
-    assert_eq!(stored, 300);
+    let stored = std::cell::Cell::new(drain(&admin, 100).await);
+    wait_for("300 stored", || async {
+        if stored.get() < 300 {
+            admin
+                .batch_execute(
+                    "SET triggers.test_clock = on; SELECT set_config('triggers.now', (triggers._now() + interval '1 minute')::text, false)",
+                )
+                .await
+                .unwrap();
+            stored.set(stored.get() + drain(&admin, 100).await);
+        }
+        match stored.get() {
+            300.. => Ok(()),
+            n => Err(format!("{n} of 300")),
+        }
+    })
+    .await;
+    assert_eq!(stored.get(), 300);
     assert_eq!(
         scalar(&admin, "SELECT count(*) FROM triggers.events").await,
         300

@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use triggers_tests::{
-    free_port, get_json, is_root, postgres_processes_of, run, triggers, wait_until,
-    ExternalCluster, Server, TempDir, PATIENCE,
+    free_port, get_json, is_root, postgres_processes_of, run, triggers, wait_for, wait_until,
+    ExternalCluster, Server, TempDir,
 };
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -112,15 +112,15 @@ async fn killed_server_takes_its_postgres_with_it() {
     assert!(!postgres_processes_of(&data_dir).is_empty());
     server.stop_with(libc::SIGKILL, EXIT_TIMEOUT);
     // The kernel's parent-death signal asks postgres for a fast shutdown.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !postgres_processes_of(&data_dir).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        postgres_processes_of(&data_dir),
-        Vec::<u32>::new(),
-        "orphaned postgres"
-    );
+    wait_for("no orphaned postgres", || async {
+        let left = postgres_processes_of(&data_dir);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("postgres processes {left:?}"))
+        }
+    })
+    .await;
     // And the directory is usable again at once.
     let server = serve_embedded(&data_dir, free_port());
     let (status, _, _) = get_json(&format!("{}/ready", server.url)).await;
@@ -189,18 +189,10 @@ async fn database_url_uses_that_database_and_starts_no_cluster() {
         url,
         "the cluster keeps its port across restarts"
     );
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let (status, _, _) = get_json(&format!("{}/ready", server.url)).await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not ready again after the database returned"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("ready again after the database returned", || async {
+        get_json(&format!("{}/ready", server.url)).await.0 == 200
+    })
+    .await;
     assert!(server.stop_with(libc::SIGTERM, EXIT_TIMEOUT).success());
     drop(external);
 }
