@@ -160,7 +160,7 @@ impl NewEvent {
         self.check_storable("")
     }
 
-    /// The extension's two shape checks (`triggers._check_event`), same codes, same
+    /// The extension's two shape checks (`triggers._event_error`), same codes, same
     /// words; a test holds the words to the SQL.
     fn check_shape(&self) -> Result<(), Error> {
         if !self.payload.is_object() {
