@@ -171,7 +171,7 @@ async fn main() {
     tokio::spawn(async move { axum::serve(listener, triggers_server::http::app(state)).await });
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     for id in 0..workers {
-        tokio::spawn(triggers_server::worker::run(
+        tokio::spawn(triggers_server::workers::processing::run(
             id,
             client.clone(),
             Default::default(),

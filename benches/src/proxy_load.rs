@@ -99,7 +99,7 @@ async fn serve(client: triggers_client::Client, shards: triggers_server::shards:
     std::mem::forget(stop);
     for node in shards.nodes() {
         for id in 0..2 {
-            tokio::spawn(triggers_server::worker::run(
+            tokio::spawn(triggers_server::workers::processing::run(
                 id,
                 node.dedicated().unwrap_or_else(|| node.clone()),
                 Default::default(),

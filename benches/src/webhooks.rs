@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use clap::Parser;
 use futures_util::future::join_all;
 use triggers_server::cli::WebhookArgs;
-use triggers_server::webhook::delivery_workers;
+use triggers_server::workers::delivery::delivery_workers;
 
 use super::live::find_micros;
 use super::{common, drained, drive, drive_http, percentile, wire};
@@ -248,7 +248,7 @@ pub async fn rows(
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "triggers_server::webhook=warn".into()),
+                .unwrap_or_else(|_| "triggers_server::workers::delivery=warn".into()),
         )
         .try_init();
     let keyed = triggers_client::Client::from_config(with_key(config.clone()), 16).expect("client");

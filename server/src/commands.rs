@@ -9,7 +9,7 @@ use triggers_client::{LiveFilter, NewEvent};
 use crate::cli::{DbArgs, EndpointsCommand, KeysCommand, MetricsArgs, SendArgs, TailArgs};
 use crate::db;
 use crate::error::StartupError;
-use crate::http::render::ts;
+use crate::render::ts;
 
 fn failed(e: triggers_client::Error) -> StartupError {
     StartupError::Command(e.to_string())
@@ -168,7 +168,7 @@ pub async fn tail(args: TailArgs) -> Result<(), StartupError> {
                 break;
             };
             let stored = next.map_err(failed)?;
-            let mut line = crate::http::render::event_json(&stored.event);
+            let mut line = crate::render::event_json(&stored.event);
             line["position"] = serde_json::Value::from(stored.position.0);
             println!("{line}");
             printed += 1;

@@ -9,9 +9,9 @@ use crate::cli::{ServeArgs, WorkerArgs};
 use crate::db;
 use crate::error::StartupError;
 use crate::http::{app, AppState};
-use crate::tasks::Tasks;
-use crate::webhook;
-use crate::worker::{self, WorkerOptions};
+use crate::workers::delivery;
+use crate::workers::processing::{self, WorkerOptions};
+use crate::workers::tasks::Tasks;
 
 /// How long `serve` waits at start for the key announcements to be followed.
 const KEYS_FOLLOWED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -134,7 +134,7 @@ fn node_workers(
     let (mut workers, mut deliveries) = (Vec::new(), Vec::new());
     for node in database.shards.nodes() {
         workers.push(processing_workers(node, n));
-        deliveries.push(webhook::delivery_workers(node, webhooks));
+        deliveries.push(delivery::delivery_workers(node, webhooks));
     }
     (Tasks::join(workers), Tasks::join(deliveries))
 }
@@ -143,7 +143,7 @@ fn node_workers(
 /// its session); stopped, each finishes the batch in flight.
 fn processing_workers(client: &triggers_client::Client, n: u16) -> Tasks {
     Tasks::spawn(n.into(), |id, stopped| {
-        worker::run(
+        processing::run(
             id,
             client.dedicated().unwrap_or_else(|| client.clone()),
             WorkerOptions::default(),

@@ -3,6 +3,7 @@
 //! - The README's parts table: every file or folder a row names exists, and every source
 //!   file of a part is named in its row (by its name or path; the tests' folders of one
 //!   file per area, by the folder). `lib.rs`, `main.rs` and `mod.rs` need no mention.
+//! - Every path from the repository's root the READMEs cite (`server/src/…`) exists.
 //! - Every `triggers.<name>` the code, its comments and the READMEs cite is something
 //!   the extension defines (a function, table, type or view in `sql/`, a Rust function
 //!   it exports) or a setting it reads, or one of the data directory's files.
@@ -134,6 +135,50 @@ fn the_parts_table_names_every_source_file() {
     assert!(
         missing.is_empty(),
         "files the README's parts table does not name:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn every_path_the_readmes_cite_exists() {
+    let mut missing = Vec::new();
+    for readme in ["README.md", "benches/README.md"] {
+        let text = std::fs::read_to_string(root().join(readme)).unwrap();
+        // The parts table names files from each row's folder: its own tests check them.
+        let text = match text.split_once("| part | folder | what it is |\n") {
+            Some((before, after)) => {
+                format!(
+                    "{before}{}",
+                    after.split_once("\n\n").map_or("", |(_, rest)| rest)
+                )
+            }
+            None => text,
+        };
+        for word in text.split('`').skip(1).step_by(2) {
+            let from_root = [
+                "sql/",
+                "extension/",
+                "client/",
+                "server/",
+                "core/",
+                "benches/",
+                "tests/",
+                "docs/",
+                "scripts/",
+            ];
+            if is_path(word)
+                && !word.ends_with('/')
+                && from_root.iter().any(|d| word.starts_with(d))
+                && !word.contains("--A--B")
+                && !root().join(word).exists()
+            {
+                missing.push(format!("{readme}: {word}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "paths cited but not there:\n{}",
         missing.join("\n")
     );
 }

@@ -1,4 +1,4 @@
-//! The server's worker loop (`triggers_server::worker::run`) against a real database,
+//! The server's worker loop (`triggers_server::workers::processing::run`) against a real database,
 //! with a manual clock: it wakes on the enqueue notification rather than a poll, it
 //! looks once more after its linger (which catches an event whose producer's NOTIFY
 //! was throttled away), it gathers after a partial batch but not after a full one, and
@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
-use triggers_server::worker::{self, ManualClock, WorkerOptions};
+use triggers_server::workers::processing::{self, ManualClock, WorkerOptions};
 use triggers_tests::{connect, test_database, wait_until, Notifications, PATIENCE};
 
 /// A worker task on a manual clock.
@@ -30,7 +30,7 @@ impl Worker {
             clock: Arc::new(clock.clone()),
             ..options
         };
-        let task = tokio::spawn(worker::run(0, client, options, stopped));
+        let task = tokio::spawn(processing::run(0, client, options, stopped));
         Worker { clock, stop, task }
     }
 

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use super::auth::Tenant;
 use super::error::AppError;
 use super::parse::{self, int_param, Params};
-use super::render::{timestamp_now, ts};
 use super::shapes::{DeadLetters, Redriven};
 use super::state::AppState;
+use crate::render::{timestamp_now, ts};
 
 /// `GET /dlq`, `POST /dlq/redrive`.
 pub(super) fn routes() -> Router<AppState> {

@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::correlation::{current_correlation_id, ErrorDetail};
-use super::render::timestamp_now;
+use crate::render::timestamp_now;
 
 /// The stable error codes of the HTTP API (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +185,25 @@ impl AppError {
     /// The seconds of its Retry-After header, if it has one.
     pub fn retry_after(&self) -> Option<u64> {
         self.retry_after
+    }
+}
+
+impl From<crate::services::queue_bound::Refused> for AppError {
+    fn from(refused: crate::services::queue_bound::Refused) -> Self {
+        use crate::services::queue_bound::Refused;
+        match refused {
+            Refused::Full {
+                bound,
+                retry_after_s,
+            } => AppError::new(
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "the queue is full ({bound} messages waiting, --max-queue-depth); retry later"
+                ),
+            )
+            .with_retry_after(retry_after_s),
+            Refused::Database(e) => e.into(),
+        }
     }
 }
 

@@ -21,9 +21,9 @@ use triggers_client::NewEvent;
 use super::auth::{over_limit, Sender, Tenant};
 use super::error::{AppError, ErrorCode};
 use super::parse::{self, debug_flag, only_fields, opt_string, IdPath, JsonObject, Params};
-use super::render::{event_json, timestamp_now};
 use super::shapes::{Accepted, BatchAccepted, BatchIn, ErrorEnvelope, EventEnvelope, EventIn};
 use super::state::AppState;
+use crate::render::{event_json, timestamp_now};
 
 /// Most events in one `POST /events/batch`.
 const MAX_BATCH: usize = 1000;

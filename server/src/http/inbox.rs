@@ -11,9 +11,9 @@ use triggers_client::{InboxQuery, Order, Status};
 use super::auth::Tenant;
 use super::error::{AppError, ErrorCode};
 use super::parse::{self, containment_filters, int_param, param, time_param, IdPath, Params};
-use super::render::{event_json, timestamp_now, ts};
 use super::shapes::{Acked, ErrorEnvelope, InboxPage, Retrying};
 use super::state::AppState;
+use crate::render::{event_json, timestamp_now, ts};
 
 /// `GET /inbox`, `POST /inbox/{id}/ack`, `POST /inbox/{id}/retry`.
 pub(super) fn routes() -> Router<AppState> {

@@ -13,9 +13,9 @@ use serde_json::json;
 use super::auth::Tenant;
 use super::error::{AppError, ErrorCode};
 use super::parse::{self, int_param, Params};
-use super::render::{timestamp_now, ts};
 use super::shapes::{HistoryOut, MetricsOut};
 use super::state::AppState;
+use crate::render::{timestamp_now, ts};
 
 /// `GET /metrics`, `GET /metrics/history`, `GET /metrics/prometheus`.
 pub(super) fn routes() -> Router<AppState> {

@@ -1,33 +1,22 @@
 //! The HTTP API. [`app`] builds the whole router, so tests can drive it with `oneshot`.
-//!
-//! One file per resource, each with its routes and handlers: events.rs (`POST /events`,
-//! `POST /events/batch`, `GET /events/{id}`), inbox.rs (`GET /inbox`, ack, retry),
-//! dlq.rs, streams.rs (`GET /streams`, `GET /streams/{name}`, resume), metrics.rs (JSON
-//! and Prometheus), health.rs (`/health`, `/ready`), dashboard.rs (`GET /`), openapi.rs
-//! (`/openapi.json`), live.rs (`GET /inbox/stream`, the live stream, and its hub), webhooks.rs
-//! (endpoints, deliveries, resend). Beside them: auth.rs (the API key check and the
-//! per-key and per-tenant limits that follow it, from crate::guard), backpressure.rs
-//! (503 while the queue is full),
-//! correlation.rs (correlation id, request log), group.rs (group commit), parse.rs
-//! (reading paths, queries and bodies), render.rs (times, events and streams in
-//! answers), error.rs (`AppError` and the error codes), shapes.rs (the document's schema
-//! types), state.rs (`AppState`).
+//! It only translates: requests into calls of the client, `crate::guard` and
+//! `crate::services`, and their results into answers. One file per resource, each with
+//! its routes and handlers; beside them the key check and the limits that follow it,
+//! the correlation id, reading requests, errors, `/openapi.json` and its shapes, and
+//! `AppState`.
 
 mod auth;
-mod backpressure;
 pub mod correlation;
 mod dashboard;
 mod dlq;
 pub mod error;
 mod events;
-pub mod group;
 mod health;
 mod inbox;
 pub mod live;
 mod metrics;
 pub mod openapi;
 mod parse;
-pub(crate) mod render;
 mod shapes;
 mod state;
 mod streams;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use triggers_client::Client;
 
-use super::backpressure::QueueBound;
-use super::group::GroupCommit;
-use super::live::Live;
 use crate::guard::{KeyStore, Limits, Tenants, TrustedProxies};
+use crate::services::group::GroupCommit;
+use crate::services::live::Live;
+use crate::services::queue_bound::QueueBound;
 use crate::shards::Shards;
 
 /// Connections the API's calls share (each tenant holds at most its concurrency).
@@ -81,7 +81,7 @@ impl Default for Settings {
             key_cache_ttl: Duration::from_secs(defaults::KEY_CACHE_TTL_S),
             auth_failures_per_minute: defaults::AUTH_FAILURES_PER_MINUTE,
             max_queue_depth: defaults::MAX_QUEUE_DEPTH,
-            keep_alive: super::live::KEEP_ALIVE,
+            keep_alive: crate::services::live::KEEP_ALIVE,
             trusted_proxies: TrustedProxies::default(),
             page_bytes: defaults::PAGE_BYTES,
             statement_timeout: Duration::from_secs(defaults::STATEMENT_TIMEOUT_S),

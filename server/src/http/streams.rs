@@ -11,9 +11,9 @@ use serde_json::json;
 use super::auth::Tenant;
 use super::error::{AppError, ErrorCode};
 use super::parse::{self, int_param, param, NamePath, Params};
-use super::render::{stream_json, timestamp_now};
 use super::shapes::{ErrorEnvelope, Resumed, StreamEnvelope, StreamList};
 use super::state::AppState;
+use crate::render::{stream_json, timestamp_now};
 
 /// `GET /streams`, `GET /streams/{name}`, `POST /streams/{name}/resume`.
 pub(super) fn routes() -> Router<AppState> {

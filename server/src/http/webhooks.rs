@@ -19,13 +19,13 @@ use super::error::{AppError, ErrorCode};
 use super::parse::{
     self, int_param, only_fields, opt_string, IdPath, JsonObject, Params, UuidPath,
 };
-use super::render::{timestamp_now, ts};
 use super::shapes::{
     CreatedEndpoint, DeletedEndpoint, DeliveryList, EndpointEnvelope, EndpointIn, EndpointList,
     EndpointPatch, ErrorEnvelope, EventDeliveries, RecoverIn, Recovered, ResendIn, Resent,
     RotatedSecret,
 };
 use super::state::AppState;
+use crate::render::{timestamp_now, ts};
 
 /// The routes of webhooks.
 pub(super) fn routes() -> Router<AppState> {

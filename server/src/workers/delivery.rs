@@ -29,9 +29,9 @@ use triggers_client::{
 use triggers_core::webhooks::{is_public_address, redact_addresses, signature_header, Secret};
 
 use crate::cli::WebhookArgs;
-use crate::http::render::{event_json, ts};
-use crate::tasks::Tasks;
-use crate::worker::notified;
+use crate::render::{event_json, ts};
+use crate::workers::processing::notified;
+use crate::workers::tasks::Tasks;
 
 /// How much longer than the timeout a claimed delivery stays leased (an attempt's
 /// outcome is recorded within it, unless the server died: then it is due again).

@@ -1,5 +1,5 @@
 //! [`Tasks`]: background tasks that run until told to stop (the processing workers of
-//! worker.rs, the webhook delivery workers of webhook.rs).
+//! processing.rs, the webhook delivery workers of delivery.rs).
 
 use std::future::Future;
 

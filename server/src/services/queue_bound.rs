@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::{AppError, ErrorCode};
 use crate::shards::Shards;
 
 /// How often the queue is counted.
@@ -51,26 +50,37 @@ impl QueueBound {
         }
     }
 
-    /// 503 with Retry-After while the queue `tenant`'s events go to is at its bound.
-    pub async fn admit(&self, tenant: &str) -> Result<(), AppError> {
+    /// Whether the queue `tenant`'s events go to takes more now ([`Refused::Full`] at its
+    /// bound: the HTTP layer answers 503 with `Retry-After`).
+    pub async fn admit(&self, tenant: &str) -> Result<(), Refused> {
         if self.bound == 0 {
             return Ok(());
         }
-        let node = self.shards.node_of(tenant).await?;
+        let node = self
+            .shards
+            .node_of(tenant)
+            .await
+            .map_err(Refused::Database)?;
         let depth = self
             .depths
             .get(node)
             .map_or(0, |d| d.load(Ordering::Relaxed));
         if depth >= self.bound {
-            return Err(AppError::new(
-                ErrorCode::ServiceUnavailable,
-                format!(
-                    "the queue is full ({} messages waiting, --max-queue-depth); retry later",
-                    self.bound
-                ),
-            )
-            .with_retry_after(EVERY.as_secs().max(1)));
+            return Err(Refused::Full {
+                bound: self.bound,
+                retry_after_s: EVERY.as_secs().max(1),
+            });
         }
         Ok(())
     }
+}
+
+/// Why the queue takes no more events now.
+#[derive(Debug)]
+pub enum Refused {
+    /// It holds `bound` messages (`--max-queue-depth`) or more; the depth is counted
+    /// again within `retry_after_s`.
+    Full { bound: i64, retry_after_s: u64 },
+    /// Which node serves the tenant could not be told.
+    Database(triggers_client::Error),
 }
