@@ -311,15 +311,6 @@ impl Client {
             .await
     }
 
-    /// For delivery workers: due deliveries, counted and leased (see [`On::claim_deliveries`]).
-    pub async fn claim_deliveries(
-        &self,
-        limit: i32,
-        lease_s: i32,
-    ) -> Result<Vec<crate::ClaimedDelivery>, Error> {
-        self.pooled().await?.claim_deliveries(limit, lease_s).await
-    }
-
     /// Changes a webhook endpoint (see [`On::update_endpoint`]).
     pub async fn update_endpoint(
         &self,
@@ -410,24 +401,6 @@ impl Client {
         tenant: Option<&str>,
     ) -> Result<crate::WebhookMetrics, Error> {
         self.pooled().await?.webhook_metrics(tenant).await
-    }
-
-    /// For delivery workers: the events of claimed deliveries.
-    pub async fn delivery_events(&self, ids: &[EventId]) -> Result<Vec<Event>, Error> {
-        self.pooled().await?.delivery_events(ids).await
-    }
-
-    /// For delivery workers: many attempts' outcomes in one transaction.
-    pub async fn record_attempts(
-        &self,
-        attempts: &[(crate::ClaimedDelivery, crate::AttemptOutcome)],
-    ) -> Result<Vec<Option<String>>, Error> {
-        self.pooled().await?.record_attempts(attempts).await
-    }
-
-    /// The secrets an endpoint signs with now (needs the secrets key).
-    pub async fn endpoint_secrets(&self, endpoint_id: uuid::Uuid) -> Result<Vec<String>, Error> {
-        self.pooled().await?.endpoint_secrets(endpoint_id).await
     }
 
     /// The counters that only grow and the all-time latency histogram (for Prometheus).

@@ -56,6 +56,8 @@ mod storable;
 mod tls;
 mod types;
 mod webhooks;
+#[cfg(feature = "worker-protocol")]
+mod worker_protocol;
 
 pub use client::{Client, VacuumState, DEFAULT_TIMEOUT};
 pub use error::Error;
@@ -73,6 +75,7 @@ pub use types::{
     UnknownStreamState,
 };
 pub use webhooks::{
-    Attempt, AttemptOutcome, ClaimedDelivery, Delivery, DeliveryLatency, Endpoint, EndpointChange,
-    NewEndpoint, WebhookMetrics,
+    Attempt, Delivery, DeliveryLatency, Endpoint, EndpointChange, NewEndpoint, WebhookMetrics,
 };
+#[cfg(feature = "worker-protocol")]
+pub use worker_protocol::{AttemptOutcome, ClaimedDelivery};
