@@ -75,7 +75,11 @@ pub(super) fn init(partial: &Path, bindir: &Path, run_as: RunAs) -> Result<(), S
 /// `ALTER SYSTEM` still overrides them). Workers delete every message they finish; the
 /// dead index entries at the head of the queue are walked by every claim until vacuum
 /// removes them, so autovacuum looks at the hot tables every second, not every minute.
-const TUNING: &str = "\n# triggers: a queue workload\nautovacuum_naptime = 1s\n";
+/// A `triggers serve` holds up to about 45 connections (the API's 16, key lookups' 4,
+/// group commit's 16, the workers, listeners and the live stream's hub): Postgres's
+/// default of 100 would leave room for two servers and little else.
+const TUNING: &str =
+    "\n# triggers: a queue workload\nautovacuum_naptime = 1s\nmax_connections = 300\n";
 
 fn tune(data_dir: &Path) -> Result<(), StartupError> {
     use std::io::Write;
