@@ -22,6 +22,6 @@ pub use database::{
 };
 pub use process::{
     bin, free_port, get_json, is_root, postgres_processes_of, run, send_until_accepted,
-    serve_loopback, serve_test_database, triggers, Server, TempDir, START_TIMEOUT,
+    serve_database, serve_loopback, serve_test_database, triggers, Server, TempDir, START_TIMEOUT,
 };
 pub use wait::{wait_for, wait_until, Notifications, MARKER_CHANNEL, PATIENCE};

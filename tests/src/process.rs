@@ -195,6 +195,16 @@ impl Server {
         self.child.as_ref().map(Child::id).expect("running")
     }
 
+    /// The server's resident memory now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     /// Sends `signal` and waits for the process to exit; returns its exit status.
     pub fn stop_with(
         &mut self,
@@ -319,13 +329,19 @@ pub async fn serve_test_database(
         .await
         .unwrap()
         .get(0);
+    let server = serve_database(&config, &[&["--rate-limit", "0"], args].concat());
+    (server, key, db, config)
+}
+
+/// `triggers serve` over the database `config` names (DATABASE_URL), on a free port,
+/// with `args`.
+pub fn serve_database(config: &tokio_postgres::Config, args: &[&str]) -> Server {
     let mut command = triggers(&["serve"]);
     command
-        .env("DATABASE_URL", crate::database_url(&config))
+        .env("DATABASE_URL", crate::database_url(config))
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--rate-limit", "0"])
         .args(args);
-    (Server::start(command), key, db, config)
+    Server::start(command)
 }
 
 /// Serves `app` on a free 127.0.0.1 port in this process (a webhook receiver); its

@@ -26,7 +26,8 @@ use rand::Rng;
 use serde_json::{json, Value};
 use triggers_tests::hooks::Receiver;
 use triggers_tests::{
-    connect, database_url, free_port, run, test_database, triggers, wait_until, Server, TempDir,
+    connect, database_url, free_port, run, serve_database, test_database, triggers, wait_until,
+    Server, TempDir,
 };
 
 /// The single value `sql` returns.
@@ -59,31 +60,13 @@ async fn serve(
     .await
     .unwrap();
     let key: String = scalar(&db, "SELECT triggers.create_api_key('victim', 'test')").await;
-    let server = start(&config, args);
+    let server = serve_database(&config, args);
     (server, key, db, config)
-}
-
-fn start(config: &tokio_postgres::Config, args: &[&str]) -> Server {
-    let mut command = triggers(&["serve"]);
-    command
-        .env("DATABASE_URL", database_url(config))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(args);
-    Server::start(command)
 }
 
 /// GET `path` with `key`: status, error code, body.
 async fn get(http: &reqwest::Client, base: &str, path: &str, key: &str) -> (u16, String, Value) {
-    let response = http
-        .get(format!("{base}{path}"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
-    (status, code, body)
+    answer(http.get(format!("{base}{path}")).bearer_auth(key)).await
 }
 
 /// POST `path` with `key` and `body`: status, error code, body.
@@ -94,27 +77,21 @@ async fn post(
     key: &str,
     body: Value,
 ) -> (u16, String, Value) {
-    let response = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    answer(
+        http.post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body),
+    )
+    .await
+}
+
+/// Sends `request`: status, error code, body.
+async fn answer(request: reqwest::RequestBuilder) -> (u16, String, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let code = body["error"]["code"].as_str().unwrap_or("").to_string();
     (status, code, body)
-}
-
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// A well-formed key that no database holds.
@@ -351,9 +328,9 @@ async fn half_a_million_random_tokens_from_as_many_addresses_keep_memory_bounded
     };
     // Warm up: the allocator's arenas and the maps' first growth.
     blast(&addr, requests(20_000, &mut rng), 4, 64);
-    let before = rss_kib(server.pid());
+    let before = server.rss_kib();
     let statuses = blast(&addr, requests(500_000, &mut rng), 4, 64);
-    let after = rss_kib(server.pid());
+    let after = server.rss_kib();
     let answered: u64 = statuses.iter().map(|(_, n)| n).sum();
     assert_eq!(answered, 500_000);
     assert!(
@@ -450,7 +427,7 @@ async fn a_tenants_live_streams_are_capped_and_unread_ones_hold_little_memory() 
         }
     }
     assert_eq!((open.len(), refused), (20, 30));
-    let before = rss_kib(server.pid());
+    let before = server.rss_kib();
     // 60 MB of events for 20 streams that read nothing.
     for _ in 0..6 {
         db.batch_execute(
@@ -464,7 +441,7 @@ async fn a_tenants_live_streams_are_capped_and_unread_ones_hold_little_memory() 
         scalar::<i64>(&db, "SELECT count(*) FROM triggers.events").await == 300
     })
     .await;
-    let after = rss_kib(server.pid());
+    let after = server.rss_kib();
     let grown = after.saturating_sub(before);
     eprintln!(
         "RSS {before} KiB → {after} KiB (+{grown} KiB) with 20 unread streams and 60 MB of events"
@@ -609,7 +586,7 @@ async fn a_timeout_and_a_disconnect_end_stuck_queries_and_leave_room_for_others(
     let http = reqwest::Client::new();
     // With a statement timeout, the stuck request ends with a clear 503.
     {
-        let server = start(&config, &["--statement-timeout", "1", "--workers", "0"]);
+        let server = serve_database(&config, &["--statement-timeout", "1", "--workers", "0"]);
         let base = server.url.trim_end_matches('/').to_string();
         let (status, code, body) =
             post(&http, &base, &format!("/inbox/{id}/ack"), &a, json!({})).await;
@@ -626,7 +603,7 @@ async fn a_timeout_and_a_disconnect_end_stuck_queries_and_leave_room_for_others(
     // Without one: 16 stuck requests of tenant a hold no more than its 8 turns, so a new
     // tenant's key is checked and its reads served; then a's clients go away, and their
     // queries are cancelled (nothing else would end them).
-    let server = start(&config, &["--statement-timeout", "0", "--workers", "0"]);
+    let server = serve_database(&config, &["--statement-timeout", "0", "--workers", "0"]);
     let base = server.url.trim_end_matches('/').to_string();
     let stuck: Vec<_> = (0..16)
         .map(|_| {
@@ -944,7 +921,7 @@ async fn a_tenant_bound_role_acts_for_its_tenant_only_and_the_server_needs_no_mo
     let key: String = scalar(&db, "SELECT triggers.create_api_key('acme', 'test')").await;
     let mut as_server = config.clone();
     as_server.user("triggers_server_role").password("secret");
-    let server = start(&as_server, &[]);
+    let server = serve_database(&as_server, &[]);
     let base = server.url.trim_end_matches('/').to_string();
     let http = reqwest::Client::new();
     let (status, _, body) = post(&http, &base, "/events", &key, json!({"payload": {"n": 1}})).await;

@@ -181,15 +181,6 @@ async fn read_events(sse: &mut Sse, n: usize) -> Vec<i64> {
     got
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_subscribers_get_the_same_events_over_the_servers_own_connections() {
     // One tenant, a thousand streams: past the default cap of 20, set no cap here.
@@ -248,13 +239,13 @@ async fn a_subscriber_that_never_reads_holds_no_one_back_and_memory_stays_bounde
     let mut stalled = Sse::connect(&url, &key, Some("0"), &[]).await;
     assert!(stalled.next(PATIENCE).await.unwrap().retry.is_some());
     let mut reader = Sse::connect(&url, &key, Some("0"), &[]).await;
-    let before = rss_kib(server.pid());
+    let before = server.rss_kib();
     for round in 0..4 {
         enqueue_many(&db, "t", 5_000, None).await;
         let got = read_events(&mut reader, 5_000).await;
         assert_eq!(got.len(), 5_000, "round {round}");
     }
-    let grown = rss_kib(server.pid()).saturating_sub(before);
+    let grown = server.rss_kib().saturating_sub(before);
     // 20,000 events (about 6 MiB of JSON) went past a subscriber that read none: the
     // server keeps a bounded buffer, not a copy per subscriber.
     assert!(grown < 64 * 1024, "the server grew {grown} KiB");
