@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use triggers_client::{LiveFilter, Position, KEY_PREFIX};
+use triggers_client::{LiveFilter, Position};
 
 use super::auth::{over_limit, Tenant};
 use super::error::{AppError, ErrorCode};
@@ -93,8 +93,7 @@ fn key_id(headers: &HeaderMap) -> Option<String> {
         .to_str()
         .ok()?;
     let token = value.split_once(' ')?.1.trim();
-    let rest = token.strip_prefix(KEY_PREFIX)?;
-    Some(rest.split_once('_')?.0.to_string())
+    triggers_core::key_id(token).map(str::to_string)
 }
 
 /// A published event as an SSE event.
